@@ -1,0 +1,21 @@
+"""The Celery application and the one place the default schedule is defined.
+
+The schedule lives in the database (django-celery-beat) so that staff can edit
+it in the admin; ``DEFAULT_SCHEDULE`` only seeds entries that do not exist yet
+(see ``kreo.schedule.sync_default_schedule``).
+"""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kreo.settings.local")
+
+app = Celery("kreo")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+# name -> (task, interval in seconds or a setting name holding it)
+DEFAULT_SCHEDULE = {
+    "kreo heartbeat": ("kreo.tasks.heartbeat", "KREO_HEARTBEAT_SECONDS"),
+}

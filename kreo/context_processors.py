@@ -1,0 +1,5 @@
+from django.conf import settings
+
+
+def release(request):
+    return {"kreo_release": settings.KREO_RELEASE}

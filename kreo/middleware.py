@@ -1,0 +1,26 @@
+from django.conf import settings
+
+from kreo.views import error_response
+
+# Room for the multipart envelope and the other form fields of an upload.
+ENVELOPE = 1024 * 1024
+
+
+class RequestSizeLimitMiddleware:
+    """Refuse a body larger than the upload limit before anything reads it.
+
+    Without this, CSRF checking would parse (and spool to disk) the whole
+    multipart body of an oversized upload before the view could say no.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return error_response(request, 400)
+        if length > settings.KREO_MAX_UPLOAD_BYTES + ENVELOPE:
+            return error_response(request, 413)
+        return self.get_response(request)

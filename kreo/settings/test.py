@@ -1,0 +1,11 @@
+"""Settings for the test suite: the embedded default, or the servers that the
+environment names (the test runner sets DATABASE_URL, REDIS_URL and the S3
+variables for the PostgreSQL leg)."""
+
+from kreo.settings.base import *  # noqa: F403
+from kreo.settings.base import env
+
+# Argon2 stays on (the tests check it), with the cheapest parameters.
+PASSWORD_HASHERS = ["kreo.testing.hashers.FastArgon2PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+KREO_MAX_UPLOAD_BYTES = env.int("KREO_MAX_UPLOAD_BYTES", default=2 * 1024 * 1024)

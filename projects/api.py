@@ -1,0 +1,248 @@
+"""The REST API over the same services and selectors the pages use."""
+
+from datetime import timedelta
+
+from django.http import StreamingHttpResponse
+from django.utils.http import content_disposition_header
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from knox.models import AuthToken
+from rest_framework import status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from projects import selectors, services
+from projects.permissions import Action
+from projects.serializers import (
+    FileRenameSerializer,
+    FileUploadSerializer,
+    MemberAddSerializer,
+    MemberRoleSerializer,
+    MembershipSerializer,
+    ProjectFileSerializer,
+    ProjectSerializer,
+    ProjectWriteSerializer,
+    TokenSerializer,
+)
+from projects.storage import blob_chunks
+
+TOKEN_TTL = timedelta(days=30)
+
+
+def _valid(serializer_class, request, **kwargs):
+    serializer = serializer_class(data=request.data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class ProjectListView(APIView):
+    @extend_schema(responses=ProjectSerializer(many=True))
+    def get(self, request):
+        projects = selectors.project_list(user=request.user)
+        return Response(
+            ProjectSerializer(projects, many=True, context={"request": request}).data
+        )
+
+    @extend_schema(request=ProjectWriteSerializer, responses={201: ProjectSerializer})
+    def post(self, request):
+        data = _valid(ProjectWriteSerializer, request)
+        project = services.project_create(actor=request.user, request=request, **data)
+        return Response(
+            ProjectSerializer(project, context={"request": request}).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ProjectDetailView(APIView):
+    def _get(self, request, project_id, action):
+        return selectors.project_get(
+            user=request.user, project_id=project_id, action=action
+        )
+
+    @extend_schema(responses=ProjectSerializer)
+    def get(self, request, project_id):
+        project = self._get(request, project_id, Action.VIEW)
+        return Response(ProjectSerializer(project, context={"request": request}).data)
+
+    @extend_schema(request=ProjectWriteSerializer, responses=ProjectSerializer)
+    def patch(self, request, project_id):
+        project = self._get(request, project_id, Action.EDIT)
+        data = _valid(ProjectWriteSerializer, request, partial=True)
+        services.project_update(
+            actor=request.user, project=project, request=request, **data
+        )
+        return Response(ProjectSerializer(project, context={"request": request}).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, project_id):
+        project = self._get(request, project_id, Action.DELETE)
+        services.project_delete(actor=request.user, project=project, request=request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class FileListView(APIView):
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(responses=ProjectFileSerializer(many=True))
+    def get(self, request, project_id):
+        project = selectors.project_get(
+            user=request.user, project_id=project_id, action=Action.VIEW
+        )
+        files = selectors.project_file_list(project=project)
+        return Response(ProjectFileSerializer(files, many=True).data)
+
+    @extend_schema(request=FileUploadSerializer, responses={201: ProjectFileSerializer})
+    def post(self, request, project_id):
+        project = selectors.project_get(
+            user=request.user, project_id=project_id, action=Action.UPLOAD
+        )
+        data = _valid(FileUploadSerializer, request)
+        item = services.project_file_upload(
+            actor=request.user,
+            project=project,
+            request=request,
+            upload=data["file"],
+            name=data.get("name"),
+        )
+        return Response(
+            ProjectFileSerializer(item).data, status=status.HTTP_201_CREATED
+        )
+
+
+class FileDetailView(APIView):
+    def _get(self, request, project_id, file_id, action):
+        return selectors.project_file_get(
+            user=request.user, project_id=project_id, file_id=file_id, action=action
+        )
+
+    @extend_schema(responses=ProjectFileSerializer)
+    def get(self, request, project_id, file_id):
+        item = self._get(request, project_id, file_id, Action.VIEW)
+        return Response(ProjectFileSerializer(item).data)
+
+    @extend_schema(request=FileRenameSerializer, responses=ProjectFileSerializer)
+    def patch(self, request, project_id, file_id):
+        item = self._get(request, project_id, file_id, Action.RENAME_FILE)
+        data = _valid(FileRenameSerializer, request)
+        services.project_file_rename(
+            actor=request.user, item=item, name=data["name"], request=request
+        )
+        return Response(ProjectFileSerializer(item).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, project_id, file_id):
+        item = self._get(request, project_id, file_id, Action.DELETE_FILE)
+        services.project_file_delete(actor=request.user, item=item, request=request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class FileDownloadView(APIView):
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The file's bytes."
+            )
+        }
+    )
+    def get(self, request, project_id, file_id):
+        item = selectors.project_file_get(
+            user=request.user,
+            project_id=project_id,
+            file_id=file_id,
+            action=Action.VIEW,
+        )
+        services.project_file_download_record(
+            actor=request.user, item=item, request=request
+        )
+        response = StreamingHttpResponse(
+            blob_chunks(item.blob), content_type=item.content_type
+        )
+        response["Content-Length"] = str(item.size)
+        response["Content-Disposition"] = content_disposition_header(True, item.name)
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+
+class MemberListView(APIView):
+    @extend_schema(responses=MembershipSerializer(many=True))
+    def get(self, request, project_id):
+        project = selectors.project_get(
+            user=request.user, project_id=project_id, action=Action.VIEW
+        )
+        members = selectors.membership_list(project=project)
+        return Response(MembershipSerializer(members, many=True).data)
+
+    @extend_schema(request=MemberAddSerializer, responses={201: MembershipSerializer})
+    def post(self, request, project_id):
+        project = selectors.project_get(
+            user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
+        )
+        data = _valid(MemberAddSerializer, request)
+        membership = services.membership_add(
+            actor=request.user, project=project, request=request, **data
+        )
+        return Response(
+            MembershipSerializer(membership).data, status=status.HTTP_201_CREATED
+        )
+
+
+class MemberDetailView(APIView):
+    def _get(self, request, project_id, membership_id, action):
+        project = selectors.project_get(
+            user=request.user, project_id=project_id, action=action
+        )
+        return selectors.membership_get(project=project, membership_id=membership_id)
+
+    @extend_schema(responses=MembershipSerializer)
+    def get(self, request, project_id, membership_id):
+        membership = self._get(request, project_id, membership_id, Action.VIEW)
+        return Response(MembershipSerializer(membership).data)
+
+    @extend_schema(request=MemberRoleSerializer, responses=MembershipSerializer)
+    def patch(self, request, project_id, membership_id):
+        membership = self._get(
+            request, project_id, membership_id, Action.MANAGE_MEMBERS
+        )
+        data = _valid(MemberRoleSerializer, request)
+        membership = services.membership_change_role(
+            actor=request.user,
+            membership=membership,
+            role=data["role"],
+            request=request,
+        )
+        return Response(MembershipSerializer(membership).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, project_id, membership_id):
+        membership = self._get(
+            request, project_id, membership_id, Action.MANAGE_MEMBERS
+        )
+        services.membership_remove(
+            actor=request.user, membership=membership, request=request
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenCreateView(APIView):
+    """Issue an API token to a user signed in to the site (shown once)."""
+
+    authentication_classes = [SessionAuthentication]
+
+    @extend_schema(request=None, responses={201: TokenSerializer})
+    def post(self, request):
+        instance, token = AuthToken.objects.create(user=request.user, expiry=TOKEN_TTL)
+        return Response(
+            {"token": token, "expiry": instance.expiry}, status=status.HTTP_201_CREATED
+        )
+
+
+class TokenRevokeView(APIView):
+    """Revoke the token this request authenticated with."""
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request):
+        if isinstance(request.auth, AuthToken):
+            request.auth.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)

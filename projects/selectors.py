@@ -1,0 +1,46 @@
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+
+from projects.models import Membership, Project, ProjectFile
+from projects.permissions import NOT_FOUND, require
+
+
+def project_list(*, user) -> QuerySet[Project]:
+    """Projects ``user`` is a member of, each with ``role`` and ``file_count``."""
+    role = Membership.objects.filter(project=OuterRef("pk"), user=user).values("role")
+    return (
+        Project.objects.filter(memberships__user=user)
+        .annotate(role=Subquery(role[:1]), file_count=Count("files", distinct=True))
+        .order_by("name", "created_at")
+    )
+
+
+def project_get(*, user, project_id, action: str) -> Project:
+    """The project, if ``user`` may do ``action`` to it (404 / 403 otherwise)."""
+    project = get_object_or_404(Project, pk=project_id)
+    require(user, action, project)
+    return project
+
+
+def project_file_get(*, user, project_id, file_id, action: str) -> ProjectFile:
+    project = project_get(user=user, project_id=project_id, action=action)
+    try:
+        return project.files.get(pk=file_id)
+    except ProjectFile.DoesNotExist:
+        raise Http404(NOT_FOUND) from None
+
+
+def project_file_list(*, project: Project) -> QuerySet[ProjectFile]:
+    return project.files.select_related("uploaded_by").order_by("name", "uploaded_at")
+
+
+def membership_list(*, project: Project) -> QuerySet[Membership]:
+    return project.memberships.select_related("user").order_by("user__email")
+
+
+def membership_get(*, project: Project, membership_id) -> Membership:
+    try:
+        return project.memberships.select_related("user").get(pk=membership_id)
+    except (Membership.DoesNotExist, ValueError):
+        raise Http404("Member not found.") from None

@@ -1,0 +1,81 @@
+from rest_framework import serializers
+
+from projects.models import Membership, Project, ProjectFile, Role
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    role = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Project
+        fields = ["id", "name", "description", "role", "created_at", "updated_at"]
+        read_only_fields = fields
+
+    def get_role(self, project) -> str | None:
+        from projects.permissions import project_role
+
+        return project_role(self.context["request"].user, project)
+
+
+class ProjectWriteSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(
+        max_length=2000, required=False, allow_blank=True
+    )
+
+
+class ProjectFileSerializer(serializers.ModelSerializer):
+    uploaded_by = serializers.SlugRelatedField(slug_field="email", read_only=True)
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ProjectFile
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "content_type",
+            "size",
+            "sha256",
+            "uploaded_by",
+            "uploaded_at",
+            "download_url",
+        ]
+        read_only_fields = fields
+
+    def get_download_url(self, item) -> str:
+        from django.urls import reverse
+
+        return reverse("api:file-download", args=[item.project_id, item.pk])
+
+
+class FileUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True)
+    name = serializers.CharField(max_length=255, required=False, allow_blank=True)
+
+
+class FileRenameSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    email = serializers.EmailField(source="user.email", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "email", "role", "added_at"]
+        read_only_fields = fields
+
+
+class MemberAddSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberRoleSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(read_only=True)
+    expiry = serializers.DateTimeField(read_only=True)

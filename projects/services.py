@@ -1,0 +1,276 @@
+"""Every write to projects, members and files, each with its audit event."""
+
+import hashlib
+from functools import partial
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+
+from audit.services import audit_record
+from projects import uploads
+from projects.models import Membership, Project, ProjectFile, Role
+from projects.permissions import Action, forget_roles, require
+from projects.storage import blob_delete
+
+LAST_OWNER = "A project needs at least one owner: add another owner first."
+ALREADY_MEMBER = "{email} is already a member of this project."
+NO_SUCH_USER = "There is no active account for {email}."
+NAME_REQUIRED = "A project needs a name."
+
+
+def _clean_project_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": NAME_REQUIRED}, code="name_required")
+    if len(name) > 200:
+        raise ValidationError({"name": "At most 200 characters."}, code="too_long")
+    return name
+
+
+@transaction.atomic
+def project_create(*, actor, name: str, description: str = "", request=None) -> Project:
+    """Create a project with ``actor`` as its first owner."""
+    project = Project.objects.create(
+        name=_clean_project_name(name),
+        description=(description or "").strip()[:2000],
+        created_by=actor,
+    )
+    Membership.objects.create(project=project, user=actor, role=Role.OWNER)
+    forget_roles(actor)
+    audit_record(
+        event_type="project.create", actor=actor, request=request, target=project
+    )
+    return project
+
+
+@transaction.atomic
+def project_update(
+    *,
+    actor,
+    project: Project,
+    name: str | None = None,
+    description: str | None = None,
+    request=None,
+) -> Project:
+    require(actor, Action.EDIT, project)
+    changed = {}
+    if name is not None and name.strip() != project.name:
+        changed["name"] = [project.name, _clean_project_name(name)]
+        project.name = changed["name"][1]
+    if description is not None and description.strip() != project.description:
+        changed["description"] = True
+        project.description = description.strip()[:2000]
+    if changed:
+        project.save()
+        audit_record(
+            event_type="project.update",
+            actor=actor,
+            request=request,
+            target=project,
+            details={"changed": changed},
+        )
+    return project
+
+
+@transaction.atomic
+def project_delete(
+    *, actor, project: Project, request=None, staff: bool = False
+) -> None:
+    """Delete the project, its memberships and rows now, its stored files on commit.
+
+    ``staff`` is for the admin, whose own permissions already decided.
+    """
+    if not staff:
+        require(actor, Action.DELETE, project)
+    names = list(project.files.values_list("blob", flat=True))
+    storage = ProjectFile._meta.get_field("blob").storage
+    audit_record(
+        event_type="project.delete",
+        actor=actor,
+        request=request,
+        target=project,
+        details={"name": project.name, "files": len(names), "via_admin": staff},
+    )
+    project.delete()
+    for name in names:
+        transaction.on_commit(partial(blob_delete, storage, name))
+
+
+def _digest(upload: UploadedFile) -> str:
+    sha = hashlib.sha256()
+    for chunk in upload.chunks():
+        sha.update(chunk)
+    upload.seek(0)
+    return sha.hexdigest()
+
+
+def project_file_upload(
+    *,
+    actor,
+    project: Project,
+    upload: UploadedFile,
+    name: str | None = None,
+    request=None,
+) -> ProjectFile:
+    """Check and store one file. Nothing is stored unless every check passes."""
+    require(actor, Action.UPLOAD, project)
+    display = uploads.sanitize_name(name if name else upload.name)
+    kind = uploads.inspect(upload, name=display, size=upload.size)
+    digest = _digest(upload)
+    item = ProjectFile(
+        project=project,
+        name=display,
+        kind=kind.name,
+        content_type=kind.content_type,
+        size=upload.size,
+        sha256=digest,
+        uploaded_by=actor,
+    )
+    # The object is written before the row; if the row fails, remove it.
+    item.blob.save("upload", upload, save=False)
+    try:
+        with transaction.atomic():
+            item.save()
+            audit_record(
+                event_type="file.upload",
+                actor=actor,
+                request=request,
+                target=item,
+                details={
+                    "project": str(project.pk),
+                    "name": display,
+                    "size": item.size,
+                    "sha256": digest,
+                },
+            )
+    except Exception:
+        blob_delete(item.blob.storage, item.blob.name)
+        raise
+    return item
+
+
+@transaction.atomic
+def project_file_rename(
+    *, actor, item: ProjectFile, name: str, request=None
+) -> ProjectFile:
+    require(actor, Action.RENAME_FILE, item.project)
+    new = uploads.sanitize_name(name)
+    if uploads.kind_for_name(new).name != item.kind:
+        raise ValidationError(
+            {"name": "The new name must keep the file's type."}, code="kind_change"
+        )
+    old, item.name = item.name, new
+    item.save(update_fields=["name"])
+    audit_record(
+        event_type="file.rename",
+        actor=actor,
+        request=request,
+        target=item,
+        details={"from": old, "to": new},
+    )
+    return item
+
+
+@transaction.atomic
+def project_file_delete(
+    *, actor, item: ProjectFile, request=None, staff: bool = False
+) -> None:
+    if not staff:
+        require(actor, Action.DELETE_FILE, item.project)
+    storage, name = item.blob.storage, item.blob.name
+    audit_record(
+        event_type="file.delete",
+        actor=actor,
+        request=request,
+        target=item,
+        details={"project": str(item.project_id), "name": item.name},
+    )
+    item.delete()
+    transaction.on_commit(partial(blob_delete, storage, name))
+
+
+def project_file_download_record(*, actor, item: ProjectFile, request=None) -> None:
+    require(actor, Action.VIEW, item.project)
+    audit_record(
+        event_type="file.download",
+        actor=actor,
+        request=request,
+        target=item,
+        details={"project": str(item.project_id), "size": item.size},
+    )
+
+
+def _owners_left(project: Project, without: Membership) -> int:
+    return project.memberships.filter(role=Role.OWNER).exclude(pk=without.pk).count()
+
+
+@transaction.atomic
+def membership_add(
+    *, actor, project: Project, email: str, role: str, request=None
+) -> Membership:
+    require(actor, Action.MANAGE_MEMBERS, project)
+    if role not in Role.values:
+        raise ValidationError({"role": f"Choose one of {', '.join(Role.values)}."})
+    email = (email or "").strip()
+    user = get_user_model().objects.filter(email__iexact=email, is_active=True).first()
+    if user is None:
+        raise ValidationError({"email": NO_SUCH_USER.format(email=email)})
+    if project.memberships.filter(user=user).exists():
+        raise ValidationError({"email": ALREADY_MEMBER.format(email=user.email)})
+    membership = Membership.objects.create(project=project, user=user, role=role)
+    audit_record(
+        event_type="project.member.add",
+        actor=actor,
+        request=request,
+        target=project,
+        details={"user": user.pk, "email": user.email, "role": role},
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_change_role(
+    *, actor, membership: Membership, role: str, request=None
+) -> Membership:
+    project = membership.project
+    require(actor, Action.MANAGE_MEMBERS, project)
+    if role not in Role.values:
+        raise ValidationError({"role": f"Choose one of {', '.join(Role.values)}."})
+    locked = Membership.objects.select_for_update().get(pk=membership.pk)
+    if (
+        locked.role == Role.OWNER
+        and role != Role.OWNER
+        and not _owners_left(project, locked)
+    ):
+        raise ValidationError({"role": LAST_OWNER}, code="last_owner")
+    old, locked.role = locked.role, role
+    locked.save(update_fields=["role"])
+    forget_roles(actor)
+    audit_record(
+        event_type="project.member.role",
+        actor=actor,
+        request=request,
+        target=project,
+        details={"user": locked.user_id, "from": old, "to": role},
+    )
+    return locked
+
+
+@transaction.atomic
+def membership_remove(*, actor, membership: Membership, request=None) -> None:
+    project = membership.project
+    require(actor, Action.MANAGE_MEMBERS, project)
+    locked = Membership.objects.select_for_update().get(pk=membership.pk)
+    if locked.role == Role.OWNER and not _owners_left(project, locked):
+        raise ValidationError({"role": LAST_OWNER}, code="last_owner")
+    audit_record(
+        event_type="project.member.remove",
+        actor=actor,
+        request=request,
+        target=project,
+        details={"user": locked.user_id, "role": locked.role},
+    )
+    locked.delete()
+    forget_roles(actor)

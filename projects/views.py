@@ -1,0 +1,309 @@
+"""Server-rendered pages. Each parses input, calls one service or selector, renders."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from projects import selectors, services
+from projects.forms import MemberAddForm, ProjectForm, RenameForm, RoleForm, UploadForm
+from projects.permissions import ROLE_ACTIONS, Action, project_role
+from projects.storage import blob_chunks
+
+
+def _errors_into(form, exc: ValidationError, field: str | None = None) -> None:
+    if hasattr(exc, "error_dict"):
+        for name, errors in exc.message_dict.items():
+            form.add_error(name if name in form.fields else None, errors)
+    else:
+        form.add_error(field, exc.messages)
+
+
+def _detail_context(request: HttpRequest, project, **forms) -> dict:
+    role = project_role(request.user, project)
+    allowed = ROLE_ACTIONS[role]
+    return {
+        "project": project,
+        "role": role,
+        "allowed": {action: action in allowed for action in Action.values},
+        "files": selectors.project_file_list(project=project),
+        "members": selectors.membership_list(project=project),
+        "upload_form": forms.get("upload_form") or UploadForm(),
+    }
+
+
+@login_required
+@require_GET
+def project_list(request: HttpRequest) -> HttpResponse:
+    projects = selectors.project_list(user=request.user)
+    return render(request, "projects/list.html", {"projects": projects})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_create(request: HttpRequest) -> HttpResponse:
+    form = ProjectForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            project = services.project_create(
+                actor=request.user, request=request, **form.cleaned_data
+            )
+        except ValidationError as exc:
+            _errors_into(form, exc)
+        else:
+            messages.success(request, f"Project “{project.name}” created.")
+            return redirect(project)
+    status = 400 if form.errors else 200
+    return render(request, "projects/form.html", {"form": form}, status=status)
+
+
+@login_required
+@require_GET
+def project_detail(request: HttpRequest, project_id) -> HttpResponse:
+    project = selectors.project_get(
+        user=request.user, project_id=project_id, action=Action.VIEW
+    )
+    return render(request, "projects/detail.html", _detail_context(request, project))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_edit(request: HttpRequest, project_id) -> HttpResponse:
+    project = selectors.project_get(
+        user=request.user, project_id=project_id, action=Action.EDIT
+    )
+    initial = {"name": project.name, "description": project.description}
+    form = ProjectForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.project_update(
+                actor=request.user,
+                project=project,
+                request=request,
+                **form.cleaned_data,
+            )
+        except ValidationError as exc:
+            _errors_into(form, exc)
+        else:
+            messages.success(request, "Project updated.")
+            return redirect(project)
+    status = 400 if form.errors else 200
+    return render(
+        request, "projects/form.html", {"form": form, "project": project}, status=status
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_delete(request: HttpRequest, project_id) -> HttpResponse:
+    project = selectors.project_get(
+        user=request.user, project_id=project_id, action=Action.DELETE
+    )
+    if request.method == "POST":
+        name = project.name
+        services.project_delete(actor=request.user, project=project, request=request)
+        messages.success(request, f"Project “{name}” and its files were deleted.")
+        return redirect("projects:list")
+    return render(
+        request,
+        "projects/confirm_delete.html",
+        {
+            "project": project,
+            "object_label": f"the project “{project.name}”",
+            "file_count": project.files.count(),
+        },
+    )
+
+
+@login_required
+@require_POST
+def file_upload(request: HttpRequest, project_id) -> HttpResponse:
+    project = selectors.project_get(
+        user=request.user, project_id=project_id, action=Action.UPLOAD
+    )
+    form = UploadForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            item = services.project_file_upload(
+                actor=request.user,
+                project=project,
+                request=request,
+                upload=form.cleaned_data["file"],
+                name=form.cleaned_data["name"],
+            )
+        except ValidationError as exc:
+            _errors_into(form, exc, field="file")
+        else:
+            messages.success(request, f"Uploaded “{item.name}”.")
+            return redirect(project)
+    status = (
+        413
+        if any(e.code == "too_large" for e in form.errors.as_data().get("file", []))
+        else 400
+    )
+    return render(
+        request,
+        "projects/detail.html",
+        _detail_context(request, project, upload_form=form),
+        status=status,
+    )
+
+
+@login_required
+@require_GET
+def file_download(request: HttpRequest, project_id, file_id) -> HttpResponse:
+    item = selectors.project_file_get(
+        user=request.user, project_id=project_id, file_id=file_id, action=Action.VIEW
+    )
+    services.project_file_download_record(
+        actor=request.user, item=item, request=request
+    )
+    response = StreamingHttpResponse(
+        blob_chunks(item.blob), content_type=item.content_type
+    )
+    response["Content-Length"] = str(item.size)
+    response["Content-Disposition"] = content_disposition_header(True, item.name)
+    response["Cache-Control"] = "private, no-store"
+    response["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def file_rename(request: HttpRequest, project_id, file_id) -> HttpResponse:
+    item = selectors.project_file_get(
+        user=request.user,
+        project_id=project_id,
+        file_id=file_id,
+        action=Action.RENAME_FILE,
+    )
+    form = RenameForm(request.POST or None, initial={"name": item.name})
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.project_file_rename(
+                actor=request.user,
+                item=item,
+                name=form.cleaned_data["name"],
+                request=request,
+            )
+        except ValidationError as exc:
+            _errors_into(form, exc, field="name")
+        else:
+            messages.success(request, f"Renamed to “{item.name}”.")
+            return redirect(item.project)
+    status = 400 if form.errors else 200
+    return render(
+        request,
+        "projects/file_rename.html",
+        {"form": form, "item": item, "project": item.project},
+        status=status,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def file_delete(request: HttpRequest, project_id, file_id) -> HttpResponse:
+    item = selectors.project_file_get(
+        user=request.user,
+        project_id=project_id,
+        file_id=file_id,
+        action=Action.DELETE_FILE,
+    )
+    project = item.project
+    if request.method == "POST":
+        services.project_file_delete(actor=request.user, item=item, request=request)
+        messages.success(request, f"Deleted “{item.name}”.")
+        return redirect(project)
+    return render(
+        request,
+        "projects/confirm_delete.html",
+        {"project": project, "object_label": f"the file “{item.name}”"},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def member_list(request: HttpRequest, project_id) -> HttpResponse:
+    project = selectors.project_get(
+        user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
+    )
+    form = MemberAddForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            membership = services.membership_add(
+                actor=request.user,
+                project=project,
+                request=request,
+                **form.cleaned_data,
+            )
+        except ValidationError as exc:
+            _errors_into(form, exc)
+        else:
+            messages.success(
+                request, f"Added {membership.user.email} as {membership.role}."
+            )
+            return redirect("projects:members", project.pk)
+    status = 400 if form.errors else 200
+    return render(
+        request,
+        "projects/members.html",
+        {
+            "project": project,
+            "form": form,
+            "members": selectors.membership_list(project=project),
+            "role_form": RoleForm(),
+        },
+        status=status,
+    )
+
+
+def _member_action(
+    request: HttpRequest, project_id, membership_id, apply
+) -> HttpResponse:
+    project = selectors.project_get(
+        user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
+    )
+    membership = selectors.membership_get(project=project, membership_id=membership_id)
+    try:
+        text = apply(project, membership)
+    except ValidationError as exc:
+        for error in exc.messages:
+            messages.error(request, error)
+    else:
+        messages.success(request, text)
+        if project_role(request.user, project) is None:
+            return redirect("projects:list")
+    return redirect("projects:members", project.pk)
+
+
+@login_required
+@require_POST
+def member_role(request: HttpRequest, project_id, membership_id) -> HttpResponse:
+    def apply(project, membership):
+        form = RoleForm(request.POST)
+        if not form.is_valid():
+            raise ValidationError("Choose a role.")
+        services.membership_change_role(
+            actor=request.user,
+            membership=membership,
+            role=form.cleaned_data["role"],
+            request=request,
+        )
+        return f"{membership.user.email} is now {form.cleaned_data['role']}."
+
+    return _member_action(request, project_id, membership_id, apply)
+
+
+@login_required
+@require_POST
+def member_remove(request: HttpRequest, project_id, membership_id) -> HttpResponse:
+    def apply(project, membership):
+        services.membership_remove(
+            actor=request.user, membership=membership, request=request
+        )
+        return f"Removed {membership.user.email}."
+
+    return _member_action(request, project_id, membership_id, apply)
