@@ -9,3 +9,11 @@ from kreo.settings.base import env
 PASSWORD_HASHERS = ["kreo.testing.hashers.FastArgon2PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 KREO_MAX_UPLOAD_BYTES = env.int("KREO_MAX_UPLOAD_BYTES", default=2 * 1024 * 1024)
+
+# Concurrent runs (a developer's and CI's) must not share a test database.
+DATABASES["default"]["TEST"] = {  # noqa: F405
+    "NAME": f"test_kreo_{env.str('KREO_TEST_RUN', default='0')}"
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
+STATIC_ROOT = None

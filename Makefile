@@ -1,0 +1,38 @@
+# The two Quick start commands are `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint ci setup clean
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Set up and run web, worker and scheduler on the embedded default.
+run: $(STAMP)
+	$(PY) scripts/run.py
+
+## The whole suite: on PostgreSQL + Redis + S3, then on the embedded default.
+test: $(STAMP)
+	$(PY) scripts/test.py $(ARGS)
+
+## Benchmarks: a table on stdout and JSON under bench/results/.
+bench: $(STAMP)
+	$(PY) bench/run.py $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/bandit -q -c pyproject.toml -r kreo accounts projects audit backups scripts
+
+ci:
+	bash .ci/run
+
+clean:
+	rm -rf $(VENV) var staticfiles node_modules
