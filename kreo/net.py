@@ -22,7 +22,7 @@ def client_ip(request: HttpRequest) -> str:
     proxy appended: everything left of it is written by the client and can be
     forged.
     """
-    remote = _valid(request.META.get("REMOTE_ADDR", "")) or "0.0.0.0"  # noqa: S104
+    remote = _valid(request.META.get("REMOTE_ADDR", "")) or "0.0.0.0"  # noqa: S104  # nosec B104
     proxies = settings.KREO_TRUSTED_PROXY_COUNT
     if proxies <= 0:
         return remote

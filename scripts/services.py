@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
-PG_ROLE = PG_PASSWORD = "kreo"
+PG_ROLE = PG_PASSWORD = "kreo"  # noqa: S105 - a local test role, loopback only  # nosec B105
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 
@@ -105,8 +105,9 @@ def ensure_postgres() -> str:
             check=False,
         )
         wait_for(PG_HOST, PG_PORT, 30, "PostgreSQL")
+    # Constants only: nothing from outside reaches this SQL.
     exists = _psql(
-        "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='kreo') THEN "
+        "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='kreo') THEN "  # nosec B608
         f"CREATE ROLE {PG_ROLE} LOGIN CREATEDB PASSWORD '{PG_PASSWORD}'; END IF; END$$;"
     )
     if not exists:
