@@ -222,8 +222,11 @@ def cross_reference_errors(raw: dict, required_env: set[str]) -> list[str]:
                     "of this file"
                 )
         for variable, value in _environment(service).items():
+            # A blank value (hiding an env_file entry) writes no secret.
             if SECRET_NAME.search(variable) and not (
-                isinstance(value, str) and REQUIRED_REFERENCE.search(value)
+                value == ""
+                or isinstance(value, str)
+                and REQUIRED_REFERENCE.search(value)
             ):
                 errors.append(
                     f"services.{name}.environment.{variable}: a secret must come "

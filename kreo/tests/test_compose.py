@@ -221,6 +221,8 @@ def test_production_shape(compose):
         assert services[name]["env_file"] == [".env"]
         environment = services[name]["environment"]
         assert environment["DJANGO_SETTINGS_MODULE"] == "kreo.settings.production"
+        # The store's administrator key, in .env for minio-init, is blanked.
+        assert environment["MINIO_ROOT_PASSWORD"] == ""
     assert services["web"]["command"][:2] == ["gunicorn", "kreo.wsgi"]
     assert services["worker"]["command"][:4] == ["celery", "-A", "kreo", "worker"]
     assert services["beat"]["command"][:4] == ["celery", "-A", "kreo", "beat"]
