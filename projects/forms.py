@@ -13,6 +13,7 @@ class ProjectForm(forms.Form):
 
 class UploadForm(forms.Form):
     file = forms.FileField(
+        allow_empty_file=True,  # refused by projects.uploads with its own message
         help_text=f"Accepted: {ACCEPTED}.",
         widget=forms.ClearableFileInput(attrs={"accept": ACCEPTED.replace(" ", "")}),
     )

@@ -1,6 +1,6 @@
+from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import Http404
-from django.shortcuts import get_object_or_404
 
 from projects.models import Membership, Project, ProjectFile
 from projects.permissions import NOT_FOUND, require
@@ -18,7 +18,10 @@ def project_list(*, user) -> QuerySet[Project]:
 
 def project_get(*, user, project_id, action: str) -> Project:
     """The project, if ``user`` may do ``action`` to it (404 / 403 otherwise)."""
-    project = get_object_or_404(Project, pk=project_id)
+    try:
+        project = Project.objects.get(pk=project_id)
+    except (Project.DoesNotExist, ValueError, ValidationError):
+        raise Http404(NOT_FOUND) from None
     require(user, action, project)
     return project
 

@@ -16,10 +16,10 @@ from projects.storage import blob_chunks
 
 def _errors_into(form, exc: ValidationError, field: str | None = None) -> None:
     if hasattr(exc, "error_dict"):
-        for name, errors in exc.message_dict.items():
+        for name, errors in exc.error_dict.items():
             form.add_error(name if name in form.fields else None, errors)
     else:
-        form.add_error(field, exc.messages)
+        form.add_error(field, exc)
 
 
 def _detail_context(request: HttpRequest, project, **forms) -> dict:
