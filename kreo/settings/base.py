@@ -6,6 +6,7 @@ runs on its embedded default: SQLite, files on local disk under ``var/``, and
 a Celery broker on the local filesystem, so nothing needs installing.
 """
 
+import socket
 from pathlib import Path
 
 import environ
@@ -31,6 +32,8 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # Release identity, stamped on audit events and shown by /healthz consumers.
 KREO_RELEASE = env.str("KREO_RELEASE", default="dev")
 KREO_COMMIT = env.str("KREO_COMMIT", default="")
+# This server's identity in audit events (the pod or host name by default).
+KREO_INSTANCE_ID = env.str("KREO_INSTANCE_ID", default="") or socket.gethostname()
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -46,6 +49,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "csp",
     "kreo",
+    "auditlog",
     "audit",
     "accounts",
     "projects",
@@ -62,6 +66,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "audit.middleware.AuditMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -290,3 +295,43 @@ LOGGING = {
         "django.request": {"level": "ERROR"},
     },
 }
+
+# Audit trail (audit/): seals signed with Ed25519, archives AES-256-GCM in S3.
+# Keys are any high-entropy strings; with no environment, development keys
+# are generated once into var/keys (production must set them).
+AUDIT_ENABLED = env.bool("AUDIT_ENABLED", default=True)
+AUDIT_SIGNING_KEY = env.str("AUDIT_SIGNING_KEY", default="") or local_secret(
+    VAR_DIR, "audit-signing-key"
+)
+AUDIT_ARCHIVE_KEY = env.str("AUDIT_ARCHIVE_KEY", default="") or local_secret(
+    VAR_DIR, "audit-archive-key"
+)
+AUDIT_VERIFY_PUBLIC_KEY = env.str("AUDIT_VERIFY_PUBLIC_KEY", default="")
+AUDIT_ARCHIVE_S3_BUCKET = env.str("AUDIT_ARCHIVE_S3_BUCKET", default="")
+AUDIT_ARCHIVE_S3_ENDPOINT_URL = env.str(
+    "AUDIT_ARCHIVE_S3_ENDPOINT_URL",
+    default=env.str("AWS_S3_ENDPOINT_URL", default=""),
+)
+AUDIT_ARCHIVE_S3_REGION = env.str(
+    "AUDIT_ARCHIVE_S3_REGION",
+    default=env.str("AWS_S3_REGION_NAME", default="eu-west-2"),
+)
+AUDIT_ARCHIVE_PREFIX = env.str("AUDIT_ARCHIVE_PREFIX", default="audit/")
+AUDIT_ARCHIVE_LOCK_MODE = env.str("AUDIT_ARCHIVE_LOCK_MODE", default="GOVERNANCE")
+AUDIT_ARCHIVE_LOCK_DAYS = env.int("AUDIT_ARCHIVE_LOCK_DAYS", default=365)
+AUDIT_ARCHIVE_MAX_EVENTS = env.int("AUDIT_ARCHIVE_MAX_EVENTS", default=250_000)
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=30)
+AUDIT_SEAL_DELAY_SECONDS = env.int("AUDIT_SEAL_DELAY_SECONDS", default=10)
+AUDIT_SEAL_BATCH = env.int("AUDIT_SEAL_BATCH", default=5000)
+AUDIT_SEAL_INTERVAL_SECONDS = env.int("AUDIT_SEAL_INTERVAL_SECONDS", default=60)
+AUDIT_ARCHIVE_INTERVAL_SECONDS = env.int("AUDIT_ARCHIVE_INTERVAL_SECONDS", default=3600)
+AUDIT_REVIEW_DAYS = env.int("AUDIT_REVIEW_DAYS", default=7)
+AUDIT_REVIEW_INTERVAL_SECONDS = env.int("AUDIT_REVIEW_INTERVAL_SECONDS", default=3600)
+# django-auditlog: field-level changes, tied to the request's correlation id.
+AUDITLOG_CID_GETTER = "audit.context.auditlog_cid"
+AUDITLOG_INCLUDE_TRACKING_MODELS = (
+    {"model": "accounts.User", "mask_fields": ["password"]},
+    "projects.Project",
+    "projects.Membership",
+)
+AUDITLOG_DISABLE_REMOTE_ADDR = False
