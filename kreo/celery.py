@@ -18,4 +18,11 @@ app.autodiscover_tasks()
 # name -> (task, interval in seconds or a setting name holding it)
 DEFAULT_SCHEDULE = {
     "kreo heartbeat": ("kreo.tasks.heartbeat", "KREO_HEARTBEAT_SECONDS"),
+    "backup daily": ("backups.tasks.backup_scheduled", "BACKUP_INTERVAL_SECONDS"),
+    "backup retention": ("backups.tasks.backup_prune", "BACKUP_INTERVAL_SECONDS"),
+    "backup offsite retry": (
+        "backups.tasks.backup_offsite_retry",
+        "BACKUP_OFFSITE_RETRY_SECONDS",
+    ),
+    "backup restore drill": ("backups.tasks.backup_drill", "BACKUP_DRILL_SECONDS"),
 }
