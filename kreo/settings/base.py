@@ -282,6 +282,40 @@ EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="kreo@localhost")
 
+# Backups (backups/): copy 1 and copy 2 in two local folders (separate
+# volumes in production), copy 3 in an S3 bucket in eu-west-2. Key A (32
+# bytes, urlsafe base64) encrypts copy 1 and 3; copy 2 is encrypted to an age
+# public key whose identity lives off this host (only restore needs it).
+BACKUP_COPY1_DIR = Path(
+    env.str("BACKUP_COPY1_DIR", default=str(VAR_DIR / "backups" / "copy1"))
+)
+BACKUP_COPY2_DIR = Path(
+    env.str("BACKUP_COPY2_DIR", default=str(VAR_DIR / "backups" / "copy2"))
+)
+BACKUP_ENCRYPTION_KEY = env.str("BACKUP_ENCRYPTION_KEY", default="") or local_secret(
+    VAR_DIR, "backup-encryption-key", 32
+)
+BACKUP_MANIFEST_KEY = env.str("BACKUP_MANIFEST_KEY", default="") or local_secret(
+    VAR_DIR, "backup-manifest-key", 32
+)
+BACKUP_AGE_RECIPIENT = env.str("BACKUP_AGE_RECIPIENT", default="")
+BACKUP_AGE_IDENTITY_FILE = env.str(
+    "BACKUP_AGE_IDENTITY_FILE", default=str(VAR_DIR / "keys" / "backup-age-identity")
+)
+BACKUP_S3_BUCKET = env.str("BACKUP_S3_BUCKET", default="")
+BACKUP_S3_PREFIX = env.str("BACKUP_S3_PREFIX", default="kreo-backups/")
+BACKUP_S3_REGION_NAME = env.str("BACKUP_S3_REGION_NAME", default="eu-west-2")
+BACKUP_S3_ENDPOINT_URL = env.str(
+    "BACKUP_S3_ENDPOINT_URL", default=env.str("AWS_S3_ENDPOINT_URL", default="")
+)
+BACKUP_S3_LOCK_DAYS = env.int("BACKUP_S3_LOCK_DAYS", default=30)
+BACKUP_INTERVAL_SECONDS = env.int("BACKUP_INTERVAL_SECONDS", default=24 * 3600)
+BACKUP_DRILL_SECONDS = env.int("BACKUP_DRILL_SECONDS", default=7 * 24 * 3600)
+BACKUP_OFFSITE_RETRY_SECONDS = env.int("BACKUP_OFFSITE_RETRY_SECONDS", default=3600)
+BACKUP_KEEP_DAILY = env.int("BACKUP_KEEP_DAILY", default=7)
+BACKUP_KEEP_WEEKLY = env.int("BACKUP_KEEP_WEEKLY", default=4)
+BACKUP_KEEP_MONTHLY = env.int("BACKUP_KEEP_MONTHLY", default=12)
+BACKUP_MAX_AGE_HOURS = env.int("BACKUP_MAX_AGE_HOURS", default=26)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
