@@ -283,3 +283,27 @@ def review_sign_off(
         },
     )
     return review
+
+
+def audit_archive_run(*, actor_label: str = "system", now=None, progress=None) -> dict:
+    """Seal what is ready, then archive and purge events past retention.
+
+    A failure is recorded as an ``audit.archive`` error event and re-raised;
+    whatever was not purged stays in the hot store for the next run.
+    """
+    from audit import archive
+
+    audit_seal()
+    try:
+        summary = archive.run(now=now, progress=progress)
+    except Exception as exc:
+        audit_record(
+            event_type="audit.archive",
+            actor_label=actor_label,
+            outcome=Outcome.ERROR,
+            error_code=type(exc).__name__,
+            error_description=str(exc)[:512],
+        )
+        raise
+    audit_record(event_type="audit.archive", actor_label=actor_label, details=summary)
+    return summary

@@ -18,13 +18,13 @@ def backfill(apps, schema_editor):
 def install(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         for statement in install_sql():
-            schema_editor.execute(statement)
+            schema_editor.execute(statement, params=None)
 
 
 def uninstall(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         for statement in uninstall_sql():
-            schema_editor.execute(statement)
+            schema_editor.execute(statement, params=None)
 
 
 class Migration(migrations.Migration):
