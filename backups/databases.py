@@ -27,6 +27,7 @@ from pathlib import Path
 import environ
 from django.apps import apps
 from django.db import connection, connections
+from django.db.utils import load_backend
 from django.utils.duration import duration_iso_string
 
 CATALOGUE_APP = "backups"
@@ -43,6 +44,20 @@ PG_TOOLS_MISSING = (
 BAD_TARGET = "--target-db must be a postgres:// or sqlite:/// URL."
 
 
+BLANK = {
+    "ATOMIC_REQUESTS": False,
+    "AUTOCOMMIT": True,
+    "CONN_MAX_AGE": 0,
+    "CONN_HEALTH_CHECKS": False,
+    "OPTIONS": {},
+    "TIME_ZONE": None,
+    "USER": "",
+    "PASSWORD": "",
+    "HOST": "",
+    "PORT": "",
+}
+
+
 @dataclass
 class Snapshot:
     alias: str
@@ -53,12 +68,21 @@ class Snapshot:
 
 
 def register_alias(settings_dict: dict, prefix: str = "backup") -> str:
-    """Add a connection alias for ``settings_dict``; drop it with ``drop_alias``."""
+    """Open a connection alias for ``settings_dict``; close it with ``drop_alias``.
+
+    The wrapper is set on ``connections`` without entering
+    ``settings.DATABASES``: a private, dynamic connection.
+    """
     alias = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    base = dict(connection.settings_dict)
-    base.update(settings_dict)
-    base.setdefault("TEST", {})
-    connections.databases[alias] = base
+    same_engine = (
+        settings_dict.get("ENGINE", connection.settings_dict["ENGINE"])
+        == (connection.settings_dict["ENGINE"])
+    )
+    config = dict(connection.settings_dict) if same_engine else {**BLANK}
+    config.update(settings_dict)
+    config["TEST"] = {}
+    backend = load_backend(config["ENGINE"])
+    connections[alias] = backend.DatabaseWrapper(config, alias)
     return alias
 
 
@@ -66,9 +90,7 @@ def drop_alias(alias: str) -> None:
     try:
         connections[alias].close()
     finally:
-        connections.databases.pop(alias, None)
-        if hasattr(connections._connections, alias):
-            delattr(connections._connections, alias)
+        del connections[alias]
 
 
 def alias_for_url(url: str) -> str:
