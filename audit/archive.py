@@ -69,10 +69,8 @@ class _Uploader:
     """Multipart upload with one part buffer: memory stays flat."""
 
     def __init__(self, client, bucket: str, key: str, extra: dict):
-        self.client, self.bucket, self.key = client, bucket, key
-        self.upload_id = client.create_multipart_upload(
-            Bucket=bucket, Key=key, **extra
-        )["UploadId"]
+        self.client, self.bucket, self.key, self.extra = client, bucket, key, extra
+        self.upload_id = ""
         self.parts: list[dict] = []
         self.buffer = bytearray()
         self.sha = hashlib.sha256()
@@ -86,6 +84,10 @@ class _Uploader:
             self._flush()
 
     def _flush(self) -> None:
+        if not self.upload_id:
+            self.upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, **self.extra
+            )["UploadId"]
         number = len(self.parts) + 1
         done = self.client.upload_part(
             Bucket=self.bucket,
@@ -98,7 +100,13 @@ class _Uploader:
         self.buffer = bytearray()
 
     def close(self) -> None:
-        if self.buffer or not self.parts:
+        if not self.parts:
+            # Small archives go in one request.
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), **self.extra
+            )
+            return
+        if self.buffer:
             self._flush()
         self.client.complete_multipart_upload(
             Bucket=self.bucket,
@@ -106,8 +114,20 @@ class _Uploader:
             UploadId=self.upload_id,
             MultipartUpload={"Parts": self.parts},
         )
+        if "ObjectLockMode" in self.extra:
+            # Some S3 implementations drop retention given at multipart start.
+            self.client.put_object_retention(
+                Bucket=self.bucket,
+                Key=self.key,
+                Retention={
+                    "Mode": self.extra["ObjectLockMode"],
+                    "RetainUntilDate": self.extra["ObjectLockRetainUntilDate"],
+                },
+            )
 
     def abort(self) -> None:
+        if not self.upload_id:
+            return
         try:
             self.client.abort_multipart_upload(
                 Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
