@@ -42,7 +42,9 @@ def discover() -> dict[str, str]:
 
 def _cell(value) -> str:
     if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.3f}".rstrip("0").rstrip(".")
     return str(value)
 
 
