@@ -224,6 +224,10 @@ def test_production_shape(compose):
         assert environment["DJANGO_SETTINGS_MODULE"] == "kreo.settings.production"
         # The store's administrator key, in .env for minio-init, is blanked.
         assert environment["MINIO_ROOT_PASSWORD"] == ""
+        # Local backup copies survive a restart: named volumes, not the tmpfs.
+        for variable in ("BACKUP_COPY1_DIR", "BACKUP_COPY2_DIR"):
+            mounted = [v.split(":", 1) for v in services[name]["volumes"]]
+            assert [volume for volume, path in mounted if path == environment[variable]]
     assert services["web"]["command"][:2] == ["gunicorn", "kreo.wsgi"]
     assert services["worker"]["command"][:4] == ["celery", "-A", "kreo", "worker"]
     assert services["beat"]["command"][:4] == ["celery", "-A", "kreo", "beat"]
