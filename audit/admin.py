@@ -4,6 +4,7 @@ import io
 
 from auditlog.admin import LogEntryAdmin
 from auditlog.models import LogEntry
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpResponse
 
@@ -132,11 +133,24 @@ class AuditArchiveAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
         return [f.name for f in self.model._meta.fields]
 
 
+class ReviewSignOffForm(forms.ModelForm):
+    class Meta:
+        model = AuditReview
+        fields = ("comment",)
+
+    def clean_comment(self):
+        comment = self.cleaned_data.get("comment", "").strip()
+        if not comment:
+            raise forms.ValidationError(services.REVIEW_NEEDS_COMMENT)
+        return comment
+
+
 @admin.register(AuditReview)
 class AuditReviewAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
     """Auditors sign a review off by saving it with a comment."""
 
     audit_kind = "review"
+    form = ReviewSignOffForm
     list_display = (
         "period_start",
         "period_end",

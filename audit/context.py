@@ -30,3 +30,8 @@ def reset_correlation_id(token) -> None:
 def auditlog_cid() -> str | None:
     """django-auditlog's correlation id getter."""
     return _correlation_id.get() or None
+
+
+def mask_secret(value) -> str:
+    """django-auditlog's mask: nothing of a secret (not even half a hash) stays."""
+    return "[masked]" if value not in (None, "") else ""

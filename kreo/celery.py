@@ -18,6 +18,9 @@ app.autodiscover_tasks()
 # name -> (task, interval in seconds or a setting name holding it)
 DEFAULT_SCHEDULE = {
     "kreo heartbeat": ("kreo.tasks.heartbeat", "KREO_HEARTBEAT_SECONDS"),
+    "audit seal": ("audit.tasks.seal", "AUDIT_SEAL_INTERVAL_SECONDS"),
+    "audit archive": ("audit.tasks.archive", "AUDIT_ARCHIVE_INTERVAL_SECONDS"),
+    "audit review": ("audit.tasks.review", "AUDIT_REVIEW_INTERVAL_SECONDS"),
     "backup daily": ("backups.tasks.backup_scheduled", "BACKUP_INTERVAL_SECONDS"),
     "backup retention": ("backups.tasks.backup_prune", "BACKUP_INTERVAL_SECONDS"),
     "backup offsite retry": (

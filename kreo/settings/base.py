@@ -365,6 +365,7 @@ AUDIT_REVIEW_DAYS = env.int("AUDIT_REVIEW_DAYS", default=7)
 AUDIT_REVIEW_INTERVAL_SECONDS = env.int("AUDIT_REVIEW_INTERVAL_SECONDS", default=3600)
 # django-auditlog: field-level changes, tied to the request's correlation id.
 AUDITLOG_CID_GETTER = "audit.context.auditlog_cid"
+AUDITLOG_MASK_CALLABLE = "audit.context.mask_secret"
 AUDITLOG_INCLUDE_TRACKING_MODELS = (
     {"model": "accounts.User", "mask_fields": ["password"]},
     "projects.Project",
