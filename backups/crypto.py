@@ -53,7 +53,11 @@ AGE_NO_IDENTITY = (
     "No age identity for the logical copy: set BACKUP_AGE_IDENTITY_FILE to the "
     "file holding the AGE-SECRET-KEY of BACKUP_AGE_RECIPIENT."
 )
-BAD_KEY = "BACKUP_ENCRYPTION_KEY must be 32 bytes in urlsafe base64."
+BAD_KEY = "{name} must be 32 bytes in urlsafe base64."
+MISSING_KEY = "{name} is not set: backups refuse to run without it (.env.example)."
+NO_RECIPIENT = (
+    "BACKUP_AGE_RECIPIENT is not set: copy 2 needs the age public key (.env.example)."
+)
 MANIFEST_FORGED = "The manifest's MAC does not match: it was altered or forged."
 
 
@@ -61,19 +65,25 @@ class BackupCryptoError(Exception):
     """An artifact cannot be decrypted or authenticated; the message says why."""
 
 
-def decode_key(text: str) -> bytes:
-    raw = text.strip()
+def decode_key(text: str, name: str = "BACKUP_ENCRYPTION_KEY") -> bytes:
+    raw = (text or "").strip()
+    if not raw:
+        raise BackupCryptoError(MISSING_KEY.format(name=name))
     try:
         key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
     except ValueError as exc:
-        raise BackupCryptoError(BAD_KEY) from exc
+        raise BackupCryptoError(BAD_KEY.format(name=name)) from exc
     if len(key) != 32:
-        raise BackupCryptoError(BAD_KEY)
+        raise BackupCryptoError(BAD_KEY.format(name=name))
     return key
 
 
 def key_a() -> bytes:
     return decode_key(settings.BACKUP_ENCRYPTION_KEY)
+
+
+def manifest_key() -> bytes:
+    return decode_key(settings.BACKUP_MANIFEST_KEY, "BACKUP_MANIFEST_KEY")
 
 
 def _key_id(key: bytes) -> bytes:
@@ -203,6 +213,8 @@ def age_recipient() -> str:
     """
     if settings.BACKUP_AGE_RECIPIENT:
         return settings.BACKUP_AGE_RECIPIENT
+    if not settings.BACKUP_AGE_IDENTITY_FILE:
+        raise BackupCryptoError(NO_RECIPIENT)
     path = Path(settings.BACKUP_AGE_IDENTITY_FILE)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -212,7 +224,7 @@ def age_recipient() -> str:
 
 
 def age_identity() -> x25519.Identity:
-    path = Path(settings.BACKUP_AGE_IDENTITY_FILE)
+    path = Path(settings.BACKUP_AGE_IDENTITY_FILE or "/nonexistent")
     if not path.exists():
         raise BackupCryptoError(AGE_NO_IDENTITY)
     lines = [
@@ -267,9 +279,7 @@ def _canonical(document: dict) -> bytes:
 
 def manifest_seal(document: dict) -> bytes:
     """Serialise a manifest with its HMAC-SHA256 under BACKUP_MANIFEST_KEY."""
-    mac = hmac.new(
-        decode_key(settings.BACKUP_MANIFEST_KEY), _canonical(document), "sha256"
-    )
+    mac = hmac.new(manifest_key(), _canonical(document), "sha256")
     return json.dumps(
         {"manifest": document, "hmac_sha256": mac.hexdigest()}, indent=1
     ).encode()
@@ -282,9 +292,7 @@ def manifest_open(raw: bytes) -> dict:
         document, mac = sealed["manifest"], sealed["hmac_sha256"]
     except (ValueError, KeyError, TypeError) as exc:
         raise BackupCryptoError(MANIFEST_FORGED) from exc
-    expected = hmac.new(
-        decode_key(settings.BACKUP_MANIFEST_KEY), _canonical(document), "sha256"
-    ).hexdigest()
+    expected = hmac.new(manifest_key(), _canonical(document), "sha256").hexdigest()
     if not hmac.compare_digest(expected, str(mac)):
         raise BackupCryptoError(MANIFEST_FORGED)
     return document
