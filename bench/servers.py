@@ -133,10 +133,10 @@ def start_server(
         if process.poll() is not None:
             raise BenchError(f"{name} server exited:\n{server.log_tail()}")
         try:
-            if requests.get(f"{server.url}/healthz", timeout=2).ok:
+            if requests.get(f"{server.url}/healthz", timeout=5).ok:
                 return server
-        except requests.ConnectionError:
-            pass
+        except requests.RequestException:
+            pass  # not listening yet, or still loading on a busy machine
         time.sleep(0.2)
     server.stop()
     raise BenchError(f"{name} server did not answer /healthz:\n{server.log_tail()}")
