@@ -36,7 +36,7 @@ KREO_COMMIT = env.str("KREO_COMMIT", default="")
 KREO_INSTANCE_ID = env.str("KREO_INSTANCE_ID", default="") or socket.gethostname()
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "accounts.apps.KreoAdminConfig",  # the admin, behind the accounts login + OTP
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -48,6 +48,11 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_beat",
     "csp",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "django_recaptcha",
+    "django_ratelimit",
     "kreo",
     "auditlog",
     "audit",
@@ -65,7 +70,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "accounts.middleware.SessionControlMiddleware",
     "audit.middleware.AuditMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -138,8 +145,16 @@ if REDIS_URL:
             "KEY_PREFIX": env.str("KREO_CACHE_PREFIX", default="kreo"),
         }
     }
+    # Rate limits and login-failure counters: django-redis, the backend that
+    # django-ratelimit supports (atomic increments on the shared Redis).
+    CACHES["ratelimit"] = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env.str("KREO_CACHE_PREFIX", default="kreo") + "-rl",
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES["ratelimit"] = CACHES["default"]
 
 # Files: S3 (django-storages) when a bucket is named, local disk otherwise.
 # Neither is ever served by URL: downloads go through a view that checks
@@ -194,6 +209,58 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Client IP: REMOTE_ADDR, unless this many reverse proxies that append to
 # X-Forwarded-For stand in front of the app (kreo.net.client_ip).
 KREO_TRUSTED_PROXY_COUNT = env.int("DJANGO_TRUSTED_PROXY_COUNT", default=0)
+
+# Accounts: sign-up, login defences, two-factor, sessions (accounts app).
+RATELIMIT_USE_CACHE = "ratelimit"
+RATELIMIT_IP_META_KEY = "kreo.net.client_ip"
+# Rates as django-ratelimit strings ("count/period"), per client IP and per
+# account (the normalised email address typed in the form).
+ACCOUNTS_RATES = {
+    "login-ip": env.str("KREO_RATE_LOGIN_IP", default="30/15m"),
+    "login-account": env.str("KREO_RATE_LOGIN_ACCOUNT", default="10/15m"),
+    "signup-ip": env.str("KREO_RATE_SIGNUP_IP", default="10/h"),
+    "reset-ip": env.str("KREO_RATE_RESET_IP", default="10/h"),
+    "reset-account": env.str("KREO_RATE_RESET_ACCOUNT", default="3/h"),
+    "resend-ip": env.str("KREO_RATE_RESEND_IP", default="10/h"),
+    "resend-account": env.str("KREO_RATE_RESEND_ACCOUNT", default="3/h"),
+    "otp-ip": env.str("KREO_RATE_OTP_IP", default="20/15m"),
+    "otp-account": env.str("KREO_RATE_OTP_ACCOUNT", default="10/15m"),
+}
+# Consecutive failures that lock an account; each further lockout doubles the
+# cool-off, up to the maximum. A successful sign-in or a reset clears it.
+ACCOUNTS_LOCKOUT_THRESHOLD = env.int("KREO_LOCKOUT_THRESHOLD", default=5)
+ACCOUNTS_LOCKOUT_SECONDS = env.int("KREO_LOCKOUT_SECONDS", default=15 * 60)
+ACCOUNTS_LOCKOUT_MAX_SECONDS = env.int("KREO_LOCKOUT_MAX_SECONDS", default=86400)
+# The login form asks for a CAPTCHA after this many recent failures for the
+# account, or from the client IP (within ACCOUNTS_FAILURE_WINDOW seconds).
+ACCOUNTS_CAPTCHA_AFTER_ACCOUNT = env.int("KREO_CAPTCHA_AFTER_ACCOUNT", default=3)
+ACCOUNTS_CAPTCHA_AFTER_IP = env.int("KREO_CAPTCHA_AFTER_IP", default=10)
+ACCOUNTS_FAILURE_WINDOW = env.int("KREO_FAILURE_WINDOW_SECONDS", default=3600)
+# Sessions end after this much idleness, and this long after sign-in at most.
+ACCOUNTS_SESSION_IDLE_SECONDS = env.int("KREO_SESSION_IDLE_SECONDS", default=3600)
+ACCOUNTS_SESSION_ABSOLUTE_SECONDS = env.int(
+    "KREO_SESSION_ABSOLUTE_SECONDS", default=12 * 3600
+)
+# Who must use two-factor sign-in: "staff" (default) or "all".
+ACCOUNTS_2FA_REQUIRED_FOR = env.str("KREO_2FA_REQUIRED_FOR", default="staff")
+ACCOUNTS_VERIFY_MAX_AGE = env.int("KREO_VERIFY_MAX_AGE_SECONDS", default=2 * 86400)
+PASSWORD_RESET_TIMEOUT = env.int("KREO_PASSWORD_RESET_SECONDS", default=3600)
+OTP_TOTP_ISSUER = "Kreo"
+# reCAPTCHA v2: keys from the environment (production requires them; the
+# defaults are Google's published test keys). The verify endpoint is
+# configurable so tests can run a local siteverify server.
+RECAPTCHA_PUBLIC_KEY = env.str(
+    "RECAPTCHA_PUBLIC_KEY", default="6LeIxAcTAAAAAJcZVRqyHh71UMIEGNQ_MXjiZKhI"
+)
+RECAPTCHA_PRIVATE_KEY = env.str(
+    "RECAPTCHA_PRIVATE_KEY",
+    default="6LeIxAcTAAAAAGG-vFI1TnRWxMZNFuojJ4WifJWe",  # nosec B105 - Google's test key
+)
+RECAPTCHA_DOMAIN = env.str("RECAPTCHA_DOMAIN", default="www.google.com")
+RECAPTCHA_VERIFY_URL = env.str(
+    "RECAPTCHA_VERIFY_URL", default="https://www.google.com/recaptcha/api/siteverify"
+)
+RECAPTCHA_VERIFY_TIMEOUT = env.float("RECAPTCHA_VERIFY_TIMEOUT", default=5.0)
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
@@ -316,6 +383,7 @@ BACKUP_KEEP_DAILY = env.int("BACKUP_KEEP_DAILY", default=7)
 BACKUP_KEEP_WEEKLY = env.int("BACKUP_KEEP_WEEKLY", default=4)
 BACKUP_KEEP_MONTHLY = env.int("BACKUP_KEEP_MONTHLY", default=12)
 BACKUP_MAX_AGE_HOURS = env.int("BACKUP_MAX_AGE_HOURS", default=26)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -9,6 +9,8 @@ import sys
 # A production process also needs its real database and a shared cache (rate
 # limits and sessions must hold across processes): no silent SQLite fallback.
 REQUIRED = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL")
+# reCAPTCHA keys for sign-up, password reset and the adaptive login CAPTCHA.
+REQUIRED = (*REQUIRED, "RECAPTCHA_PUBLIC_KEY", "RECAPTCHA_PRIVATE_KEY")
 _missing = [name for name in REQUIRED if not os.environ.get(name, "").strip()]
 if _missing:
     # A plain message and exit status 1, not a traceback from deep inside
