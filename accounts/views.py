@@ -57,6 +57,9 @@ def _captcha_csp(response: HttpResponse) -> HttpResponse:
 def _captcha_failed(request: HttpRequest, form, scope: str) -> None:
     errors = form.errors.get("captcha")
     if errors:
+        # The widget is a hidden input, whose errors the form template does
+        # not show: repeat them at the top of the form.
+        form.add_error(None, errors[0])
         unavailable = CAPTCHA_UNAVAILABLE in errors
         audit_record(
             event_type="auth.captcha.failed",
