@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess  # nosec B404 - pg_dump / pg_restore, argument lists only
+import subprocess  # nosec B404
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
@@ -52,7 +52,7 @@ BLANK = {
     "OPTIONS": {},
     "TIME_ZONE": None,
     "USER": "",
-    "PASSWORD": "",
+    "PASSWORD": "",  # nosec B105
     "HOST": "",
     "PORT": "",
 }
@@ -154,7 +154,7 @@ def snapshot() -> Iterator[Snapshot]:
         try:
             connection.connection.backup(target)
             for table in catalogue_tables():
-                target.execute(f'DELETE FROM "{table}"')  # noqa: S608  # nosec B608
+                target.execute(f'DELETE FROM "{table}"')  # noqa: S608
             target.commit()
         finally:
             target.close()

@@ -80,8 +80,9 @@ def _set_at(when: dt.datetime) -> BackupSet:
 
 
 def test_retention_keeps_7_daily_4_weekly_12_monthly(db, settings):
-    """A set a day for 400 days (two on recent days): pruning keeps the newest of each of the
-    last 7 days, 4 weeks and 12 months, and removes the others' folders."""
+    """A set a day for 400 days (two on recent days): pruning keeps the newest
+    of each of the last 7 days, 4 weeks and 12 months, and removes the others'
+    folders."""
     settings.BACKUP_S3_BUCKET = ""
     now = timezone.now().replace(hour=12)
     sets = []
