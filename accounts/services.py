@@ -426,8 +426,11 @@ def sessions_end_others(
 # Passwords ----------------------------------------------------------------
 
 
-def password_changed(*, request: HttpRequest, user: User) -> None:
-    """After a change: keep this session, end the others."""
+def password_changed(*, request: HttpRequest, user: User, old_key: str) -> None:
+    """After a change: keep this session (under its new key), end the others."""
+    SessionRecord.objects.filter(session_key=old_key, user=user).update(
+        session_key=request.session.session_key
+    )
     sessions_end_others(
         request=request,
         user=user,

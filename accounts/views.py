@@ -258,8 +258,9 @@ class PasswordChangeView(auth_views.PasswordChangeView):
     success_url = reverse_lazy("accounts:security")
 
     def form_valid(self, form):
-        response = super().form_valid(form)
-        services.password_changed(request=self.request, user=form.user)
+        old_key = self.request.session.session_key
+        response = super().form_valid(form)  # cycles the session key
+        services.password_changed(request=self.request, user=form.user, old_key=old_key)
         messages.success(self.request, "Your password has been changed.")
         return response
 
