@@ -139,6 +139,7 @@ def _write(
 def _write_copies(backup_set: BackupSet, progress: Progress) -> dict:
     """Write copies 1 and 2 from one snapshot; return the manifest."""
     key = crypto.key_a()
+    crypto.manifest_key()  # fail now, not after the copies are written
     recipient = crypto.age_recipient()
     folders = {n: set_folder(n, backup_set.pk) for n in (1, 2)}
     for folder in folders.values():

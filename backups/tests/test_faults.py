@@ -263,3 +263,22 @@ def test_really_killed_backup_process_leaves_no_good_set(seeded, settings, tmp_p
     assert not list(settings.BACKUP_COPY1_DIR.glob("*.partial"))
     assert not list(settings.BACKUP_COPY2_DIR.glob("*.partial"))
     assert fresh.state == SetState.GOOD
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("BACKUP_ENCRYPTION_KEY", "BACKUP_ENCRYPTION_KEY is not set"),
+        ("BACKUP_MANIFEST_KEY", "BACKUP_MANIFEST_KEY is not set"),
+        ("BACKUP_AGE_IDENTITY_FILE", "BACKUP_AGE_RECIPIENT is not set"),
+    ],
+)
+def test_missing_key_fails_the_backup_naming_the_variable(
+    seeded, settings, setting, message
+):
+    """As in production with a key unset: backup_now fails, names the
+    variable, and no set is good."""
+    setattr(settings, setting, "")
+    with pytest.raises(CommandError, match=message):
+        call_command("backup_now")
+    assert BackupSet.objects.get().state == SetState.FAILED

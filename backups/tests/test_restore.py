@@ -1,5 +1,7 @@
 """Restore from each copy: every table and every file identical."""
 
+import shutil
+
 import pytest
 from django.core.files.storage import default_storage
 from django.core.management import call_command
@@ -45,6 +47,10 @@ def test_restore_from_each_copy_brings_back_every_table_and_file(seeded, offsite
     backup_set = services.backup_create()
     _wipe(names)
     assert Project.objects.count() == 0
+    if copy == 3:
+        # The offsite copy alone: both local folders are lost too.
+        for number in (1, 2):
+            shutil.rmtree(services.set_folder(number, backup_set.pk))
 
     call_command("backup_restore", id=backup_set.pk, copy=copy, yes=True)
 
