@@ -20,7 +20,12 @@ app.autodiscover_tasks()
 def _make_broker_folders(sender, **kwargs) -> None:
     """The filesystem broker of the embedded default needs its folders to exist."""
     options = sender.conf.broker_transport_options or {}
-    for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+    for key in (
+        "data_folder_in",
+        "data_folder_out",
+        "processed_folder",
+        "control_folder",
+    ):
         if options.get(key):
             os.makedirs(options[key], mode=0o700, exist_ok=True)
 
