@@ -116,3 +116,50 @@ def s3_storage(settings, s3_client):
 @pytest.fixture
 def redis_url():
     return _need(REDIS_URL, "KREO_TEST_REDIS_URL")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_rate_limits(settings):
+    """Each test counts rate limits and sign-in failures from zero.
+
+    A fresh key prefix (Redis) or store (LocMem) for the ``ratelimit`` cache,
+    so no test inherits another's attempts and nothing is flushed.
+    """
+    run = uuid.uuid4().hex[:12]
+    caches = {**settings.CACHES}
+    caches["ratelimit"] = {
+        **caches["ratelimit"],
+        "KEY_PREFIX": f"{caches['ratelimit'].get('KEY_PREFIX', '')}-{run}",
+        "LOCATION": caches["ratelimit"].get("LOCATION") or f"ratelimit-{run}",
+    }
+    settings.CACHES = caches
+
+
+@pytest.fixture
+def otp_login(db):
+    """Sign a user in through the real two-step login with a TOTP device.
+
+    ``otp_login(client, user)`` gives ``user`` a confirmed TOTP device, posts
+    the email and password to the login page, then a code computed from the
+    device's secret to the second step, so the session is OTP-verified as the
+    admin requires. The user's password must be the factories' ``PASSWORD``
+    (or pass ``password=``). Returns the device.
+    """
+    from django.urls import reverse
+    from django_otp.oath import totp
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from accounts.tests.factories import PASSWORD
+
+    def login(client, user, password=PASSWORD):
+        device = TOTPDevice.objects.create(user=user, name="test", confirmed=True)
+        first = client.post(
+            reverse("accounts:login"), {"username": user.email, "password": password}
+        )
+        assert first.status_code == 302, "the password step did not pass"
+        code = totp(device.bin_key, step=device.step, t0=device.t0, digits=6)
+        second = client.post(reverse("accounts:login-otp"), {"token": f"{code:06d}"})
+        assert second.status_code == 302, "the code step did not pass"
+        return device
+
+    return login

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 
+from accounts import services
 from accounts.models import User
 
 
@@ -22,10 +23,24 @@ class UserAdmin(BaseUserAdmin):
     form = UserChangeAdminForm
     add_form = UserCreationAdminForm
     ordering = ("email",)
-    list_display = ("email", "full_name", "is_active", "is_staff", "date_joined")
+    list_display = (
+        "email",
+        "full_name",
+        "is_active",
+        "is_staff",
+        "locked_until",
+        "date_joined",
+    )
     search_fields = ("email", "full_name")
     list_filter = ("is_active", "is_staff", "is_superuser", "groups")
-    readonly_fields = ("last_login", "date_joined")
+    readonly_fields = (
+        "last_login",
+        "date_joined",
+        "email_verified_at",
+        "locked_until",
+        "lockout_level",
+    )
+    actions = ["unlock"]
     fieldsets = (
         (None, {"fields": ("email", "password")}),
         ("Profile", {"fields": ("full_name",)}),
@@ -33,7 +48,8 @@ class UserAdmin(BaseUserAdmin):
             "Permissions",
             {"fields": ("is_active", "is_staff", "is_superuser", "groups")},
         ),
-        ("Dates", {"fields": ("last_login", "date_joined")}),
+        ("Dates", {"fields": ("last_login", "date_joined", "email_verified_at")}),
+        ("Lockout", {"fields": ("locked_until", "lockout_level")}),
     )
     add_fieldsets = (
         (
@@ -45,3 +61,9 @@ class UserAdmin(BaseUserAdmin):
         ),
     )
     filter_horizontal = ("groups",)
+
+    @admin.action(description="Unlock the selected accounts")
+    def unlock(self, request, queryset):
+        for user in queryset:
+            services.user_unlock(actor=request.user, user=user)
+        self.message_user(request, f"Unlocked {queryset.count()} account(s).")

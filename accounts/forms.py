@@ -1,9 +1,105 @@
 from django import forms
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth import password_validation
+from django.contrib.auth.forms import PasswordResetForm
+
+from accounts.captcha import CaptchaField
+from accounts.models import User
+
+PASSWORDS_DIFFER = "The two passwords do not match."
 
 
-class EmailAuthenticationForm(AuthenticationForm):
+class CaptchaMixin:
+    """Forms with a CAPTCHA get the client IP to send to the verify endpoint."""
+
+    def set_remote_ip(self, ip: str) -> None:
+        if "captcha" in self.fields:
+            self.fields["captcha"].remote_ip = ip
+
+
+class EmailAuthenticationForm(CaptchaMixin, forms.Form):
+    """Email and password; the CAPTCHA field only when the view asks for it."""
+
     username = forms.EmailField(
         label="Email",
+        max_length=254,
         widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"}),
+    )
+    password = forms.CharField(
+        label="Password",
+        strip=False,
+        max_length=4096,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+
+    def __init__(self, *args, captcha: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if captcha:
+            self.fields["captcha"] = CaptchaField(label="")
+
+
+class SignupForm(CaptchaMixin, forms.Form):
+    email = forms.EmailField(
+        max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"})
+    )
+    password1 = forms.CharField(
+        label="Password",
+        strip=False,
+        max_length=4096,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text="At least 12 characters, not a common password.",
+    )
+    password2 = forms.CharField(
+        label="Password again",
+        strip=False,
+        max_length=4096,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+    captcha = CaptchaField(label="")
+
+    def clean(self):
+        data = super().clean()
+        one, two = data.get("password1"), data.get("password2")
+        if one and two and one != two:
+            self.add_error("password2", PASSWORDS_DIFFER)
+        elif one:
+            try:
+                password_validation.validate_password(
+                    one, User(email=data.get("email", ""))
+                )
+            except forms.ValidationError as exc:
+                self.add_error("password1", exc)
+        return data
+
+
+class EmailForm(CaptchaMixin, forms.Form):
+    email = forms.EmailField(
+        max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"})
+    )
+
+
+class CaptchaPasswordResetForm(CaptchaMixin, PasswordResetForm):
+    captcha = CaptchaField(label="")
+
+
+class OTPForm(forms.Form):
+    token = forms.CharField(
+        label="Code",
+        max_length=32,
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "one-time-code",
+                "inputmode": "text",
+                "autofocus": True,
+            }
+        ),
+        help_text="The 6-digit code from your authenticator app, or a recovery code.",
+    )
+
+
+class PasswordConfirmForm(forms.Form):
+    password = forms.CharField(
+        label="Your password",
+        strip=False,
+        max_length=4096,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )

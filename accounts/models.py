@@ -44,6 +44,11 @@ class User(AbstractBaseUser, PermissionsMixin):
         default=False, help_text="Can sign in to the admin site."
     )
     date_joined = models.DateTimeField(default=timezone.now)
+    email_verified_at = models.DateTimeField(null=True, blank=True)
+    # Progressive lockout: set after repeated failures, cleared by a
+    # successful sign-in, a password reset or staff in the admin.
+    locked_until = models.DateTimeField(null=True, blank=True)
+    lockout_level = models.PositiveSmallIntegerField(default=0)
 
     objects = UserManager()
 
@@ -68,3 +73,29 @@ class User(AbstractBaseUser, PermissionsMixin):
     @property
     def label(self) -> str:
         return self.full_name or self.email
+
+    def is_locked(self, now=None) -> bool:
+        return bool(self.locked_until and self.locked_until > (now or timezone.now()))
+
+
+class SessionRecord(models.Model):
+    """One signed-in session, as its owner sees it on the security page.
+
+    The middleware ends any session whose record is gone, so deleting the
+    record is how a session is revoked.
+    """
+
+    user = models.ForeignKey(
+        User, on_delete=models.CASCADE, related_name="session_records"
+    )
+    session_key = models.CharField(max_length=64, unique=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} from {self.ip} ({self.last_seen_at:%Y-%m-%d %H:%M})"

@@ -1,19 +1,497 @@
+"""Account writes: sign-up, verification, sign-in, lockout, sessions, passwords.
+
+Every account event is recorded through ``audit.services.audit_record``.
+"""
+
 import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from importlib import import_module
 
+from django.conf import settings
+from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth.hashers import make_password
+from django.core.cache import caches
 from django.db import transaction
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django_otp import login as otp_login
+from django_otp.plugins.otp_static.models import StaticDevice
 
-from accounts.models import User
+from accounts import emails, limits, tokens
+from accounts.models import SessionRecord, User
+from audit.models import Outcome
+from audit.services import audit_record
+from kreo.net import client_ip
+
+LOGIN_INVALID = "The email address or password is not correct."
+VERIFY_INVALID = "This link is not valid, or it has already been used."
+VERIFY_EXPIRED = "This link has expired. Ask for a new one below."
+
+# Session keys of this app.
+AUTH_AT, SEEN_AT, PENDING = "accounts.auth_at", "accounts.seen_at", "accounts.pending"
+# How long the second sign-in step may take after the password was accepted.
+PENDING_SECONDS = 300
+# Last-seen times are written at most this often.
+TOUCH_SECONDS = 60
+
+
+@dataclass
+class LoginResult:
+    user: User | None = None
+    needs_otp: bool = False
+    error: str = ""
+    details: dict = field(default_factory=dict)
+
+
+def _abs(request: HttpRequest, name: str, **kwargs) -> str:
+    return request.build_absolute_uri(reverse(name, kwargs=kwargs or None))
+
+
+# Sign-up and verification -------------------------------------------------
 
 
 @transaction.atomic
-def demo_user_ensure(*, email: str) -> tuple[User, str]:
-    """Create the demo user, or give it a fresh random password; return both."""
-    password = "demo-" + secrets.token_urlsafe(12)
+def user_signup(*, request: HttpRequest, email: str, password: str) -> User | None:
+    """Create an inactive account and mail its verification link.
+
+    An address that already has an account gets a notice instead; the caller
+    answers the same either way, so sign-up tells nobody which addresses exist.
+    """
+    email = limits.normalise_email(email)
+    existing = User.objects.filter(email__iexact=email).first()
+    if existing is not None:
+        make_password(password)  # same work as a real sign-up
+        emails.signup_existing_send(
+            user=existing,
+            login_link=_abs(request, "accounts:login"),
+            reset_link=_abs(request, "accounts:password-reset"),
+        )
+        audit_record(
+            event_type="auth.signup",
+            request=request,
+            actor=existing,
+            outcome=Outcome.FAILURE,
+            error_code="exists",
+            error_description="Sign-up for an address that has an account.",
+        )
+        return None
+    user = User.objects.create_user(email=email, password=password, is_active=False)
+    emails.verification_send(user=user, link=_verify_link(request, user))
+    audit_record(event_type="auth.signup", request=request, actor=user, target=user)
+    return user
+
+
+def _verify_link(request: HttpRequest, user: User) -> str:
+    return _abs(request, "accounts:verify", token=tokens.verify_token_make(user))
+
+
+@transaction.atomic
+def user_verify_email(*, request: HttpRequest, token: str) -> User:
+    """Activate the account the link names; a link works once."""
+    try:
+        user = tokens.verify_token_check(token, user_model=User)
+    except tokens.TokenInvalid as exc:
+        expired = isinstance(exc, tokens.TokenExpired)
+        audit_record(
+            event_type="auth.verify",
+            request=request,
+            outcome=Outcome.FAILURE,
+            error_code="expired" if expired else "invalid",
+            error_description=VERIFY_EXPIRED if expired else VERIFY_INVALID,
+        )
+        raise ValueError(VERIFY_EXPIRED if expired else VERIFY_INVALID) from exc
+    user = User.objects.select_for_update().get(pk=user.pk)
+    user.is_active = True
+    user.email_verified_at = timezone.now()
+    user.save(update_fields=["is_active", "email_verified_at"])
+    audit_record(event_type="auth.verify", request=request, actor=user, target=user)
+    return user
+
+
+@transaction.atomic
+def verification_resend(*, request: HttpRequest, email: str) -> None:
+    """Mail a new link if the address has an unverified account; else nothing."""
+    user = User.objects.filter(
+        email__iexact=limits.normalise_email(email),
+        email_verified_at__isnull=True,
+        is_active=False,
+    ).first()
+    if user is not None:
+        emails.verification_send(user=user, link=_verify_link(request, user))
+        audit_record(
+            event_type="auth.verify.resent", request=request, actor=user, target=user
+        )
+
+
+# Sign-in ------------------------------------------------------------------
+
+
+def login_attempt(*, request: HttpRequest, email: str, password: str) -> LoginResult:
+    """Check a password, unless the account is locked; count failures.
+
+    A locked account is refused with the same message as a wrong password,
+    and its password is not checked at all.
+    """
+    email = limits.normalise_email(email)
     user = User.objects.filter(email__iexact=email).first()
-    if user is None:
-        user = User.objects.create_user(email=email, password=password)
-    else:
-        user.set_password(password)
-        user.is_active = True
-        user.save(update_fields=["password", "is_active"])
-    return user, password
+    if user is not None and user.is_locked():
+        _login_failed(request, email, user, "locked")
+        return LoginResult(error=LOGIN_INVALID)
+    authed = authenticate(request, username=email, password=password)
+    if authed is None:
+        if user is None:
+            reason = "unknown_account"
+        elif not user.is_active:
+            reason = "inactive"
+        else:
+            reason = "bad_password"
+        _login_failed(request, email, user, reason)
+        return LoginResult(error=LOGIN_INVALID)
+    limits.failures_clear(email=email)
+    _lock_counter_clear(authed)
+    if _has_device(authed):
+        request.session.cycle_key()
+        request.session[PENDING] = {
+            "user": authed.pk,
+            "backend": authed.backend,
+            "at": time.time(),
+        }
+        audit_record(
+            event_type="auth.login.password_ok",
+            request=request,
+            actor=authed,
+            details={"next_step": "otp"},
+        )
+        return LoginResult(user=authed, needs_otp=True)
+    login_complete(request=request, user=authed)
+    return LoginResult(user=authed)
+
+
+def _has_device(user: User) -> bool:
+    from django_otp import devices_for_user
+
+    return any(devices_for_user(user, confirmed=True))
+
+
+def _login_failed(request, email: str, user: User | None, reason: str) -> None:
+    ip = client_ip(request)
+    limits.failures_note(email=email, ip=ip)
+    audit_record(
+        event_type="auth.login.failure",
+        request=request,
+        actor=user,
+        outcome=Outcome.FAILURE,
+        error_code=reason,
+        error_description=LOGIN_INVALID,
+        details={"email": email[:254]},
+    )
+    if user is not None and reason == "bad_password":
+        _lock_count(request, user)
+
+
+def _lock_key(user: User) -> str:
+    return f"lock-fail:{user.pk}"
+
+
+def _lock_counter_clear(user: User) -> None:
+    caches[settings.RATELIMIT_USE_CACHE].delete(_lock_key(user))
+    if user.locked_until or user.lockout_level:
+        User.objects.filter(pk=user.pk).update(locked_until=None, lockout_level=0)
+
+
+def _lock_count(request, user: User) -> None:
+    cache = caches[settings.RATELIMIT_USE_CACHE]
+    key = _lock_key(user)
+    cache.add(key, 0, settings.ACCOUNTS_FAILURE_WINDOW)
+    if cache.incr(key) >= settings.ACCOUNTS_LOCKOUT_THRESHOLD:
+        cache.delete(key)
+        user_lock(request=request, user=user)
+
+
+@transaction.atomic
+def user_lock(*, request: HttpRequest | None, user: User) -> None:
+    """Lock the account; each lockout in a row doubles the cool-off."""
+    user = User.objects.select_for_update().get(pk=user.pk)
+    seconds = min(
+        settings.ACCOUNTS_LOCKOUT_SECONDS * (2**user.lockout_level),
+        settings.ACCOUNTS_LOCKOUT_MAX_SECONDS,
+    )
+    user.locked_until = timezone.now() + timedelta(seconds=seconds)
+    user.lockout_level += 1
+    user.save(update_fields=["locked_until", "lockout_level"])
+    reset_link = (
+        _abs(request, "accounts:password-reset")
+        if request is not None
+        else reverse("accounts:password-reset")
+    )
+    emails.lockout_send(user=user, until=user.locked_until, reset_link=reset_link)
+    audit_record(
+        event_type="auth.lockout",
+        request=request,
+        actor=user,
+        target=user,
+        outcome=Outcome.DENIED,
+        error_code="too_many_failures",
+        details={"seconds": seconds, "level": user.lockout_level},
+    )
+
+
+@transaction.atomic
+def user_unlock(*, actor: User, user: User) -> None:
+    """Staff lift a lockout before its cool-off ends."""
+    User.objects.filter(pk=user.pk).update(locked_until=None, lockout_level=0)
+    caches[settings.RATELIMIT_USE_CACHE].delete(_lock_key(user))
+    audit_record(event_type="auth.unlock", actor=actor, target=user)
+
+
+def login_pending_user(request: HttpRequest) -> User | None:
+    """The user who passed the password step and owes a second factor."""
+    pending = request.session.get(PENDING)
+    if not pending or time.time() - pending.get("at", 0) > PENDING_SECONDS:
+        return None
+    user = User.objects.filter(pk=pending["user"], is_active=True).first()
+    if user is not None:
+        user.backend = pending["backend"]
+    return user
+
+
+def login_otp_attempt(*, request: HttpRequest, user: User, token: str) -> bool:
+    """Finish a pending sign-in with a TOTP or recovery code."""
+    device = otp_match(user=user, token=token)
+    if device is None:
+        audit_record(
+            event_type="auth.2fa.failed",
+            request=request,
+            actor=user,
+            outcome=Outcome.FAILURE,
+            error_code="bad_token",
+        )
+        return False
+    request.session.pop(PENDING, None)
+    login_complete(request=request, user=user, device=device)
+    return True
+
+
+def otp_match(*, user: User, token: str):
+    """The confirmed device that accepts ``token`` (each one throttles itself)."""
+    from django_otp import devices_for_user
+
+    token = (token or "").strip().replace(" ", "")
+    if not token:
+        return None
+    for device in devices_for_user(user, confirmed=True):
+        allowed, _ = device.verify_is_allowed()
+        if allowed and device.verify_token(token):
+            return device
+    return None
+
+
+def login_complete(*, request: HttpRequest, user: User, device=None) -> None:
+    """Sign in (rotating the session key) and track the new session."""
+    login(request, user, backend=getattr(user, "backend", None))
+    if device is not None:
+        otp_login(request, device)
+    now = time.time()
+    request.session[AUTH_AT] = now
+    request.session[SEEN_AT] = now
+    if request.session.session_key is None:
+        request.session.save()
+    SessionRecord.objects.update_or_create(
+        session_key=request.session.session_key,
+        defaults={
+            "user": user,
+            "ip": client_ip(request),
+            "user_agent": request.META.get("HTTP_USER_AGENT", "")[:512],
+        },
+    )
+    audit_record(
+        event_type="auth.login.success",
+        request=request,
+        actor=user,
+        details={
+            "otp": device is not None,
+            "device": type(device).__name__ if device is not None else "",
+        },
+    )
+
+
+def user_logout(*, request: HttpRequest) -> None:
+    user = request.user if request.user.is_authenticated else None
+    if user is not None:
+        SessionRecord.objects.filter(session_key=request.session.session_key).delete()
+        audit_record(event_type="auth.logout", request=request, actor=user)
+    logout(request)
+
+
+# Sessions -----------------------------------------------------------------
+
+
+def session_check(*, request: HttpRequest) -> bool:
+    """End the session if idle, too old or revoked; return whether it ended."""
+    session, now = request.session, time.time()
+    auth_at = session.get(AUTH_AT)
+    if auth_at is None:
+        # A session begun outside the login view (``force_login`` in tests):
+        # start tracking it from now.
+        session[AUTH_AT] = session[SEEN_AT] = now
+        if session.session_key is None:
+            session.save()
+        SessionRecord.objects.get_or_create(
+            session_key=session.session_key,
+            defaults={
+                "user": request.user,
+                "ip": client_ip(request),
+                "user_agent": request.META.get("HTTP_USER_AGENT", "")[:512],
+            },
+        )
+        return False
+    seen = session.get(SEEN_AT, auth_at)
+    reason = ""
+    if now - seen > settings.ACCOUNTS_SESSION_IDLE_SECONDS:
+        reason = "idle"
+    elif now - auth_at > settings.ACCOUNTS_SESSION_ABSOLUTE_SECONDS:
+        reason = "absolute"
+    elif not SessionRecord.objects.filter(
+        session_key=session.session_key, user=request.user
+    ).exists():
+        reason = "revoked"
+    if reason:
+        user = request.user
+        SessionRecord.objects.filter(session_key=session.session_key).delete()
+        logout(request)
+        audit_record(
+            event_type="auth.session.ended",
+            request=request,
+            actor=user,
+            error_code=reason,
+        )
+        return True
+    if now - seen > TOUCH_SECONDS:
+        session[SEEN_AT] = now
+        SessionRecord.objects.filter(session_key=session.session_key).update(
+            last_seen_at=timezone.now(), ip=client_ip(request)
+        )
+    return False
+
+
+def _session_store():
+    return import_module(settings.SESSION_ENGINE).SessionStore
+
+
+def session_revoke(*, request: HttpRequest, actor: User, record_id: int) -> bool:
+    """Sign out one of the actor's own sessions."""
+    record = SessionRecord.objects.filter(pk=record_id, user=actor).first()
+    if record is None:
+        return False
+    _session_store()(session_key=record.session_key).delete()
+    record.delete()
+    audit_record(
+        event_type="auth.session.revoked",
+        request=request,
+        actor=actor,
+        details={"ip": record.ip, "scope": "one"},
+    )
+    return True
+
+
+def sessions_end_others(
+    *, request: HttpRequest | None, user: User, keep: str | None, reason: str
+) -> int:
+    """Sign out every session of ``user`` except the one keyed ``keep``."""
+    records = SessionRecord.objects.filter(user=user)
+    if keep:
+        records = records.exclude(session_key=keep)
+    store, count = _session_store(), 0
+    for record in records:
+        store(session_key=record.session_key).delete()
+        record.delete()
+        count += 1
+    audit_record(
+        event_type="auth.session.revoked",
+        request=request,
+        actor=user,
+        details={"scope": "others", "count": count, "reason": reason},
+    )
+    return count
+
+
+# Passwords ----------------------------------------------------------------
+
+
+def password_changed(*, request: HttpRequest, user: User) -> None:
+    """After a change: keep this session, end the others."""
+    sessions_end_others(
+        request=request,
+        user=user,
+        keep=request.session.session_key,
+        reason="password_changed",
+    )
+    audit_record(event_type="auth.password.changed", request=request, actor=user)
+
+
+def password_reset_done(*, request: HttpRequest, user: User) -> None:
+    """After a reset by email: end every session and lift any lockout."""
+    sessions_end_others(request=request, user=user, keep=None, reason="reset")
+    _lock_counter_clear(user)
+    audit_record(event_type="auth.password.reset", request=request, actor=user)
+
+
+def password_reset_requested(*, request: HttpRequest, email: str) -> None:
+    audit_record(
+        event_type="auth.password.reset_requested",
+        request=request,
+        details={"email": limits.normalise_email(email)[:254]},
+    )
+
+
+# Two-factor ---------------------------------------------------------------
+
+
+def otp_enrol_start(*, user: User):
+    """The user's unconfirmed TOTP device, created on first call."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
+    if device is None:
+        device = TOTPDevice.objects.create(
+            user=user, name="Authenticator", confirmed=False
+        )
+    return device
+
+
+@transaction.atomic
+def otp_enrol_confirm(*, request: HttpRequest, user: User, token: str) -> list[str]:
+    """Confirm the TOTP device with a code; return ten new recovery codes."""
+    device = otp_enrol_start(user=user)
+    if not device.verify_token((token or "").strip().replace(" ", "")):
+        audit_record(
+            event_type="auth.2fa.failed",
+            request=request,
+            actor=user,
+            outcome=Outcome.FAILURE,
+            error_code="enrol_bad_token",
+        )
+        raise ValueError("The code is not correct. Check the time on your device.")
+    device.confirmed = True
+    device.save(update_fields=["confirmed"])
+    StaticDevice.objects.filter(user=user).delete()
+    recovery = StaticDevice.objects.create(user=user, name="Recovery codes")
+    codes = [secrets.token_hex(5) for _ in range(10)]
+    for code in codes:
+        recovery.token_set.create(token=code)
+    otp_login(request, device)
+    audit_record(event_type="auth.2fa.enrolled", request=request, actor=user)
+    return codes
+
+
+@transaction.atomic
+def otp_disable(*, request: HttpRequest, user: User) -> None:
+    """Remove every device (the view has checked the password)."""
+    from django_otp import devices_for_user
+
+    for device in list(devices_for_user(user, confirmed=None)):
+        device.delete()
+    audit_record(event_type="auth.2fa.removed", request=request, actor=user)

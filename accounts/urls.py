@@ -1,19 +1,44 @@
-from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from accounts.forms import EmailAuthenticationForm
+from accounts import views
 
 app_name = "accounts"
 
 urlpatterns = [
+    path("login/", views.login_view, name="login"),
+    path("login/verify/", views.login_otp_view, name="login-otp"),
+    path("logout/", views.logout_view, name="logout"),
+    path("signup/", views.signup_view, name="signup"),
+    path("signup/done/", views.signup_done_view, name="signup-done"),
+    path("verify/resend/", views.resend_view, name="resend"),
+    path("verify/<str:token>/", views.verify_view, name="verify"),
+    path("password/reset/", views.PasswordResetView.as_view(), name="password-reset"),
     path(
-        "login/",
-        auth_views.LoginView.as_view(
-            template_name="accounts/login.html",
-            authentication_form=EmailAuthenticationForm,
-            redirect_authenticated_user=True,
+        "password/reset/sent/",
+        views.auth_views.PasswordResetDoneView.as_view(
+            template_name="accounts/password_reset_done.html"
         ),
-        name="login",
+        name="password-reset-done",
     ),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path(
+        "password/reset/<uidb64>/<token>/",
+        views.PasswordResetConfirmView.as_view(),
+        name="password-reset-confirm",
+    ),
+    path(
+        "password/change/", views.PasswordChangeView.as_view(), name="password-change"
+    ),
+    path("security/", views.security_view, name="security"),
+    path(
+        "security/sessions/<int:record_id>/revoke/",
+        views.session_revoke_view,
+        name="session-revoke",
+    ),
+    path(
+        "security/sessions/revoke-others/",
+        views.sessions_revoke_others_view,
+        name="sessions-revoke-others",
+    ),
+    path("security/2fa/", views.otp_enrol_view, name="otp-enrol"),
+    path("security/2fa/disable/", views.otp_disable_view, name="otp-disable"),
 ]

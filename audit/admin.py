@@ -1,14 +1,28 @@
-from django.contrib import admin
+"""The admin of the audit trail: read-only, auditors only, every access audited."""
 
-from audit.models import AuditEvent
+import io
+
+from auditlog.admin import LogEntryAdmin
+from auditlog.models import LogEntry
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpResponse
+
+from audit import serialise, services
+from audit.models import AuditArchive, AuditEvent, AuditReview, AuditSeal
+from audit.selectors import is_auditor
+
+EXPORT_LIMIT = 50_000
 
 
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ("occurred_at", "event_type", "outcome", "actor_label", "source_ip")
-    list_filter = ("outcome", "event_type")
-    search_fields = ("actor_label", "target_id", "source_ip")
-    date_hierarchy = "occurred_at"
+class AuditorOnly:
+    """Visible to superusers and the Auditor group; nobody adds, edits, deletes."""
+
+    def has_module_permission(self, request):
+        return is_auditor(request.user)
+
+    def has_view_permission(self, request, obj=None):
+        return is_auditor(request.user)
 
     def has_add_permission(self, request):
         return False
@@ -18,3 +32,168 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+
+class ViewAudited:
+    """Every list and detail page records ``audit.view``."""
+
+    audit_kind = "event"
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        if is_auditor(request.user) and response.status_code == 200:
+            services.audit_view_record(
+                request=request,
+                kind=f"{self.audit_kind}.list",
+                filters={k: v for k, v in request.GET.items()},
+            )
+        return response
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if is_auditor(request.user) and response.status_code == 200:
+            services.audit_view_record(
+                request=request, kind=f"{self.audit_kind}.detail", object_id=object_id
+            )
+        return response
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "occurred_at",
+        "event_type",
+        "outcome",
+        "actor_label",
+        "source_ip",
+        "path",
+        "correlation_id",
+    )
+    list_filter = ("outcome", "event_type", "occurred_at")
+    search_fields = ("=actor_label", "=source_ip", "=correlation_id", "=target_id")
+    date_hierarchy = "occurred_at"
+    actions = ["export_jsonl"]
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    @admin.action(description="Export selected events as JSON Lines")
+    def export_jsonl(self, request, queryset):
+        if not request.user.has_perm("audit.export_auditevent") and not (
+            request.user.is_superuser
+        ):
+            self.message_user(request, services.EXPORT_DENIED, messages.ERROR)
+            return None
+        out = io.StringIO()
+        count = serialise.write_jsonl(
+            serialise.iter_values(queryset.order_by("id")[:EXPORT_LIMIT]), out
+        )
+        services.audit_export_record(
+            request=request, count=count, fmt="jsonl", filters={"via": "admin"}
+        )
+        response = HttpResponse(out.getvalue(), content_type="application/x-ndjson")
+        response["Content-Disposition"] = 'attachment; filename="audit-events.jsonl"'
+        return response
+
+
+@admin.register(AuditSeal)
+class AuditSealAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
+    audit_kind = "seal"
+    list_display = ("seq", "first_id", "last_id", "count", "last_at", "head")
+    exclude = ("digests",)
+    readonly_fields = (
+        "seq",
+        "first_id",
+        "last_id",
+        "count",
+        "first_at",
+        "last_at",
+        "prev_head",
+        "head",
+        "key_id",
+        "signature",
+        "sealed_at",
+    )
+
+
+@admin.register(AuditArchive)
+class AuditArchiveAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
+    audit_kind = "archive"
+    list_display = ("first_id", "last_id", "count", "first_at", "last_at", "state")
+    list_filter = ("state",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+
+class ReviewSignOffForm(forms.ModelForm):
+    class Meta:
+        model = AuditReview
+        fields = ("comment",)
+
+    def clean_comment(self):
+        comment = self.cleaned_data.get("comment", "").strip()
+        if not comment:
+            raise forms.ValidationError(services.REVIEW_NEEDS_COMMENT)
+        return comment
+
+
+@admin.register(AuditReview)
+class AuditReviewAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
+    """Auditors sign a review off by saving it with a comment."""
+
+    audit_kind = "review"
+    form = ReviewSignOffForm
+    list_display = (
+        "period_start",
+        "period_end",
+        "notable_count",
+        "signed_off_label",
+        "signed_off_at",
+    )
+    fields = (
+        "period_start",
+        "period_end",
+        "notable_count",
+        "summary",
+        "signed_off_label",
+        "signed_off_at",
+        "comment",
+    )
+    readonly_fields = (
+        "period_start",
+        "period_end",
+        "notable_count",
+        "summary",
+        "signed_off_label",
+        "signed_off_at",
+    )
+
+    def has_change_permission(self, request, obj=None):
+        return is_auditor(request.user) and (obj is None or not obj.signed_off)
+
+    def save_model(self, request, obj, form, change):
+        services.review_sign_off(
+            review_id=obj.pk,
+            actor=request.user,
+            comment=form.cleaned_data["comment"],
+            request=request,
+        )
+
+
+if admin.site.is_registered(LogEntry):
+    admin.site.unregister(LogEntry)
+
+
+@admin.register(LogEntry)
+class FieldChangeAdmin(ViewAudited, AuditorOnly, LogEntryAdmin):
+    """django-auditlog's field-level changes, under the same access rules."""
+
+    audit_kind = "field_change"

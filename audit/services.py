@@ -1,13 +1,49 @@
-"""The one recording function every app calls for its audit events."""
+"""The one recording function every app calls, and the trail's other writes."""
 
+import ipaddress
+import logging
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from audit.models import AuditEvent, Outcome
+from audit import chain, keys
+from audit.context import get_correlation_id
+from audit.models import AuditEvent, AuditReview, AuditSeal, Outcome
 from kreo.net import client_ip
+
+logger = logging.getLogger(__name__)
+
+DEVICE_COOKIE = "kreo_device"
+
+
+def _ip(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def _source(request: HttpRequest) -> dict:
+    meta = request.META
+    port = meta.get("REMOTE_PORT")
+    # Behind a proxy REMOTE_PORT is the proxy's port, not the client's.
+    if settings.KREO_TRUSTED_PROXY_COUNT > 0 or not str(port or "").isdigit():
+        port = None
+    session = getattr(request, "session", None)
+    return {
+        "source_ip": _ip(client_ip(request)),
+        "source_port": int(port) if port is not None else None,
+        "user_agent": meta.get("HTTP_USER_AGENT", "")[:512],
+        "device_id": keys.device_hash(request.COOKIES.get(DEVICE_COOKIE, "")),
+        "session_hash": keys.session_hash(getattr(session, "session_key", "") or ""),
+        "method": (request.method or "")[:8],
+        "path": request.path[:512],
+    }
 
 
 def audit_record(
@@ -20,29 +56,254 @@ def audit_record(
     error_code: str = "",
     error_description: str = "",
     details: dict | None = None,
+    actor_label: str = "",
+    target_type: str = "",
+    target_id: str = "",
+    status_code: int | None = None,
+    correlation_id: str = "",
 ) -> AuditEvent:
-    """Append one event. ``request`` supplies the source and destination."""
+    """Append one event and return it.
+
+    ``request`` supplies source (IP, port, user agent, device, session hash)
+    and destination (method, path); ``actor`` defaults to the request's
+    signed-in user. ``actor_label`` names an actor with no account (the
+    e-mail tried in a failed login); ``target_type``/``target_id`` name a
+    target that is not a model instance (or no longer exists). ``outcome``
+    is one of ``Outcome``: success, failure, denied, error.
+
+    The row carries its content hash; no shared state is read or locked, so
+    concurrent requests never wait on each other here.
+    """
     if actor is None and request is not None:
         user = getattr(request, "user", None)
         actor = user if user is not None and user.is_authenticated else None
+    if actor is not None and not actor_label:
+        actor_label = getattr(actor, "email", "") or str(actor.pk)
+    if target is not None:
+        target_type = target_type or target._meta.label_lower
+        target_id = target_id or str(target.pk)
     event = AuditEvent(
         occurred_at=timezone.now(),
-        event_type=event_type,
-        outcome=outcome,
-        actor=actor,
-        actor_label=getattr(actor, "email", "") if actor else "",
-        error_code=error_code,
-        error_description=error_description[:512],
-        release=settings.KREO_RELEASE,
-        details=details or {},
+        event_type=event_type[:64],
+        outcome=str(outcome),
+        actor_id=actor.pk if actor is not None else None,
+        actor_label=actor_label[:254],
+        server_host=settings.KREO_INSTANCE_ID[:128],
+        status_code=status_code,
+        target_type=str(target_type)[:64],
+        target_id=str(target_id)[:64],
+        release=settings.KREO_RELEASE[:64],
+        commit=settings.KREO_COMMIT[:64],
+        error_code=str(error_code)[:64],
+        error_description=str(error_description)[:512],
+        correlation_id=(correlation_id or get_correlation_id())[:64],
+        details=chain.normalise_details(details),
     )
     if request is not None:
-        event.source_ip = client_ip(request)
-        event.user_agent = request.META.get("HTTP_USER_AGENT", "")[:512]
-        event.method = request.method or ""
-        event.path = request.path[:512]
-    if target is not None:
-        event.target_type = target._meta.label_lower
-        event.target_id = str(target.pk)
-    event.save()
+        for name, value in _source(request).items():
+            setattr(event, name, value)
+    event.content_hash = chain.content_hash(chain.event_values(event))
+    event.save(force_insert=True)
     return event
+
+
+def _lock_sealer() -> None:
+    """One sealer at a time; request paths never take this lock."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('kreo.audit.seal'))")
+
+
+def audit_seal(*, batch_size: int | None = None, max_batches: int = 1000) -> int:
+    """Fold unsealed events, in id order, into signed seals; return events sealed.
+
+    Only events older than ``AUDIT_SEAL_DELAY_SECONDS`` are sealed, and the
+    batch stops at the first younger one, so that a transaction still in
+    flight (whose id is lower but not yet visible) is not skipped over.
+    """
+    batch_size = batch_size or settings.AUDIT_SEAL_BATCH
+    private = keys.signing_key()
+    raw_public = keys.public_key_bytes(private.public_key())
+    key_id = keys.key_id(raw_public)
+    sealed = 0
+    for _ in range(max_batches):
+        with transaction.atomic():
+            _lock_sealer()
+            last = AuditSeal.objects.order_by("-seq").first()
+            after = last.last_id if last else 0
+            cutoff = timezone.now() - timezone.timedelta(
+                seconds=settings.AUDIT_SEAL_DELAY_SECONDS
+            )
+            rows = list(
+                AuditEvent.objects.filter(id__gt=after)
+                .order_by("id")
+                .values_list("id", "content_hash", "occurred_at")[:batch_size]
+            )
+            ready = []
+            for row in rows:
+                if row[2] > cutoff:
+                    break
+                ready.append(row)
+            if not ready:
+                break
+            digests = chain.pack_digests((pk, h) for pk, h, _ in ready)
+            prev_head = last.head if last else chain.GENESIS
+            seal = AuditSeal(
+                seq=(last.seq + 1) if last else 1,
+                first_id=after + 1,
+                last_id=ready[-1][0],
+                count=len(ready),
+                first_at=min(r[2] for r in ready),
+                last_at=max(r[2] for r in ready),
+                digests=digests,
+                prev_head=prev_head,
+                head=chain.next_head(prev_head, digests),
+                key_id=key_id,
+                sealed_at=timezone.now(),
+            )
+            seal.signature = private.sign(chain.seal_text(seal)).hex()
+            seal.save()
+            sealed += len(ready)
+        if len(ready) < batch_size:
+            break
+    return sealed
+
+
+def seal_latest() -> AuditSeal | None:
+    return AuditSeal.objects.order_by("-seq").first()
+
+
+EXPORT_DENIED = "Exporting audit events needs the audit export permission."
+REVIEW_NOT_AUDITOR = "Only auditors sign off log reviews."
+REVIEW_ALREADY_SIGNED = "This review was signed off already."
+REVIEW_NEEDS_COMMENT = "A sign-off needs a comment."
+
+
+def audit_view_record(
+    *, request: HttpRequest, kind: str, filters: dict | None = None, object_id=""
+) -> AuditEvent:
+    """Record that someone looked at audit data (the trail watches its readers)."""
+    return audit_record(
+        event_type="audit.view",
+        request=request,
+        target_type=f"audit.{kind}",
+        target_id=str(object_id),
+        details={"filters": filters or {}} if filters is not None else {},
+    )
+
+
+def audit_export_record(
+    *,
+    fmt: str,
+    count: int,
+    filters: dict,
+    request: HttpRequest | None = None,
+    actor=None,
+    actor_label: str = "",
+) -> AuditEvent:
+    return audit_record(
+        event_type="audit.export",
+        actor=actor,
+        actor_label=actor_label,
+        request=request,
+        details={"format": fmt, "count": count, "filters": filters},
+    )
+
+
+@transaction.atomic
+def review_create(*, until=None, actor_label: str = "system") -> AuditReview | None:
+    """Open the review of the period since the last one (or of the last period).
+
+    Returns None when the current period has not ended yet.
+    """
+    from audit.selectors import notable_events, review_latest
+
+    now = timezone.now()
+    until = until or now
+    latest = review_latest()
+    period = timezone.timedelta(days=settings.AUDIT_REVIEW_DAYS)
+    since = latest.period_end if latest else until - period
+    if latest and until - since < period:
+        return None
+    notable = notable_events(since=since, until=until)
+    summary: dict[str, int] = {}
+    for event_type, outcome in notable.values_list("event_type", "outcome"):
+        key = f"{event_type} {outcome}"
+        summary[key] = summary.get(key, 0) + 1
+    review = AuditReview.objects.create(
+        period_start=since,
+        period_end=until,
+        notable_count=sum(summary.values()),
+        summary=summary,
+    )
+    audit_record(
+        event_type="audit.review.open",
+        actor_label=actor_label,
+        target=review,
+        details={"notable": review.notable_count},
+    )
+    return review
+
+
+class ReviewError(ValueError):
+    pass
+
+
+@transaction.atomic
+def review_sign_off(
+    *, review_id: int, actor, comment: str, request: HttpRequest | None = None
+):
+    """Sign a review off as ``actor`` with ``comment``; the sign-off is audited."""
+    from audit.selectors import is_auditor
+
+    review = AuditReview.objects.select_for_update().get(pk=review_id)
+    if not is_auditor(actor):
+        raise ReviewError(REVIEW_NOT_AUDITOR)
+    if review.signed_off:
+        raise ReviewError(REVIEW_ALREADY_SIGNED)
+    if not comment.strip():
+        raise ReviewError(REVIEW_NEEDS_COMMENT)
+    review.signed_off_by = actor
+    review.signed_off_label = actor.email
+    review.signed_off_at = timezone.now()
+    review.comment = comment.strip()
+    review.save()
+    audit_record(
+        event_type="audit.review.signoff",
+        actor=actor,
+        request=request,
+        target=review,
+        details={
+            "period_start": review.period_start.isoformat(),
+            "period_end": review.period_end.isoformat(),
+            "notable": review.notable_count,
+            "comment": review.comment[:500],
+        },
+    )
+    return review
+
+
+def audit_archive_run(*, actor_label: str = "system", now=None, progress=None) -> dict:
+    """Seal what is ready, then archive and purge events past retention.
+
+    A failure is recorded as an ``audit.archive`` error event and re-raised;
+    whatever was not purged stays in the hot store for the next run.
+    """
+    from audit import archive
+
+    audit_seal()
+    try:
+        summary = archive.run(now=now, progress=progress)
+    except Exception as exc:
+        audit_record(
+            event_type="audit.archive",
+            actor_label=actor_label,
+            outcome=Outcome.ERROR,
+            error_code=type(exc).__name__,
+            error_description=str(exc)[:512],
+        )
+        raise
+    audit_record(event_type="audit.archive", actor_label=actor_label, details=summary)
+    return summary

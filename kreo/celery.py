@@ -33,4 +33,14 @@ def _make_broker_folders(sender, **kwargs) -> None:
 # name -> (task, interval in seconds or a setting name holding it)
 DEFAULT_SCHEDULE = {
     "kreo heartbeat": ("kreo.tasks.heartbeat", "KREO_HEARTBEAT_SECONDS"),
+    "audit seal": ("audit.tasks.seal", "AUDIT_SEAL_INTERVAL_SECONDS"),
+    "audit archive": ("audit.tasks.archive", "AUDIT_ARCHIVE_INTERVAL_SECONDS"),
+    "audit review": ("audit.tasks.review", "AUDIT_REVIEW_INTERVAL_SECONDS"),
+    "backup daily": ("backups.tasks.backup_scheduled", "BACKUP_INTERVAL_SECONDS"),
+    "backup retention": ("backups.tasks.backup_prune", "BACKUP_INTERVAL_SECONDS"),
+    "backup offsite retry": (
+        "backups.tasks.backup_offsite_retry",
+        "BACKUP_OFFSITE_RETRY_SECONDS",
+    ),
+    "backup restore drill": ("backups.tasks.backup_drill", "BACKUP_DRILL_SECONDS"),
 }

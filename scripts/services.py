@@ -114,7 +114,44 @@ def ensure_postgres() -> str:
         log("could not reach PostgreSQL as a superuser; assuming role kreo exists")
     # Fails harmlessly when the database is already there.
     _psql(f"CREATE DATABASE {PG_ROLE} OWNER {PG_ROLE}")
+    ensure_pg_tools()
     return f"postgres://{PG_ROLE}:{PG_PASSWORD}@{PG_HOST}:{PG_PORT}/{PG_ROLE}"
+
+
+def _major(text: str) -> str:
+    digits = "".join(ch if ch.isdigit() or ch == "." else " " for ch in text).split()
+    return digits[0].split(".")[0] if digits else ""
+
+
+def ensure_pg_tools() -> None:
+    """pg_dump and pg_restore of the server's major version (backups need them)."""
+    server = ""
+    if shutil.which("psql"):
+        done = subprocess.run(
+            [
+                "psql",
+                "-h",
+                PG_HOST,
+                "-U",
+                PG_ROLE,
+                "-d",
+                PG_ROLE,
+                "-qAtc",
+                "SHOW server_version",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PGPASSWORD": PG_PASSWORD, "PGCONNECT_TIMEOUT": "3"},
+        )
+        server = _major(done.stdout) if done.returncode == 0 else ""
+    client = ""
+    if shutil.which("pg_dump") and shutil.which("pg_restore"):
+        done = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True)
+        client = _major(done.stdout)
+    if client and (not server or client == server):
+        return
+    package = f"postgresql-client-{server}" if server else "postgresql-client"
+    apt_install(package)
 
 
 def ensure_redis() -> str:

@@ -6,6 +6,7 @@ runs on its embedded default: SQLite, files on local disk under ``var/``, and
 a Celery broker on the local filesystem, so nothing needs installing.
 """
 
+import socket
 from pathlib import Path
 
 import environ
@@ -31,9 +32,11 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # Release identity, stamped on audit events and shown by /healthz consumers.
 KREO_RELEASE = env.str("KREO_RELEASE", default="dev")
 KREO_COMMIT = env.str("KREO_COMMIT", default="")
+# This server's identity in audit events (the pod or host name by default).
+KREO_INSTANCE_ID = env.str("KREO_INSTANCE_ID", default="") or socket.gethostname()
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "accounts.apps.KreoAdminConfig",  # the admin, behind the accounts login + OTP
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -45,7 +48,13 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_beat",
     "csp",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "django_recaptcha",
+    "django_ratelimit",
     "kreo",
+    "auditlog",
     "audit",
     "accounts",
     "projects",
@@ -61,7 +70,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "accounts.middleware.SessionControlMiddleware",
+    "audit.middleware.AuditMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -133,8 +145,16 @@ if REDIS_URL:
             "KEY_PREFIX": env.str("KREO_CACHE_PREFIX", default="kreo"),
         }
     }
+    # Rate limits and login-failure counters: django-redis, the backend that
+    # django-ratelimit supports (atomic increments on the shared Redis).
+    CACHES["ratelimit"] = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env.str("KREO_CACHE_PREFIX", default="kreo") + "-rl",
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES["ratelimit"] = CACHES["default"]
 
 # Files: S3 (django-storages) when a bucket is named, local disk otherwise.
 # Neither is ever served by URL: downloads go through a view that checks
@@ -189,6 +209,58 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Client IP: REMOTE_ADDR, unless this many reverse proxies that append to
 # X-Forwarded-For stand in front of the app (kreo.net.client_ip).
 KREO_TRUSTED_PROXY_COUNT = env.int("DJANGO_TRUSTED_PROXY_COUNT", default=0)
+
+# Accounts: sign-up, login defences, two-factor, sessions (accounts app).
+RATELIMIT_USE_CACHE = "ratelimit"
+RATELIMIT_IP_META_KEY = "kreo.net.client_ip"
+# Rates as django-ratelimit strings ("count/period"), per client IP and per
+# account (the normalised email address typed in the form).
+ACCOUNTS_RATES = {
+    "login-ip": env.str("KREO_RATE_LOGIN_IP", default="30/15m"),
+    "login-account": env.str("KREO_RATE_LOGIN_ACCOUNT", default="10/15m"),
+    "signup-ip": env.str("KREO_RATE_SIGNUP_IP", default="10/h"),
+    "reset-ip": env.str("KREO_RATE_RESET_IP", default="10/h"),
+    "reset-account": env.str("KREO_RATE_RESET_ACCOUNT", default="3/h"),
+    "resend-ip": env.str("KREO_RATE_RESEND_IP", default="10/h"),
+    "resend-account": env.str("KREO_RATE_RESEND_ACCOUNT", default="3/h"),
+    "otp-ip": env.str("KREO_RATE_OTP_IP", default="20/15m"),
+    "otp-account": env.str("KREO_RATE_OTP_ACCOUNT", default="10/15m"),
+}
+# Consecutive failures that lock an account; each further lockout doubles the
+# cool-off, up to the maximum. A successful sign-in or a reset clears it.
+ACCOUNTS_LOCKOUT_THRESHOLD = env.int("KREO_LOCKOUT_THRESHOLD", default=5)
+ACCOUNTS_LOCKOUT_SECONDS = env.int("KREO_LOCKOUT_SECONDS", default=15 * 60)
+ACCOUNTS_LOCKOUT_MAX_SECONDS = env.int("KREO_LOCKOUT_MAX_SECONDS", default=86400)
+# The login form asks for a CAPTCHA after this many recent failures for the
+# account, or from the client IP (within ACCOUNTS_FAILURE_WINDOW seconds).
+ACCOUNTS_CAPTCHA_AFTER_ACCOUNT = env.int("KREO_CAPTCHA_AFTER_ACCOUNT", default=3)
+ACCOUNTS_CAPTCHA_AFTER_IP = env.int("KREO_CAPTCHA_AFTER_IP", default=10)
+ACCOUNTS_FAILURE_WINDOW = env.int("KREO_FAILURE_WINDOW_SECONDS", default=3600)
+# Sessions end after this much idleness, and this long after sign-in at most.
+ACCOUNTS_SESSION_IDLE_SECONDS = env.int("KREO_SESSION_IDLE_SECONDS", default=3600)
+ACCOUNTS_SESSION_ABSOLUTE_SECONDS = env.int(
+    "KREO_SESSION_ABSOLUTE_SECONDS", default=12 * 3600
+)
+# Who must use two-factor sign-in: "staff" (default) or "all".
+ACCOUNTS_2FA_REQUIRED_FOR = env.str("KREO_2FA_REQUIRED_FOR", default="staff")
+ACCOUNTS_VERIFY_MAX_AGE = env.int("KREO_VERIFY_MAX_AGE_SECONDS", default=2 * 86400)
+PASSWORD_RESET_TIMEOUT = env.int("KREO_PASSWORD_RESET_SECONDS", default=3600)
+OTP_TOTP_ISSUER = "Kreo"
+# reCAPTCHA v2: keys from the environment (production requires them; the
+# defaults are Google's published test keys). The verify endpoint is
+# configurable so tests can run a local siteverify server.
+RECAPTCHA_PUBLIC_KEY = env.str(
+    "RECAPTCHA_PUBLIC_KEY", default="6LeIxAcTAAAAAJcZVRqyHh71UMIEGNQ_MXjiZKhI"
+)
+RECAPTCHA_PRIVATE_KEY = env.str(
+    "RECAPTCHA_PRIVATE_KEY",
+    default="6LeIxAcTAAAAAGG-vFI1TnRWxMZNFuojJ4WifJWe",  # nosec B105 - Google's test key
+)
+RECAPTCHA_DOMAIN = env.str("RECAPTCHA_DOMAIN", default="www.google.com")
+RECAPTCHA_VERIFY_URL = env.str(
+    "RECAPTCHA_VERIFY_URL", default="https://www.google.com/recaptcha/api/siteverify"
+)
+RECAPTCHA_VERIFY_TIMEOUT = env.float("RECAPTCHA_VERIFY_TIMEOUT", default=5.0)
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
@@ -278,6 +350,41 @@ EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="kreo@localhost")
 
+# Backups (backups/): copy 1 and copy 2 in two local folders (separate
+# volumes in production), copy 3 in an S3 bucket in eu-west-2. Key A (32
+# bytes, urlsafe base64) encrypts copy 1 and 3; copy 2 is encrypted to an age
+# public key whose identity lives off this host (only restore needs it).
+BACKUP_COPY1_DIR = Path(
+    env.str("BACKUP_COPY1_DIR", default=str(VAR_DIR / "backups" / "copy1"))
+)
+BACKUP_COPY2_DIR = Path(
+    env.str("BACKUP_COPY2_DIR", default=str(VAR_DIR / "backups" / "copy2"))
+)
+BACKUP_ENCRYPTION_KEY = env.str("BACKUP_ENCRYPTION_KEY", default="") or local_secret(
+    VAR_DIR, "backup-encryption-key", 32
+)
+BACKUP_MANIFEST_KEY = env.str("BACKUP_MANIFEST_KEY", default="") or local_secret(
+    VAR_DIR, "backup-manifest-key", 32
+)
+BACKUP_AGE_RECIPIENT = env.str("BACKUP_AGE_RECIPIENT", default="")
+BACKUP_AGE_IDENTITY_FILE = env.str(
+    "BACKUP_AGE_IDENTITY_FILE", default=str(VAR_DIR / "keys" / "backup-age-identity")
+)
+BACKUP_S3_BUCKET = env.str("BACKUP_S3_BUCKET", default="")
+BACKUP_S3_PREFIX = env.str("BACKUP_S3_PREFIX", default="kreo-backups/")
+BACKUP_S3_REGION_NAME = env.str("BACKUP_S3_REGION_NAME", default="eu-west-2")
+BACKUP_S3_ENDPOINT_URL = env.str(
+    "BACKUP_S3_ENDPOINT_URL", default=env.str("AWS_S3_ENDPOINT_URL", default="")
+)
+BACKUP_S3_LOCK_DAYS = env.int("BACKUP_S3_LOCK_DAYS", default=30)
+BACKUP_INTERVAL_SECONDS = env.int("BACKUP_INTERVAL_SECONDS", default=24 * 3600)
+BACKUP_DRILL_SECONDS = env.int("BACKUP_DRILL_SECONDS", default=7 * 24 * 3600)
+BACKUP_OFFSITE_RETRY_SECONDS = env.int("BACKUP_OFFSITE_RETRY_SECONDS", default=3600)
+BACKUP_KEEP_DAILY = env.int("BACKUP_KEEP_DAILY", default=7)
+BACKUP_KEEP_WEEKLY = env.int("BACKUP_KEEP_WEEKLY", default=4)
+BACKUP_KEEP_MONTHLY = env.int("BACKUP_KEEP_MONTHLY", default=12)
+BACKUP_MAX_AGE_HOURS = env.int("BACKUP_MAX_AGE_HOURS", default=26)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -291,3 +398,46 @@ LOGGING = {
         "django.request": {"level": "ERROR"},
     },
 }
+
+# Audit trail (audit/): seals signed with Ed25519, archives AES-256-GCM in S3.
+# Keys are any high-entropy strings; with no environment, development keys
+# are generated once into var/keys (production must set them).
+AUDIT_ENABLED = env.bool("AUDIT_ENABLED", default=True)
+AUDIT_SIGNING_KEY = env.str("AUDIT_SIGNING_KEY", default="") or local_secret(
+    VAR_DIR, "audit-signing-key"
+)
+AUDIT_ARCHIVE_KEY = env.str("AUDIT_ARCHIVE_KEY", default="") or local_secret(
+    VAR_DIR, "audit-archive-key"
+)
+AUDIT_VERIFY_PUBLIC_KEY = env.str("AUDIT_VERIFY_PUBLIC_KEY", default="")
+AUDIT_ARCHIVE_S3_BUCKET = env.str("AUDIT_ARCHIVE_S3_BUCKET", default="")
+AUDIT_ARCHIVE_S3_ENDPOINT_URL = env.str(
+    "AUDIT_ARCHIVE_S3_ENDPOINT_URL",
+    default=env.str("AWS_S3_ENDPOINT_URL", default=""),
+)
+AUDIT_ARCHIVE_S3_REGION = env.str(
+    "AUDIT_ARCHIVE_S3_REGION",
+    default=env.str("AWS_S3_REGION_NAME", default="eu-west-2"),
+)
+AUDIT_ARCHIVE_PREFIX = env.str("AUDIT_ARCHIVE_PREFIX", default="audit/")
+AUDIT_ARCHIVE_LOCK_MODE = env.str("AUDIT_ARCHIVE_LOCK_MODE", default="GOVERNANCE")
+AUDIT_ARCHIVE_LOCK_DAYS = env.int("AUDIT_ARCHIVE_LOCK_DAYS", default=365)
+AUDIT_ARCHIVE_MAX_EVENTS = env.int("AUDIT_ARCHIVE_MAX_EVENTS", default=250_000)
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=30)
+AUDIT_SEAL_DELAY_SECONDS = env.int("AUDIT_SEAL_DELAY_SECONDS", default=10)
+AUDIT_SEAL_BATCH = env.int("AUDIT_SEAL_BATCH", default=5000)
+# Events dated this much before an earlier-id event count as back-dated inserts.
+AUDIT_CLOCK_SKEW_SECONDS = env.int("AUDIT_CLOCK_SKEW_SECONDS", default=300)
+AUDIT_SEAL_INTERVAL_SECONDS = env.int("AUDIT_SEAL_INTERVAL_SECONDS", default=60)
+AUDIT_ARCHIVE_INTERVAL_SECONDS = env.int("AUDIT_ARCHIVE_INTERVAL_SECONDS", default=3600)
+AUDIT_REVIEW_DAYS = env.int("AUDIT_REVIEW_DAYS", default=7)
+AUDIT_REVIEW_INTERVAL_SECONDS = env.int("AUDIT_REVIEW_INTERVAL_SECONDS", default=3600)
+# django-auditlog: field-level changes, tied to the request's correlation id.
+AUDITLOG_CID_GETTER = "audit.context.auditlog_cid"
+AUDITLOG_MASK_CALLABLE = "audit.context.mask_secret"
+AUDITLOG_INCLUDE_TRACKING_MODELS = (
+    {"model": "accounts.User", "mask_fields": ["password"]},
+    "projects.Project",
+    "projects.Membership",
+)
+AUDITLOG_DISABLE_REMOTE_ADDR = False

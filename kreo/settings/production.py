@@ -9,6 +9,8 @@ import sys
 # A production process also needs its real database and a shared cache (rate
 # limits and sessions must hold across processes): no silent SQLite fallback.
 REQUIRED = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL")
+# reCAPTCHA keys for sign-up, password reset and the adaptive login CAPTCHA.
+REQUIRED = (*REQUIRED, "RECAPTCHA_PUBLIC_KEY", "RECAPTCHA_PRIVATE_KEY")
 _missing = [name for name in REQUIRED if not os.environ.get(name, "").strip()]
 if _missing:
     # A plain message and exit status 1, not a traceback from deep inside
@@ -52,3 +54,13 @@ CSRF_COOKIE_NAME = "__Host-csrftoken"
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 CONN_MAX_AGE = env.int("DJANGO_CONN_MAX_AGE", default=60)
+
+# Backups never use generated development keys here: they would live on the
+# container's tmpfs and die with it, taking every backup with them. Without
+# these, backup_now and the scheduled backup fail with a message naming the
+# variable (see .env.example); restore needs BACKUP_AGE_IDENTITY_FILE only
+# for copy 2, on the host that restores.
+BACKUP_ENCRYPTION_KEY = env.str("BACKUP_ENCRYPTION_KEY", default="")
+BACKUP_MANIFEST_KEY = env.str("BACKUP_MANIFEST_KEY", default="")
+BACKUP_AGE_RECIPIENT = env.str("BACKUP_AGE_RECIPIENT", default="")
+BACKUP_AGE_IDENTITY_FILE = env.str("BACKUP_AGE_IDENTITY_FILE", default="")

@@ -206,6 +206,7 @@ def test_no_secret_is_written_in_the_file(check):
         "REDIS_PASSWORD",
         "AWS_SECRET_ACCESS_KEY",
         "MINIO_ROOT_PASSWORD",
+        "MINIO_KMS_SECRET_KEY",
     ):
         assert re.search(r"\$\{" + name + r":\?[^}]+\}", text), name
     assert not re.search(r"(?i)(password|secret)[\w]*:\s*['\"]?[A-Za-z0-9/+]{8,}", text)
@@ -223,6 +224,10 @@ def test_production_shape(compose):
         assert environment["DJANGO_SETTINGS_MODULE"] == "kreo.settings.production"
         # The store's administrator key, in .env for minio-init, is blanked.
         assert environment["MINIO_ROOT_PASSWORD"] == ""
+        # Local backup copies survive a restart: named volumes, not the tmpfs.
+        for variable in ("BACKUP_COPY1_DIR", "BACKUP_COPY2_DIR"):
+            mounted = [v.split(":", 1) for v in services[name]["volumes"]]
+            assert [volume for volume, path in mounted if path == environment[variable]]
     assert services["web"]["command"][:2] == ["gunicorn", "kreo.wsgi"]
     assert services["worker"]["command"][:4] == ["celery", "-A", "kreo", "worker"]
     assert services["beat"]["command"][:4] == ["celery", "-A", "kreo", "beat"]
@@ -252,4 +257,7 @@ def test_buckets_are_created_with_object_lock_in_london(compose):
         line.rsplit("/", 1)[-1].strip('"') for line in made if "--with-lock" in line
     }
     assert locked == {"$$BACKUP_BUCKET", "$$ARCHIVE_BUCKET"}
+    # Encrypted at rest by default (the app also asks for SSE on each object).
+    assert 'mc encrypt set sse-s3 "kreo/$$bucket"' in script
+    assert compose["services"]["minio"]["environment"]["MINIO_KMS_SECRET_KEY"]
     assert init["depends_on"]["minio"] == {"condition": "service_healthy"}

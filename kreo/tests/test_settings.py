@@ -15,6 +15,8 @@ PRODUCTION_ENV = {
     "DJANGO_ALLOWED_HOSTS": "app.kreo.example",
     "DATABASE_URL": "postgres://kreo:kreo@127.0.0.1:5432/kreo",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "RECAPTCHA_PUBLIC_KEY": "ci-recaptcha-site-key",
+    "RECAPTCHA_PRIVATE_KEY": "ci-recaptcha-secret-key",
 }
 
 

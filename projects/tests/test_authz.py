@@ -236,10 +236,13 @@ CASE_IDS = [
 
 
 @pytest.mark.parametrize(("name", "method", "actor"), CASE_IDS)
-def test_authorization(client, world, name, method, actor):
+def test_authorization(client, world, otp_login, name, method, actor):
     """Only the roles the matrix allows get through; everyone else changes nothing."""
     target, payload, statuses = CASES[name][method]
-    if actor != ANON:
+    if actor == STAFF:
+        # Staff must sign in with two factors (accounts policy).
+        otp_login(client, world["users"][actor])
+    elif actor != ANON:
         client.force_login(world["users"][actor])
     url = reverse(name, kwargs=_kwargs(target, world))
     data = payload(world) if payload else None
@@ -266,9 +269,9 @@ def _request(client, method, url, data, is_api):
     return send(url, data or {}, content_type="application/json")
 
 
-def test_staff_outside_the_project_see_it_only_in_the_admin(client, world):
+def test_staff_outside_the_project_see_it_only_in_the_admin(client, world, otp_login):
     """Staff manage every project in the admin, but project pages stay members-only."""
-    client.force_login(world["users"][STAFF])
+    otp_login(client, world["users"][STAFF])
     project = world["project"]
     assert client.get(reverse("projects:detail", args=[project.pk])).status_code == 404
     change = reverse("admin:projects_project_change", args=[project.pk])

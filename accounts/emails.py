@@ -1,0 +1,34 @@
+"""Account mail. Sent after the transaction commits, never inside it."""
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.template.loader import render_to_string
+
+
+def _send(to: str, template: str, context: dict) -> None:
+    subject = render_to_string(f"accounts/email/{template}_subject.txt", context)
+    body = render_to_string(f"accounts/email/{template}.txt", context)
+    transaction.on_commit(
+        lambda: send_mail(
+            " ".join(subject.split()), body, settings.DEFAULT_FROM_EMAIL, [to]
+        )
+    )
+
+
+def verification_send(*, user, link: str) -> None:
+    _send(user.email, "verify", {"user": user, "link": link})
+
+
+def signup_existing_send(*, user, login_link: str, reset_link: str) -> None:
+    _send(
+        user.email,
+        "signup_existing",
+        {"user": user, "login_link": login_link, "reset_link": reset_link},
+    )
+
+
+def lockout_send(*, user, until, reset_link: str) -> None:
+    _send(
+        user.email, "lockout", {"user": user, "until": until, "reset_link": reset_link}
+    )

@@ -1,0 +1,373 @@
+"""Account pages. Each view parses input, calls a service and renders."""
+
+import base64
+from io import BytesIO
+
+import qrcode
+import qrcode.image.svg
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse, reverse_lazy
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts import limits, selectors, services
+from accounts.captcha import CAPTCHA_UNAVAILABLE, CaptchaField
+from accounts.forms import (
+    CaptchaPasswordResetForm,
+    EmailAuthenticationForm,
+    EmailForm,
+    OTPForm,
+    PasswordConfirmForm,
+    SignupForm,
+)
+from audit.models import Outcome
+from audit.services import audit_record
+from kreo.net import client_ip
+
+OTP_INVALID = "The code is not correct, or it has been used already."
+OTP_EXPIRED = "Your sign-in took too long. Please sign in again."
+PASSWORD_WRONG = "That is not your password."  # noqa: S105  # nosec B105
+SESSION_SIGNED_OUT = "The session has been signed out."
+OTHERS_SIGNED_OUT = "All your other sessions have been signed out."
+TWO_FACTOR_OFF = "Two-factor authentication is off."
+
+
+def _next(request: HttpRequest) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return reverse(settings.LOGIN_REDIRECT_URL)
+
+
+def _captcha_csp(response: HttpResponse) -> HttpResponse:
+    """Let the reCAPTCHA script and frame load on pages that show one."""
+    origins = [f"https://{settings.RECAPTCHA_DOMAIN}", "https://www.gstatic.com"]
+    response._csp_update = {"script-src": origins, "frame-src": origins}
+    return response
+
+
+def _captcha_failed(request: HttpRequest, form, scope: str) -> None:
+    errors = form.errors.get("captcha")
+    if errors:
+        unavailable = CAPTCHA_UNAVAILABLE in errors
+        audit_record(
+            event_type="auth.captcha.failed",
+            request=request,
+            outcome=Outcome.FAILURE,
+            error_code="unavailable" if unavailable else "rejected",
+            error_description=errors[0],
+            details={"scope": scope},
+        )
+
+
+# Sign-in ------------------------------------------------------------------
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def login_view(request: HttpRequest) -> HttpResponse:
+    next_url = _next(request)
+    if request.user.is_authenticated:
+        return redirect(next_url)
+    ip = client_ip(request)
+    if request.method == "POST":
+        email = request.POST.get("username", "")
+        wait = limits.limit_wait(request, scope="login", email=email)
+        if wait:
+            return limits.limited_response(request, scope="login", wait=wait)
+        form = EmailAuthenticationForm(
+            request.POST, captcha=limits.captcha_needed(email=email, ip=ip)
+        )
+        form.set_remote_ip(ip)
+        if form.is_valid():
+            result = services.login_attempt(
+                request=request,
+                email=form.cleaned_data["username"],
+                password=form.cleaned_data["password"],
+            )
+            if result.needs_otp:
+                return redirect(f"{reverse('accounts:login-otp')}?next={next_url}")
+            if result.user is not None:
+                return redirect(next_url)
+            form.add_error(None, result.error)
+        _captcha_failed(request, form, "login")
+        if "captcha" not in form.fields and limits.captcha_needed(email=email, ip=ip):
+            # Failures just crossed the threshold: ask from the next try on.
+            form.fields["captcha"] = CaptchaField(label="")
+    else:
+        form = EmailAuthenticationForm()
+    response = render(request, "accounts/login.html", {"form": form, "next": next_url})
+    return _captcha_csp(response) if "captcha" in form.fields else response
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def login_otp_view(request: HttpRequest) -> HttpResponse:
+    user = services.login_pending_user(request)
+    if user is None:
+        messages.info(request, OTP_EXPIRED)
+        return redirect("accounts:login")
+    next_url = _next(request)
+    form = OTPForm(request.POST or None)
+    if request.method == "POST":
+        wait = limits.limit_wait(request, scope="otp", email=user.email)
+        if wait:
+            return limits.limited_response(request, scope="otp", wait=wait)
+        if form.is_valid():
+            if services.login_otp_attempt(
+                request=request, user=user, token=form.cleaned_data["token"]
+            ):
+                return redirect(next_url)
+            form.add_error("token", OTP_INVALID)
+    return render(request, "accounts/login_otp.html", {"form": form, "next": next_url})
+
+
+@require_POST
+def logout_view(request: HttpRequest) -> HttpResponse:
+    services.user_logout(request=request)
+    return redirect(settings.LOGOUT_REDIRECT_URL)
+
+
+# Sign-up ------------------------------------------------------------------
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def signup_view(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect(settings.LOGIN_REDIRECT_URL)
+    form = SignupForm(request.POST or None)
+    form.set_remote_ip(client_ip(request))
+    if request.method == "POST":
+        wait = limits.limit_wait(request, scope="signup")
+        if wait:
+            return limits.limited_response(request, scope="signup", wait=wait)
+        if form.is_valid():
+            services.user_signup(
+                request=request,
+                email=form.cleaned_data["email"],
+                password=form.cleaned_data["password1"],
+            )
+            return redirect("accounts:signup-done")
+        _captcha_failed(request, form, "signup")
+    return _captcha_csp(render(request, "accounts/signup.html", {"form": form}))
+
+
+def signup_done_view(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/signup_done.html")
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def verify_view(request: HttpRequest, token: str) -> HttpResponse:
+    """GET shows a button; only the POST verifies (mail scanners follow GETs)."""
+    if request.method == "POST":
+        try:
+            services.user_verify_email(request=request, token=token)
+        except ValueError as exc:
+            return render(
+                request,
+                "accounts/verify.html",
+                {"error": str(exc), "resend": EmailForm()},
+                status=400,
+            )
+        messages.success(request, "Your email address is confirmed. Please sign in.")
+        return redirect("accounts:login")
+    return render(request, "accounts/verify.html", {"token": token})
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def resend_view(request: HttpRequest) -> HttpResponse:
+    form = EmailForm(request.POST or None)
+    if request.method == "POST":
+        wait = limits.limit_wait(
+            request, scope="resend", email=request.POST.get("email", "")
+        )
+        if wait:
+            return limits.limited_response(request, scope="resend", wait=wait)
+        if form.is_valid():
+            services.verification_resend(
+                request=request, email=form.cleaned_data["email"]
+            )
+            return redirect("accounts:signup-done")
+    return render(request, "accounts/resend.html", {"form": form})
+
+
+# Password reset and change ------------------------------------------------
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    form_class = CaptchaPasswordResetForm
+    template_name = "accounts/password_reset.html"
+    email_template_name = "accounts/email/password_reset.txt"
+    subject_template_name = "accounts/email/password_reset_subject.txt"
+    success_url = reverse_lazy("accounts:password-reset-done")
+
+    def post(self, request, *args, **kwargs):
+        wait = limits.limit_wait(
+            request, scope="reset", email=request.POST.get("email", "")
+        )
+        if wait:
+            return limits.limited_response(request, scope="reset", wait=wait)
+        return super().post(request, *args, **kwargs)
+
+    def get_form(self, form_class=None):
+        form = super().get_form(form_class)
+        form.set_remote_ip(client_ip(self.request))
+        return form
+
+    def form_valid(self, form):
+        services.password_reset_requested(
+            request=self.request, email=form.cleaned_data["email"]
+        )
+        return super().form_valid(form)
+
+    def form_invalid(self, form):
+        _captcha_failed(self.request, form, "reset")
+        return super().form_invalid(form)
+
+    def render_to_response(self, context, **kwargs):
+        return _captcha_csp(super().render_to_response(context, **kwargs))
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    template_name = "accounts/password_reset_confirm.html"
+    success_url = reverse_lazy("accounts:login")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        services.password_reset_done(request=self.request, user=form.user)
+        messages.success(self.request, "Your password has been reset. Please sign in.")
+        return response
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    template_name = "accounts/password_change.html"
+    success_url = reverse_lazy("accounts:security")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        services.password_changed(request=self.request, user=form.user)
+        messages.success(self.request, "Your password has been changed.")
+        return response
+
+
+# Security page and two-factor ---------------------------------------------
+
+
+@login_required
+@never_cache
+def security_view(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    sessions = [
+        {
+            "record": record,
+            "browser": selectors.browser_label(record.user_agent),
+            "current": record.session_key == request.session.session_key,
+        }
+        for record in selectors.session_list(user=user)
+    ]
+    return render(
+        request,
+        "accounts/security.html",
+        {
+            "sessions": sessions,
+            "history": selectors.signin_history(user=user),
+            "otp": selectors.otp_status(user=user),
+            "disable_form": PasswordConfirmForm(),
+        },
+    )
+
+
+@login_required
+@require_POST
+def session_revoke_view(request: HttpRequest, record_id: int) -> HttpResponse:
+    if services.session_revoke(
+        request=request, actor=request.user, record_id=record_id
+    ):
+        messages.success(request, SESSION_SIGNED_OUT)
+    return redirect("accounts:security")
+
+
+@login_required
+@require_POST
+def sessions_revoke_others_view(request: HttpRequest) -> HttpResponse:
+    services.sessions_end_others(
+        request=request,
+        user=request.user,
+        keep=request.session.session_key,
+        reason="user",
+    )
+    messages.success(request, OTHERS_SIGNED_OUT)
+    return redirect("accounts:security")
+
+
+def _qr_data_uri(text: str) -> str:
+    image = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
+    buffer = BytesIO()
+    image.save(buffer)
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+@login_required
+@never_cache
+@require_http_methods(["GET", "POST"])
+def otp_enrol_view(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    if selectors.otp_status(user=user)["enabled"]:
+        if not user.is_verified():
+            # Enrolled, but this session skipped the second step: start over.
+            services.user_logout(request=request)
+            return redirect("accounts:login")
+        return redirect("accounts:security")
+    device = services.otp_enrol_start(user=user)
+    form = OTPForm(request.POST or None)
+    if request.method == "POST":
+        wait = limits.limit_wait(request, scope="otp", email=user.email)
+        if wait:
+            return limits.limited_response(request, scope="otp", wait=wait)
+        if form.is_valid():
+            try:
+                codes = services.otp_enrol_confirm(
+                    request=request, user=user, token=form.cleaned_data["token"]
+                )
+            except ValueError as exc:
+                form.add_error("token", str(exc))
+            else:
+                return render(request, "accounts/otp_codes.html", {"codes": codes})
+    secret = base64.b32encode(device.bin_key).decode().rstrip("=")
+    return render(
+        request,
+        "accounts/otp_enrol.html",
+        {"form": form, "qr": _qr_data_uri(device.config_url), "secret": secret},
+    )
+
+
+@login_required
+@require_POST
+def otp_disable_view(request: HttpRequest) -> HttpResponse:
+    form = PasswordConfirmForm(request.POST)
+    wait = limits.limit_wait(request, scope="otp", email=request.user.email)
+    if wait:
+        return limits.limited_response(request, scope="otp", wait=wait)
+    if form.is_valid() and request.user.check_password(form.cleaned_data["password"]):
+        services.otp_disable(request=request, user=request.user)
+        messages.success(request, TWO_FACTOR_OFF)
+    else:
+        audit_record(
+            event_type="auth.2fa.failed",
+            request=request,
+            outcome=Outcome.FAILURE,
+            error_code="disable_bad_password",
+        )
+        messages.error(request, PASSWORD_WRONG)
+    return redirect("accounts:security")

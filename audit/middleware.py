@@ -1,0 +1,120 @@
+"""Request auditing: a correlation id for every request, an event for each one
+that touches protected data or fails."""
+
+import logging
+
+from auditlog.context import set_extra_data
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from audit.context import new_correlation_id, reset_correlation_id, set_correlation_id
+from audit.models import Outcome
+from audit.services import DEVICE_COOKIE, audit_record
+from kreo.net import client_ip
+
+logger = logging.getLogger(__name__)
+
+CORRELATION_HEADER = "X-Correlation-ID"
+# Path prefix -> area; requests under these touch protected data.
+AREAS = (("/admin/", "admin"), ("/api/", "api"), ("/projects/", "page"))
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+DEVICE_COOKIE_AGE = 400 * 24 * 3600
+
+
+def request_event_type(area: str | None, method: str, status: int) -> str:
+    """The event type of one request (see the README's table of types)."""
+    if status >= 500:
+        return "system.error"
+    write = method in WRITE_METHODS
+    if area == "admin":
+        return "admin.change" if write else "admin.view"
+    if area == "api":
+        return "api.write" if write else "api.read"
+    if area == "page":
+        return "page.submit" if write else "page.view"
+    return "http.denied" if status in (401, 403) else "http.client_error"
+
+
+def request_outcome(status: int) -> str:
+    if status >= 500:
+        return Outcome.ERROR
+    if status in (401, 403):
+        return Outcome.DENIED
+    if status >= 400:
+        return Outcome.FAILURE
+    return Outcome.SUCCESS
+
+
+class AuditMiddleware:
+    """Tag the request with a correlation id and record it when it matters.
+
+    The id is generated here, never taken from the client (a client could
+    otherwise tie its events to someone else's); it is returned in the
+    ``X-Correlation-ID`` response header so that support can find the events.
+    Query strings are not recorded: they may carry tokens.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not settings.AUDIT_ENABLED:
+            return self.get_response(request)
+        cid = new_correlation_id()
+        token = set_correlation_id(cid)
+        request.audit_correlation_id = cid
+        try:
+            extra = {
+                "actor": getattr(request, "user", None),
+                "remote_addr": client_ip(request),
+                "remote_port": None,
+            }
+            with set_extra_data(context_data=extra):
+                response = self.get_response(request)
+            self._record(request, response)
+        finally:
+            reset_correlation_id(token)
+        response[CORRELATION_HEADER] = cid
+        self._device_cookie(request, response)
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> None:
+        request.audit_exception = type(exception).__name__
+
+    def _record(self, request: HttpRequest, response: HttpResponse) -> None:
+        status = response.status_code
+        area = next((a for p, a in AREAS if request.path.startswith(p)), None)
+        if area is None and status < 400:
+            return
+        error_code = f"http.{status}" if status >= 400 else ""
+        description = getattr(request, "audit_exception", "") or (
+            response.reason_phrase if status >= 400 else ""
+        )
+        try:
+            audit_record(
+                event_type=request_event_type(area, request.method or "", status),
+                request=request,
+                outcome=request_outcome(status),
+                status_code=status,
+                error_code=error_code,
+                error_description=description,
+            )
+        except Exception:
+            # The response is already computed; losing this one event is
+            # logged loudly rather than turning the user's page into a 500.
+            logger.exception("audit: could not record request %s", request.path)
+
+    def _device_cookie(self, request: HttpRequest, response: HttpResponse) -> None:
+        user = getattr(request, "user", None)
+        if request.COOKIES.get(DEVICE_COOKIE) or not getattr(
+            user, "is_authenticated", False
+        ):
+            return
+        response.set_cookie(
+            DEVICE_COOKIE,
+            new_correlation_id(),
+            max_age=DEVICE_COOKIE_AGE,
+            secure=settings.SESSION_COOKIE_SECURE,
+            httponly=True,
+            samesite="Lax",
+        )

@@ -1,0 +1,78 @@
+"""PostgreSQL guards that make the audit trail append-only.
+
+Triggers refuse UPDATE and TRUNCATE of events and seals, and DELETE of
+seals. DELETE of an event passes only inside the archival purge
+(``SET LOCAL kreo.audit_purge = 'on'``) and only for a row that a read-back,
+verified archive holds. The session flag is no secret: the row check is the
+guard, and ``audit_verify`` still compares every archive with the seals.
+
+Test databases are emptied with TRUNCATE between transactional tests, so the
+test settings set ``kreo.audit_truncate_ok`` on their connections; nothing
+else does. ``grants_sql`` is for deployments where migrations run as the
+owner and the application as its own role.
+"""
+
+GUARD_FUNCTION = """
+CREATE OR REPLACE FUNCTION kreo_audit_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        IF current_setting('kreo.audit_truncate_ok', true) = 'on' THEN
+            RETURN NULL;
+        END IF;
+        RAISE EXCEPTION 'audit trail is append-only: TRUNCATE % refused',
+            TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF TG_OP = 'DELETE' AND TG_TABLE_NAME = 'audit_auditevent'
+        AND current_setting('kreo.audit_purge', true) = 'on'
+        AND EXISTS (
+            SELECT 1 FROM audit_auditarchive a
+            WHERE a.state IN ('verified', 'purged')
+              AND OLD.id BETWEEN a.first_id AND a.last_id
+        ) THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'audit trail is append-only: % of % row % refused',
+        TG_OP, TG_TABLE_NAME, OLD.id USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+"""
+
+TABLES = ("audit_auditevent", "audit_auditseal")
+
+
+def install_sql() -> list[str]:
+    statements = [GUARD_FUNCTION]
+    for table in TABLES:
+        statements += [
+            f"DROP TRIGGER IF EXISTS kreo_append_only ON {table}",
+            f"CREATE TRIGGER kreo_append_only BEFORE UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION kreo_audit_guard()",
+            f"DROP TRIGGER IF EXISTS kreo_no_truncate ON {table}",
+            f"CREATE TRIGGER kreo_no_truncate BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION kreo_audit_guard()",
+            f"REVOKE UPDATE, TRUNCATE ON {table} FROM PUBLIC",
+        ]
+    return statements
+
+
+def uninstall_sql() -> list[str]:
+    statements = []
+    for table in TABLES:
+        statements += [
+            f"DROP TRIGGER IF EXISTS kreo_append_only ON {table}",
+            f"DROP TRIGGER IF EXISTS kreo_no_truncate ON {table}",
+        ]
+    return [*statements, "DROP FUNCTION IF EXISTS kreo_audit_guard()"]
+
+
+def grants_sql(role: str) -> list[str]:
+    """Grants for an application role that does not own the audit tables."""
+    quoted = '"' + role.replace('"', '""') + '"'
+    return [
+        f"REVOKE ALL ON audit_auditevent, audit_auditseal FROM {quoted}",
+        f"GRANT SELECT, INSERT, DELETE ON audit_auditevent TO {quoted}",
+        f"GRANT SELECT, INSERT ON audit_auditseal TO {quoted}",
+        f"GRANT USAGE ON SEQUENCE audit_auditevent_id_seq TO {quoted}",
+        f"GRANT USAGE ON SEQUENCE audit_auditseal_id_seq TO {quoted}",
+    ]

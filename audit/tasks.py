@@ -1,0 +1,32 @@
+"""Scheduled jobs of the audit trail (see kreo.celery.DEFAULT_SCHEDULE)."""
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+
+from audit import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="audit.tasks.seal")
+def seal() -> int:
+    """Fold recorded events into signed seals."""
+    return services.audit_seal()
+
+
+@shared_task(name="audit.tasks.archive")
+def archive() -> dict | None:
+    """Archive events past retention; an unconfigured bucket only warns."""
+    if not settings.AUDIT_ARCHIVE_S3_BUCKET:
+        logger.warning("audit archive skipped: AUDIT_ARCHIVE_S3_BUCKET is not set")
+        return None
+    return services.audit_archive_run(actor_label="celery audit.tasks.archive")
+
+
+@shared_task(name="audit.tasks.review")
+def review() -> int | None:
+    """Open the log review of the period that ended, if one is due."""
+    opened = services.review_create()
+    return opened.pk if opened else None

@@ -1,0 +1,202 @@
+"""Check the whole trail, archives then hot store, against the signed seals."""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cryptography.exceptions import InvalidSignature
+from django.conf import settings
+
+from audit import chain, keys, serialise
+from audit.models import ArchiveState, AuditArchive, AuditEvent, AuditSeal
+
+DONE_STATES = (ArchiveState.VERIFIED, ArchiveState.PURGED)
+
+
+@dataclass
+class Problem:
+    kind: str  # modified, deleted, inserted, reordered, forged-seal, missing-seal...
+    event_id: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"event {self.event_id}: " if self.event_id is not None else ""
+        return f"{self.kind}: {where}{self.message}"
+
+
+@dataclass
+class Report:
+    events: int = 0
+    seals: int = 0
+    archives: int = 0
+    unsealed: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _check_seals(seals: Iterable[AuditSeal], public_key, report: Report):
+    """Yield each seal with its expected digests; record chain problems."""
+    prev_seq, prev_head, prev_last = 0, chain.GENESIS, 0
+    for seal in seals:
+        report.seals += 1
+        digests = bytes(seal.digests)
+        if seal.seq != prev_seq + 1 or seal.prev_head != prev_head:
+            report.problems.append(
+                Problem(
+                    "missing-seal",
+                    seal.first_id,
+                    f"seal {seal.seq} does not follow seal {prev_seq} "
+                    "(a seal was removed or replaced)",
+                )
+            )
+        if seal.first_id != prev_last + 1:
+            report.problems.append(
+                Problem("missing-seal", seal.first_id, f"gap before seal {seal.seq}")
+            )
+        try:
+            public_key.verify(bytes.fromhex(seal.signature), chain.seal_text(seal))
+            signed = True
+        except (InvalidSignature, ValueError):
+            signed = False
+        pairs = chain.unpack_digests(digests)
+        named = pairs[0][0] if pairs else seal.first_id
+        if (
+            not signed
+            or seal.head != chain.next_head(seal.prev_head, digests)
+            or seal.count != len(pairs)
+        ):
+            report.problems.append(
+                Problem(
+                    "forged-seal",
+                    named,
+                    f"seal {seal.seq} has a bad signature or its digests do not "
+                    "match its head",
+                )
+            )
+        prev_seq, prev_head, prev_last = seal.seq, seal.head, seal.last_id
+        yield seal, pairs
+
+
+class _Walker:
+    """Merge the id-ordered event stream with the seal stream."""
+
+    def __init__(self, seals: Iterator, report: Report):
+        self.seals = seals
+        self.report = report
+        self.seal = None
+        self.expected: dict[int, str] = {}
+        self.by_hash: dict[str, int] = {}
+        self.seen: set[int] = set()
+        self.latest: datetime | None = None
+        self.skew = timedelta(seconds=settings.AUDIT_CLOCK_SKEW_SECONDS)
+        self._next_seal()
+
+    def _next_seal(self) -> None:
+        self._close_seal()
+        item = next(self.seals, None)
+        if item is None:
+            self.seal = None
+            return
+        self.seal, pairs = item
+        self.expected = dict(pairs)
+        self.by_hash = {h: pk for pk, h in pairs}
+        self.seen = set()
+
+    def _close_seal(self) -> None:
+        if self.seal is None:
+            return
+        for pk in sorted(set(self.expected) - self.seen):
+            self.report.problems.append(
+                Problem("deleted", pk, f"sealed in seal {self.seal.seq}, now missing")
+            )
+
+    def finish(self) -> None:
+        while self.seal is not None:
+            self._next_seal()
+
+    def event(self, row: dict) -> None:
+        report = self.report
+        report.events += 1
+        pk = row["id"]
+        if chain.content_hash(row) != row["content_hash"]:
+            report.problems.append(
+                Problem("modified", pk, "content does not match its content hash")
+            )
+        when = datetime.fromisoformat(row["occurred_at"])
+        if self.latest and when < self.latest - self.skew:
+            report.problems.append(
+                Problem(
+                    "inserted",
+                    pk,
+                    f"dated {when.isoformat()}, before events already recorded "
+                    "(back-dated insert)",
+                )
+            )
+        self.latest = max(self.latest or when, when)
+        while self.seal is not None and pk > self.seal.last_id:
+            self._next_seal()
+        if self.seal is None:
+            report.unsealed += 1
+            return
+        expected = self.expected.get(pk)
+        if expected is None:
+            report.problems.append(
+                Problem("inserted", pk, f"not in seal {self.seal.seq}")
+            )
+            return
+        self.seen.add(pk)
+        if expected != row["content_hash"]:
+            other = self.by_hash.get(row["content_hash"])
+            if other is not None:
+                report.problems.append(
+                    Problem("reordered", pk, f"holds the content sealed as {other}")
+                )
+            else:
+                report.problems.append(
+                    Problem("modified", pk, f"hash differs from seal {self.seal.seq}")
+                )
+
+
+def audit_verify(*, public_key: str = "", archives: bool = True, progress=None):
+    """Verify archives (read from S3) and the hot store against the seals."""
+    from audit import archive as archive_mod
+
+    report = Report()
+    seals = _check_seals(
+        AuditSeal.objects.order_by("seq").iterator(chunk_size=50),
+        keys.verifying_key(public_key),
+        report,
+    )
+    walker = _Walker(seals, report)
+    boundary = 0
+    done = AuditArchive.objects.filter(state__in=DONE_STATES).order_by("first_id")
+    for archive in done if archives else []:
+        report.archives += 1
+        try:
+            for row in archive_mod.read_rows(archive):
+                walker.event(row)
+        except archive_mod.ArchiveError as exc:
+            report.problems.append(Problem("archive", archive.first_id, str(exc)))
+        boundary = max(boundary, archive.last_id)
+        if progress:
+            progress(report)
+    purged = AuditArchive.objects.filter(state=ArchiveState.PURGED)
+    if archives:
+        for archive in purged:
+            stray = AuditEvent.objects.filter(
+                id__gte=archive.first_id, id__lte=archive.last_id
+            ).values_list("id", flat=True)[:10]
+            for pk in stray:
+                report.problems.append(
+                    Problem("inserted", pk, "in the range of a purged archive")
+                )
+    for row in serialise.iter_values(AuditEvent.objects.filter(id__gt=boundary)):
+        walker.event(row)
+        if progress and report.events % 100_000 == 0:
+            progress(report)
+    walker.finish()
+    report.problems.sort(key=lambda p: (p.event_id is None, p.event_id or 0))
+    return report

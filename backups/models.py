@@ -1,0 +1,117 @@
+from django.conf import settings
+from django.db import models
+
+
+class SetState(models.TextChoices):
+    RUNNING = "running", "Running"
+    GOOD = "good", "Good"
+    PARTIAL = "partial", "Partial (offsite copy missing)"
+    FAILED = "failed", "Failed"
+    PRUNED = "pruned", "Pruned"
+
+
+class CopyState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped (not configured)"
+    PRUNED = "pruned", "Pruned"
+    LOCKED = "locked", "Pruned locally; offsite locked until expiry"
+
+
+class Trigger(models.TextChoices):
+    SCHEDULE = "schedule", "Schedule"
+    MANUAL = "manual", "Manual"
+
+
+class BackupSet(models.Model):
+    """One 3-2-1 backup of the database and the project files.
+
+    A set is ``good`` only once every copy is written and its manifest sealed;
+    a set left ``running`` by a killed worker is failed and cleaned up by the
+    next run.
+    """
+
+    created_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(
+        max_length=16, choices=SetState.choices, default=SetState.RUNNING
+    )
+    trigger = models.CharField(
+        max_length=16, choices=Trigger.choices, default=Trigger.MANUAL
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    engine = models.CharField(max_length=16, blank=True)
+    manifest = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verify_ok = models.BooleanField(null=True, blank=True)
+    verify_report = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"backup {self.pk} ({self.state})"
+
+    def copy_state(self, number: int) -> str:
+        for copy in self.copies.all():
+            if copy.number == number:
+                return copy.state
+        return ""
+
+
+class BackupCopy(models.Model):
+    """One of the three copies of a set: where it is and whether it is whole."""
+
+    backup_set = models.ForeignKey(
+        BackupSet, on_delete=models.CASCADE, related_name="copies"
+    )
+    number = models.PositiveSmallIntegerField()
+    state = models.CharField(
+        max_length=16, choices=CopyState.choices, default=CopyState.PENDING
+    )
+    location = models.CharField(max_length=500, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    error = models.TextField(blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["backup_set", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["backup_set", "number"], name="backups_copy_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"copy {self.number} of set {self.backup_set_id}: {self.state}"
+
+
+class RestoreDrill(models.Model):
+    """A restore of a set into a scratch database, compared with its manifest."""
+
+    backup_set = models.ForeignKey(
+        BackupSet, null=True, on_delete=models.SET_NULL, related_name="drills"
+    )
+    started_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    ok = models.BooleanField(null=True)
+    copy_number = models.PositiveSmallIntegerField(default=1)
+    mismatches = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        verdict = {True: "passed", False: "FAILED", None: "running"}[self.ok]
+        return f"drill {self.pk} of set {self.backup_set_id}: {verdict}"

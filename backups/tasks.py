@@ -1,0 +1,27 @@
+"""Scheduled backup jobs; the schedule itself is in kreo.celery.DEFAULT_SCHEDULE."""
+
+from celery import shared_task
+
+from backups import services
+from backups.models import Trigger
+
+
+@shared_task(name="backups.tasks.backup_scheduled")
+def backup_scheduled() -> int:
+    """Take the daily set; an S3 outage leaves it partial for the retry task."""
+    return services.backup_create(trigger=Trigger.SCHEDULE).pk
+
+
+@shared_task(name="backups.tasks.backup_offsite_retry")
+def backup_offsite_retry() -> list[int]:
+    return [item.pk for item in services.backup_offsite_retry()]
+
+
+@shared_task(name="backups.tasks.backup_prune")
+def backup_prune() -> list[int]:
+    return services.backup_prune()
+
+
+@shared_task(name="backups.tasks.backup_drill")
+def backup_drill() -> bool:
+    return bool(services.backup_drill().ok)

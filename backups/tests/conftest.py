@@ -1,0 +1,99 @@
+"""Backup fixtures: private copy folders and keys per test, a seeded database,
+and an Object Lock bucket on the run's real S3 server."""
+
+import base64
+import os
+import uuid
+
+import pytest
+from django.db import connection
+
+from accounts.tests.factories import UserFactory
+from audit.services import audit_record
+from backups import databases
+from projects.tests.factories import MembershipFactory, ProjectFactory, stored_file
+
+S3_ENDPOINT = os.environ.get("KREO_TEST_S3_ENDPOINT", "")
+
+
+def new_key() -> str:
+    return base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+
+
+@pytest.fixture(autouse=True)
+def backup_settings(settings, tmp_path):
+    settings.BACKUP_COPY1_DIR = tmp_path / "copy1"
+    settings.BACKUP_COPY2_DIR = tmp_path / "copy2"
+    settings.BACKUP_ENCRYPTION_KEY = new_key()
+    settings.BACKUP_MANIFEST_KEY = new_key()
+    settings.BACKUP_AGE_RECIPIENT = ""
+    settings.BACKUP_AGE_IDENTITY_FILE = str(tmp_path / "keys" / "age-identity")
+    settings.BACKUP_S3_BUCKET = ""
+    return settings
+
+
+@pytest.fixture
+def offsite(settings, s3_client):
+    """An Object Lock bucket in eu-west-2 for copy 3."""
+    bucket = f"kreo-backups-{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(
+        Bucket=bucket,
+        CreateBucketConfiguration={"LocationConstraint": "eu-west-2"},
+        ObjectLockEnabledForBucket=True,
+    )
+    settings.BACKUP_S3_BUCKET = bucket
+    settings.BACKUP_S3_ENDPOINT_URL = S3_ENDPOINT
+    settings.BACKUP_S3_LOCK_DAYS = 1
+    return bucket
+
+
+@pytest.fixture
+def seeded(transactional_db):
+    """Users, projects with members and files, and audit events."""
+    owner = UserFactory(email="owner@example.test")
+    files = []
+    for index in range(3):
+        project = ProjectFactory(name=f"Tower {index}", created_by=owner)
+        MembershipFactory(project=project, user=UserFactory())
+        files.append(
+            stored_file(
+                project,
+                name=f"drawing-{index}.pdf",
+                content=b"%PDF-1.7\n" + os.urandom(3000 + index * 70000),
+                uploaded_by=owner,
+            )
+        )
+        audit_record(event_type="project.create", actor=owner, target=project)
+    return {"owner": owner, "files": files}
+
+
+def current_stats() -> dict:
+    return databases.table_stats(connection.alias)
+
+
+def stored_bytes(names) -> dict:
+    from django.core.files.storage import default_storage
+
+    out = {}
+    for name in names:
+        with default_storage.open(name, "rb") as handle:
+            out[name] = handle.read()
+    return out
+
+
+@pytest.fixture
+def pg_scratch_url():
+    """An empty PostgreSQL database on the local server (both legs)."""
+    import psycopg
+
+    name = f"kreo_restore_{uuid.uuid4().hex[:10]}"
+    dsn = "host=127.0.0.1 port=5432 user=kreo password=kreo dbname=kreo"
+    try:
+        admin = psycopg.connect(dsn, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError:
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432 for role kreo")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgres://kreo:kreo@127.0.0.1:5432/{name}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

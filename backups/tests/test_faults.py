@@ -1,0 +1,208 @@
+"""Faults and bad input: corruption, wrong keys, truncation, S3 outages,
+killed workers, forged manifests."""
+
+import io
+import os
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from pyrage import x25519
+
+from backups import crypto, services
+from backups.models import BackupCopy, BackupSet, CopyState, SetState
+from backups.tests.conftest import new_key
+from projects.models import Project
+
+
+def _flip_byte(path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("copy", "name"), [(1, "files.tar.enc"), (2, "data.jsonl.age")]
+)
+def test_verify_names_the_corrupted_artifact(seeded, copy, name, capsys):
+    """One flipped bit in a local artifact: backup_verify exits non-zero and
+    names that copy and artifact, and only that one."""
+    backup_set = services.backup_create()
+    call_command("backup_verify", id=backup_set.pk)
+    path = services.set_folder(copy, backup_set.pk) / name
+    _flip_byte(path, path.stat().st_size // 2)
+    capsys.readouterr()
+    with pytest.raises(CommandError) as failure:
+        call_command("backup_verify", id=backup_set.pk)
+    assert f"copy {copy} {name}" in str(failure.value)
+    assert "1 faulty artifact" in str(failure.value)
+    backup_set.refresh_from_db()
+    assert backup_set.verify_ok is False
+
+
+def test_verify_downloads_and_checks_the_offsite_copy(seeded, offsite, s3_client):
+    """A tampered object version in S3 is named as copy 3's fault."""
+    backup_set = services.backup_create()
+    assert all(r["ok"] for r in services.backup_verify(backup_set=backup_set))
+    key = services.offsite.prefix_for(backup_set.pk) + "files.tar.enc"
+    body = s3_client.get_object(Bucket=offsite, Key=key)["Body"].read()
+    tampered = body[:-1] + bytes([body[-1] ^ 1])
+    s3_client.put_object(Bucket=offsite, Key=key, Body=tampered)
+    results = services.backup_verify(backup_set=backup_set)
+    bad = [(r["copy"], r["artifact"]) for r in results if not r["ok"]]
+    assert bad == [(3, "files.tar.enc")]
+
+
+def test_wrong_encryption_key_is_refused_and_nothing_overwritten(seeded, settings):
+    """Restoring copy 1 under another key A fails with a clear message before
+    the database is touched."""
+    backup_set = services.backup_create()
+    Project.objects.create(name="Added after the backup")
+    settings.BACKUP_ENCRYPTION_KEY = new_key()
+    with pytest.raises(CommandError, match="different backup key"):
+        call_command("backup_restore", id=backup_set.pk, copy=1, yes=True)
+    assert Project.objects.filter(name="Added after the backup").exists()
+    assert Project.objects.count() == 4
+
+
+def test_wrong_age_identity_is_refused_and_nothing_overwritten(
+    seeded, settings, tmp_path
+):
+    """Restoring copy 2 with another age identity fails clearly; data stays."""
+    backup_set = services.backup_create()
+    Project.objects.create(name="Added after the backup")
+    other = tmp_path / "other-identity"
+    other.write_text(str(x25519.Identity.generate()) + "\n")
+    settings.BACKUP_AGE_IDENTITY_FILE = str(other)
+    with pytest.raises(CommandError, match="cannot be decrypted with this age"):
+        call_command("backup_restore", id=backup_set.pk, copy=2, yes=True)
+    assert Project.objects.count() == 4
+
+
+def test_public_key_alone_writes_but_cannot_read(seeded, settings, tmp_path):
+    """A host holding only the age recipient writes copy 2 but cannot restore it."""
+    identity = x25519.Identity.generate()
+    settings.BACKUP_AGE_RECIPIENT = str(identity.to_public())
+    settings.BACKUP_AGE_IDENTITY_FILE = str(tmp_path / "absent")
+    backup_set = services.backup_create()
+    assert backup_set.state == SetState.GOOD
+    with pytest.raises(crypto.BackupCryptoError, match="No age identity"):
+        services.backup_restore(set_id=backup_set.pk, copy=2)
+
+
+def _sealed(plaintext: bytes, key: bytes) -> bytes:
+    out = io.BytesIO()
+    crypto.aead_encrypt([plaintext], out, key)
+    return out.getvalue()
+
+
+def _open(ciphertext: bytes, key: bytes) -> bytes:
+    return b"".join(crypto.aead_decrypt(io.BytesIO(ciphertext), key))
+
+
+def test_truncated_artifact_is_detected():
+    """Cutting whole chunks off the end is reported as truncation."""
+    key = os.urandom(32)
+    plaintext = os.urandom(3 * crypto.CHUNK + 1000)
+    sealed = _sealed(plaintext, key)
+    assert _open(sealed, key) == plaintext
+    cut = sealed[: crypto.HEADER + 2 * (crypto.CHUNK + crypto.TAG)]
+    with pytest.raises(crypto.BackupCryptoError, match="truncated"):
+        _open(cut, key)
+    with pytest.raises(crypto.BackupCryptoError):
+        _open(sealed[:-10], key)
+
+
+def test_reordered_chunks_are_detected():
+    """Swapping two chunks fails authentication at the first moved one."""
+    key = os.urandom(32)
+    sealed = _sealed(os.urandom(3 * crypto.CHUNK), key)
+    size = crypto.CHUNK + crypto.TAG
+    first = sealed[crypto.HEADER : crypto.HEADER + size]
+    second = sealed[crypto.HEADER + size : crypto.HEADER + 2 * size]
+    swapped = (
+        sealed[: crypto.HEADER] + second + first + sealed[crypto.HEADER + 2 * size :]
+    )
+    with pytest.raises(crypto.BackupCryptoError, match="chunk 0"):
+        _open(swapped, key)
+
+
+def test_truncated_local_artifact_fails_verify_and_restore(seeded):
+    """A copy 1 artifact cut short is named by verify and refused by restore."""
+    backup_set = services.backup_create()
+    path = (
+        services.set_folder(1, backup_set.pk) / services.DB_ARTIFACT[backup_set.engine]
+    )
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    results = services.backup_verify(backup_set=backup_set)
+    assert [r["artifact"] for r in results if not r["ok"]] == [path.name]
+    with pytest.raises(ValueError, match="differs from the manifest"):
+        services.backup_restore(set_id=backup_set.pk, copy=1)
+
+
+def test_forged_manifest_is_refused(seeded):
+    """A manifest edited on disk (row count raised) fails its MAC check."""
+    backup_set = services.backup_create()
+    path = services.set_folder(1, backup_set.pk) / "manifest.json"
+    text = path.read_text().replace('"rows": 3', '"rows": 4', 1)
+    assert text != path.read_text()
+    path.write_text(text)
+    with pytest.raises(crypto.BackupCryptoError, match="altered or forged"):
+        services.backup_restore(set_id=backup_set.pk, copy=1)
+
+
+def test_s3_down_leaves_partial_set_then_retry_completes_it(
+    seeded, offsite, settings, s3_client
+):
+    """With S3 unreachable the set is partial, local copies stay; the retry
+    task uploads copy 3 once S3 is back and the set becomes good."""
+    endpoint = settings.BACKUP_S3_ENDPOINT_URL
+    settings.BACKUP_S3_ENDPOINT_URL = "http://127.0.0.1:9"
+    backup_set = services.backup_create()
+    assert backup_set.state == SetState.PARTIAL
+    copy3 = backup_set.copies.get(number=3)
+    assert copy3.state == CopyState.FAILED and copy3.error
+    assert (services.set_folder(1, backup_set.pk) / "manifest.json").exists()
+    assert (services.set_folder(2, backup_set.pk) / "manifest.json").exists()
+
+    settings.BACKUP_S3_ENDPOINT_URL = endpoint
+    from backups.tasks import backup_offsite_retry
+
+    assert backup_offsite_retry() == [backup_set.pk]
+    backup_set.refresh_from_db()
+    assert backup_set.state == SetState.GOOD
+    assert backup_set.copies.get(number=3).attempts == 2
+    assert all(r["ok"] for r in services.backup_verify(backup_set=backup_set))
+
+
+def test_killed_worker_leaves_no_good_set_and_next_run_cleans_up(seeded, settings):
+    """A set left running with half-written folders (what a killed worker
+    leaves) is marked failed and its folders removed by the next backup."""
+    stale = BackupSet.objects.create(created_at=seeded["owner"].date_joined)
+    BackupCopy.objects.create(backup_set=stale, number=1)
+    half = services.set_folder(1, stale.pk)
+    half = half.with_name(half.name + ".partial")
+    half.mkdir(parents=True)
+    (half / "db.sqlite3.enc").write_bytes(b"half")
+    assert not BackupSet.objects.filter(state=SetState.GOOD).exists()
+
+    fresh = services.backup_create()
+
+    stale.refresh_from_db()
+    assert stale.state == SetState.FAILED
+    assert "Interrupted" in stale.error
+    assert stale.copies.get(number=1).state == CopyState.FAILED
+    assert not half.exists()
+    assert fresh.state == SetState.GOOD
+
+
+def test_failed_backup_is_not_marked_good_and_leaves_no_folders(seeded, settings):
+    """An unreadable key fails the set; no folder of it remains."""
+    settings.BACKUP_ENCRYPTION_KEY = "short"
+    with pytest.raises(crypto.BackupCryptoError):
+        services.backup_create()
+    failed = BackupSet.objects.get()
+    assert failed.state == SetState.FAILED
+    assert not any(settings.BACKUP_COPY1_DIR.glob("0*"))
+    assert not any(settings.BACKUP_COPY2_DIR.glob("0*"))

@@ -1,0 +1,242 @@
+"""Shared by the benchmarks: a seeded database, real gunicorn servers on the
+loopback, a signed-in HTTP session on each, and timing statistics.
+
+Every server runs the embedded default (SQLite, local files) on one database
+in a temporary folder; settings modules under bench/ choose its middleware.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+EMAIL = "bench@example.test"
+# The servers' environment is the embedded default's: nothing from the
+# developer's shell may move them onto other servers.
+SCRUB_PREFIXES = ("DJANGO_", "KREO_", "AWS_", "EMAIL_", "OIDC_", "BENCH_")
+SCRUB_NAMES = {"DATABASE_URL", "REDIS_URL", "BACKUP_S3_BUCKET"}
+CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen
+    log: Path
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+
+    def stop(self) -> None:
+        self.session.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def environment(var_dir: Path, settings_module: str, **extra: str) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(SCRUB_PREFIXES) and name not in SCRUB_NAMES
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE=settings_module,
+        KREO_VAR_DIR=str(var_dir),
+        PYTHONPATH=str(ROOT),
+        PYTHONDONTWRITEBYTECODE="1",
+        **extra,
+    )
+    return env
+
+
+def run_command(command: list[str], env: dict[str, str]) -> str:
+    result = subprocess.run(  # noqa: S603 - our own fixed commands
+        command, cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise BenchError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def seed_site(var_dir: Path) -> dict:
+    """Migrate and seed the database in ``var_dir``; return what was made.
+
+    The result holds the project names, the download path, the file size and
+    the account's email and (random) password.
+    """
+    env = environment(var_dir, "bench.settings_full")
+    run_command([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], env)
+    password = secrets.token_urlsafe(18)
+    made = run_command(
+        [sys.executable, "-m", "bench.seed_stack"],
+        {**env, "BENCH_EMAIL": EMAIL, "BENCH_PASSWORD": password},
+    )
+    return {**json.loads(made), "email": EMAIL, "password": password}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def start_server(
+    name: str, var_dir: Path, settings_module: str, **extra_env: str
+) -> Server:
+    """A gunicorn server (one sync worker) answering /healthz on the loopback."""
+    port = _free_port()
+    log = var_dir / f"gunicorn-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.log"
+    command = [
+        str(BIN / "gunicorn"),
+        "kreo.wsgi",
+        f"--bind={HOST}:{port}",
+        "--workers=1",
+        "--log-level=warning",
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603 - gunicorn, fixed arguments
+            command,
+            cwd=ROOT,
+            env=environment(var_dir, settings_module, **extra_env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(name, f"http://{HOST}:{port}", process, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"{name} server exited:\n{server.log_tail()}")
+        try:
+            if requests.get(f"{server.url}/healthz", timeout=5).ok:
+                return server
+        except requests.RequestException:
+            pass  # not listening yet, or still loading on a busy machine
+        time.sleep(0.2)
+    server.stop()
+    raise BenchError(f"{name} server did not answer /healthz:\n{server.log_tail()}")
+
+
+def login(server: Server, seed: dict) -> None:
+    """Sign in through the real login form, CSRF token included."""
+    page = server.session.get(f"{server.url}/accounts/login/", timeout=10)
+    token = CSRF_INPUT.search(page.text)
+    if page.status_code != 200 or token is None:
+        raise BenchError(f"{server.name}: no login form ({page.status_code})")
+    response = server.session.post(
+        f"{server.url}/accounts/login/",
+        data={
+            "csrfmiddlewaretoken": token.group(1),
+            "username": seed["email"],
+            "password": seed["password"],
+        },
+        headers={"Referer": f"{server.url}/accounts/login/"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    location = response.headers.get("Location", "")
+    if response.status_code != 302 or "/accounts/" in location:
+        raise BenchError(
+            f"{server.name}: login refused ({response.status_code} {location}): "
+            f"{response.text[:500]}"
+        )
+
+
+def timed_get(
+    server: Server, path: str, check: Callable[[requests.Response], None]
+) -> float:
+    """Seconds for one GET, body read in full; the response must be right."""
+    started = time.perf_counter()
+    response = server.session.get(f"{server.url}{path}", timeout=30)
+    body = response.content
+    elapsed = time.perf_counter() - started
+    if response.status_code != 200:
+        raise BenchError(
+            f"{server.name} GET {path}: {response.status_code} {body[:300]!r}"
+        )
+    check(response)
+    return elapsed
+
+
+def cases(seed: dict) -> dict[str, tuple[str, Callable]]:
+    """The measured requests: case name -> (path, check of the response)."""
+
+    def project_list(response: requests.Response) -> None:
+        missing = [name for name in seed["projects"] if name not in response.text]
+        if missing:
+            raise BenchError(f"project list lacks {len(missing)} projects")
+
+    def download(response: requests.Response) -> None:
+        if len(response.content) != seed["file_bytes"]:
+            raise BenchError(f"download of {len(response.content)} bytes")
+
+    return {
+        f"project list ({len(seed['projects'])} projects)": (
+            "/projects/",
+            project_list,
+        ),
+        f"file download ({seed['file_bytes'] // 1024} KiB)": (
+            seed["download"],
+            download,
+        ),
+    }
+
+
+def interleaved(
+    servers: dict[str, Server],
+    measured: dict[str, tuple[str, Callable]],
+    rounds: int,
+) -> dict[str, dict[str, list[float]]]:
+    """Timings per case and server, requests alternating between the servers.
+
+    Each round sends every case to every server; the server order rotates
+    each round so no server always goes first. A tenth as many warm-up rounds
+    (at least 5) go unrecorded.
+    """
+    timings = {case: {name: [] for name in servers} for case in measured}
+    names = list(servers)
+    for number in range(-max(5, rounds // 10), rounds):
+        shift = number % len(names)
+        order = names[shift:] + names[:shift]
+        for case, (path, check) in measured.items():
+            for name in order:
+                elapsed = timed_get(servers[name], path, check)
+                if number >= 0:
+                    timings[case][name].append(elapsed)
+    return timings
+
+
+def median_p90(values: list[float]) -> tuple[float, float]:
+    return (
+        statistics.median(values),
+        statistics.quantiles(values, n=10, method="inclusive")[8],
+    )
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
