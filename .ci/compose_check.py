@@ -173,12 +173,20 @@ def production_required_env(path: Path = PRODUCTION_SETTINGS) -> set[str]:
     tree = ast.parse(path.read_text())
     names: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and any(
-            isinstance(target, ast.Name) and target.id == "REQUIRED"
-            for target in node.targets
-        ):
-            value = ast.literal_eval(node.value)
-            names.update(value)
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, ast.AugAssign | ast.AnnAssign)
+            else []
+        )
+        if any(isinstance(t, ast.Name) and t.id == "REQUIRED" for t in targets):
+            # Any shape: a literal tuple, (*REQUIRED, "X"), REQUIRED += ("Y",).
+            names.update(
+                item.value
+                for item in ast.walk(node.value)
+                if isinstance(item, ast.Constant) and isinstance(item.value, str)
+            )
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)

@@ -88,7 +88,6 @@ def _verify_link(request: HttpRequest, user: User) -> str:
     return _abs(request, "accounts:verify", token=tokens.verify_token_make(user))
 
 
-@transaction.atomic
 def user_verify_email(*, request: HttpRequest, token: str) -> User:
     """Activate the account the link names; a link works once."""
     try:
@@ -103,11 +102,17 @@ def user_verify_email(*, request: HttpRequest, token: str) -> User:
             error_description=VERIFY_EXPIRED if expired else VERIFY_INVALID,
         )
         raise ValueError(VERIFY_EXPIRED if expired else VERIFY_INVALID) from exc
-    user = User.objects.select_for_update().get(pk=user.pk)
-    user.is_active = True
-    user.email_verified_at = timezone.now()
-    user.save(update_fields=["is_active", "email_verified_at"])
-    audit_record(event_type="auth.verify", request=request, actor=user, target=user)
+    with transaction.atomic():
+        # Two clicks at once: the second finds the row already verified.
+        updated = User.objects.filter(
+            pk=user.pk, email_verified_at__isnull=True
+        ).update(is_active=True, email_verified_at=timezone.now())
+        if updated:
+            audit_record(
+                event_type="auth.verify", request=request, actor=user, target=user
+            )
+    if not updated:
+        raise ValueError(VERIFY_INVALID)
     return user
 
 
@@ -421,8 +426,11 @@ def sessions_end_others(
 # Passwords ----------------------------------------------------------------
 
 
-def password_changed(*, request: HttpRequest, user: User) -> None:
-    """After a change: keep this session, end the others."""
+def password_changed(*, request: HttpRequest, user: User, old_key: str) -> None:
+    """After a change: keep this session (under its new key), end the others."""
+    SessionRecord.objects.filter(session_key=old_key, user=user).update(
+        session_key=request.session.session_key
+    )
     sessions_end_others(
         request=request,
         user=user,

@@ -57,6 +57,9 @@ def _captcha_csp(response: HttpResponse) -> HttpResponse:
 def _captcha_failed(request: HttpRequest, form, scope: str) -> None:
     errors = form.errors.get("captcha")
     if errors:
+        # The widget is a hidden input, whose errors the form template does
+        # not show: repeat them at the top of the form.
+        form.add_error(None, errors[0])
         unavailable = CAPTCHA_UNAVAILABLE in errors
         audit_record(
             event_type="auth.captcha.failed",
@@ -255,8 +258,9 @@ class PasswordChangeView(auth_views.PasswordChangeView):
     success_url = reverse_lazy("accounts:security")
 
     def form_valid(self, form):
-        response = super().form_valid(form)
-        services.password_changed(request=self.request, user=form.user)
+        old_key = self.request.session.session_key
+        response = super().form_valid(form)  # cycles the session key
+        services.password_changed(request=self.request, user=form.user, old_key=old_key)
         messages.success(self.request, "Your password has been changed.")
         return response
 

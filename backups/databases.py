@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess  # nosec B404 - pg_dump / pg_restore, argument lists only
+import subprocess  # nosec B404
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
@@ -51,10 +51,7 @@ BLANK = {
     "CONN_HEALTH_CHECKS": False,
     "OPTIONS": {},
     "TIME_ZONE": None,
-    "USER": "",
-    "PASSWORD": "",
-    "HOST": "",
-    "PORT": "",
+    **dict.fromkeys(("USER", "PASSWORD", "HOST", "PORT"), ""),
 }
 
 

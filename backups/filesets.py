@@ -116,7 +116,7 @@ def _walk(chunks: Iterable[bytes], write: bool) -> FilesSummary:
     summary = FilesSummary()
     storage = default_storage
     try:
-        archive = tarfile.open(  # noqa: S202 - members go to storage by key  # nosec B202
+        archive = tarfile.open(  # noqa: S202 - members go to storage by key
             fileobj=io.BufferedReader(IterReader(chunks), PIECE), mode="r|"
         )
     except tarfile.ReadError as exc:

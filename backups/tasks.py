@@ -25,3 +25,12 @@ def backup_prune() -> list[int]:
 @shared_task(name="backups.tasks.backup_drill")
 def backup_drill() -> bool:
     return bool(services.backup_drill().ok)
+
+
+@shared_task(name="backups.tasks.backup_manual")
+def backup_manual(*, actor_id: int | None = None) -> int:
+    """The admin's "back up now"."""
+    from django.contrib.auth import get_user_model
+
+    actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+    return services.backup_create(actor=actor).pk

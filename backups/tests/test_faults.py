@@ -206,3 +206,60 @@ def test_failed_backup_is_not_marked_good_and_leaves_no_folders(seeded, settings
     assert failed.state == SetState.FAILED
     assert not any(settings.BACKUP_COPY1_DIR.glob("0*"))
     assert not any(settings.BACKUP_COPY2_DIR.glob("0*"))
+
+
+def test_really_killed_backup_process_leaves_no_good_set(seeded, settings, tmp_path):
+    """SIGKILL to a running backup_now (PostgreSQL: the process shares the
+    test database): no set is good, and the next run fails the set and
+    removes its half-written folders."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("an in-memory SQLite test database is not shared with a process")
+    from projects.tests.factories import stored_file
+
+    stored_file(Project.objects.first(), name="big.pdf", content=os.urandom(40 * 2**20))
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "kreo.settings.local",
+        "DATABASE_URL": (
+            f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}"
+            f"/{db['NAME']}"
+        ),
+        "KREO_VAR_DIR": str(tmp_path / "var"),
+        "BACKUP_COPY1_DIR": str(settings.BACKUP_COPY1_DIR),
+        "BACKUP_COPY2_DIR": str(settings.BACKUP_COPY2_DIR),
+        "BACKUP_ENCRYPTION_KEY": settings.BACKUP_ENCRYPTION_KEY,
+        "BACKUP_MANIFEST_KEY": settings.BACKUP_MANIFEST_KEY,
+        "BACKUP_AGE_RECIPIENT": crypto.age_recipient(),
+        "BACKUP_S3_BUCKET": "",
+    }
+    process = subprocess.Popen(  # noqa: S603
+        [sys.executable, "manage.py", "backup_now"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not list(settings.BACKUP_COPY1_DIR.glob("*.partial")):
+        assert process.poll() is None, "backup_now ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+
+    killed = BackupSet.objects.get()
+    assert killed.state == SetState.RUNNING
+    assert list(settings.BACKUP_COPY1_DIR.glob("*.partial"))
+    fresh = services.backup_create()
+    killed.refresh_from_db()
+    assert killed.state == SetState.FAILED
+    assert not list(settings.BACKUP_COPY1_DIR.glob("*.partial"))
+    assert not list(settings.BACKUP_COPY2_DIR.glob("*.partial"))
+    assert fresh.state == SetState.GOOD

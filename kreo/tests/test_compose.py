@@ -133,6 +133,25 @@ def test_list_form_depends_on_is_cross_checked(check, tmp_path, compose):
     ]
 
 
+def test_required_variables_are_found_in_any_shape(check, tmp_path):
+    """REQUIRED extended by unpacking or += still counts every name."""
+    settings_file = tmp_path / "production.py"
+    settings_file.write_text(
+        'REQUIRED = ("A_KEY", "B_URL")\n'
+        'REQUIRED = (*REQUIRED, "C_KEY")\n'
+        'REQUIRED += ("D_KEY",)\n'
+        'X = env.str("E_KEY")\n'
+        'Y = env.str("F_OPTIONAL", default="")\n'
+    )
+    assert check.production_required_env(settings_file) == {
+        "A_KEY",
+        "B_URL",
+        "C_KEY",
+        "D_KEY",
+        "E_KEY",
+    }
+
+
 def test_required_production_variables_are_read_from_the_settings(check):
     """The cross-check knows what production settings refuse to start without."""
     required = check.production_required_env()
