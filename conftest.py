@@ -15,10 +15,11 @@ REGION = "eu-west-2"
 
 def pytest_report_header(config):
     db = settings.DATABASES["default"]
+    test_name = (db.get("TEST") or {}).get("NAME") or f"test_{db['NAME']}"
     where = (
-        db["NAME"]
+        "in-memory test database"
         if db["ENGINE"].endswith("sqlite3")
-        else (f"{db['NAME']} on {db.get('HOST')}:{db.get('PORT')}")
+        else f"test database {test_name} on {db.get('HOST')}:{db.get('PORT')}"
     )
     storage = settings.STORAGES["default"]["BACKEND"].rsplit(".", 1)[-1]
     return [

@@ -15,6 +15,21 @@ app = Celery("kreo")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+
+@app.on_after_configure.connect
+def _make_broker_folders(sender, **kwargs) -> None:
+    """The filesystem broker of the embedded default needs its folders to exist."""
+    options = sender.conf.broker_transport_options or {}
+    for key in (
+        "data_folder_in",
+        "data_folder_out",
+        "processed_folder",
+        "control_folder",
+    ):
+        if options.get(key):
+            os.makedirs(options[key], mode=0o700, exist_ok=True)
+
+
 # name -> (task, interval in seconds or a setting name holding it)
 DEFAULT_SCHEDULE = {
     "kreo heartbeat": ("kreo.tasks.heartbeat", "KREO_HEARTBEAT_SECONDS"),

@@ -73,7 +73,7 @@ def test_production_security_settings():
         "'csp': s.CONTENT_SECURITY_POLICY['DIRECTIVES']['default-src'],"
         "'age': s.SESSION_COOKIE_AGE}))"
     )
-    done = manage("shell", "-c", code, env=PRODUCTION_ENV)
+    done = manage("shell", "--no-imports", "-c", code, env=PRODUCTION_ENV)
     assert done.returncode == 0, done.stderr
     import json
 
@@ -95,7 +95,9 @@ def test_no_environment_means_the_embedded_default(tmp_path):
         "print(connection.vendor, s.STORAGES['default']['BACKEND'],"
         " s.CELERY_BROKER_URL, s.CACHES['default']['BACKEND'])"
     )
-    done = manage("shell", "-c", code, env={"KREO_VAR_DIR": str(tmp_path)})
+    done = manage(
+        "shell", "--no-imports", "-c", code, env={"KREO_VAR_DIR": str(tmp_path)}
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [
         "sqlite",
@@ -106,7 +108,9 @@ def test_no_environment_means_the_embedded_default(tmp_path):
     key = tmp_path / "keys" / "django-secret-key"
     assert key.exists() and oct(key.stat().st_mode & 0o777) == "0o600"
     assert "generated development key" in done.stderr
-    again = manage("shell", "-c", "print(1)", env={"KREO_VAR_DIR": str(tmp_path)})
+    again = manage(
+        "shell", "--no-imports", "-c", "print(1)", env={"KREO_VAR_DIR": str(tmp_path)}
+    )
     assert "generated development key" not in again.stderr
 
 
@@ -122,7 +126,7 @@ def test_environment_moves_the_app_to_real_servers(tmp_path):
         "REDIS_URL": "redis://127.0.0.1:6379/3",
         "AWS_STORAGE_BUCKET_NAME": "kreo-files",
     }
-    done = manage("shell", "-c", code, env=env)
+    done = manage("shell", "--no-imports", "-c", code, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [
         "postgresql",
