@@ -179,6 +179,16 @@ def ensure_redis() -> str:
     return f"redis://{REDIS_HOST}:{REDIS_PORT}"
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
+def ensure_chromium() -> str:
+    """Debian's chromium for the Playwright tests (never `playwright install`)."""
+    if not Path(CHROMIUM).exists():
+        apt_install("chromium")
+    return CHROMIUM
+
+
 def start_moto() -> tuple[subprocess.Popen, str]:
     """Start moto's S3 server on a free port; return the process and its URL."""
     port = free_port()

@@ -46,6 +46,7 @@ def main() -> int:
 
     database_url = services.ensure_postgres() if "postgres" in legs else ""
     redis_url = services.ensure_redis()
+    services.ensure_chromium()
     moto, s3_url = services.start_moto()
     run_id = f"{os.getpid()}"
     common = {

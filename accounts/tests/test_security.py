@@ -1,12 +1,14 @@
 """The security page: sessions, history; password change and reset end sessions."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from accounts.models import SessionRecord
+from accounts.models import SessionRecord, User
 from accounts.tests.factories import PASSWORD, UserFactory
 from audit.models import AuditEvent
 
@@ -91,6 +93,9 @@ def test_password_reset_by_email_is_single_use_and_ends_every_session(
     """The mailed link sets a password once; all sessions end; lockout lifts."""
     user = UserFactory()
     old_session = signed_in(user, FIREFOX)
+    User.objects.filter(pk=user.pk).update(
+        locked_until=timezone.now() + timedelta(hours=1), lockout_level=2
+    )
     anonymous = Client()
     with mail_now():
         anonymous.post(
@@ -109,5 +114,5 @@ def test_password_reset_by_email_is_single_use_and_ends_every_session(
     assert old_session.get(reverse("accounts:security")).status_code == 302
     again = Client().get(link, follow=True)
     assert "not valid" in again.content.decode()
-    signed_in(user, CHROME, password=NEW_PASSWORD)
+    signed_in(user, CHROME, password=NEW_PASSWORD)  # the lockout is lifted
     assert AuditEvent.objects.filter(event_type="auth.password.reset").exists()

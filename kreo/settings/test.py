@@ -33,3 +33,7 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = (  # noqa: F405
         "-c kreo.audit_truncate_ok=on"
     )
+
+# pytest-django's live_server wraps the app in a media handler that parses
+# MEDIA_URL, and fails on None. No URL serves files: this prefix routes nowhere.
+MEDIA_URL = "/media-not-served/"
