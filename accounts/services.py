@@ -503,3 +503,21 @@ def otp_disable(*, request: HttpRequest, user: User) -> None:
     for device in list(devices_for_user(user, confirmed=None)):
         device.delete()
     audit_record(event_type="auth.2fa.removed", request=request, actor=user)
+
+
+@transaction.atomic
+def demo_user_ensure(*, email: str) -> tuple[User, str]:
+    """Create the verified demo user of ``make run``, or give it a fresh password.
+
+    Returns the user and the new random password (printed once by demo_seed).
+    """
+    password = "demo-" + secrets.token_urlsafe(12)
+    user = User.objects.filter(email__iexact=email).first()
+    if user is None:
+        user = User.objects.create_user(email=email, password=password)
+    else:
+        user.set_password(password)
+    user.is_active = True
+    user.email_verified_at = user.email_verified_at or timezone.now()
+    user.save()
+    return user, password
