@@ -7,7 +7,12 @@ from auditlog.context import set_extra_data
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from audit.context import new_correlation_id, reset_correlation_id, set_correlation_id
+from audit.context import (
+    new_correlation_id,
+    recorded_count,
+    reset_correlation_id,
+    set_correlation_id,
+)
 from audit.models import Outcome
 from audit.services import DEVICE_COOKIE, audit_record
 from kreo.net import client_ip
@@ -52,6 +57,11 @@ class AuditMiddleware:
     otherwise tie its events to someone else's); it is returned in the
     ``X-Correlation-ID`` response header so that support can find the events.
     Query strings are not recorded: they may carry tokens.
+
+    Each request is recorded once: a successful request whose service already
+    recorded its own event (which carries the same request context and
+    correlation id) gets no second, generic event; a failed one (4xx, 5xx)
+    always gets a request event with its status.
     """
 
     def __init__(self, get_response):
@@ -84,7 +94,7 @@ class AuditMiddleware:
     def _record(self, request: HttpRequest, response: HttpResponse) -> None:
         status = response.status_code
         area = next((a for p, a in AREAS if request.path.startswith(p)), None)
-        if area is None and status < 400:
+        if status < 400 and (area is None or recorded_count()):
             return
         error_code = f"http.{status}" if status >= 400 else ""
         description = getattr(request, "audit_exception", "") or (

@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from audit import chain, keys
-from audit.context import get_correlation_id
+from audit.context import get_correlation_id, note_recorded
 from audit.models import AuditEvent, AuditReview, AuditSeal, Outcome
 from kreo.net import client_ip
 
@@ -104,6 +104,7 @@ def audit_record(
             setattr(event, name, value)
     event.content_hash = chain.content_hash(chain.event_values(event))
     event.save(force_insert=True)
+    note_recorded()
     return event
 
 

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.django_db
 
 
 def test_download_events_share_the_request_correlation_id(client):
-    """A download records file.download (service) and page.view (middleware)
-    with one correlation id, the actor, source and target."""
+    """A download is recorded once, by the service's file.download event, with
+    the request's correlation id, the actor, source, session and target."""
     member = MembershipFactory(role=Role.VIEWER)
     item = stored_file(member.project)
     client.force_login(member.user)
@@ -32,13 +32,32 @@ def test_download_events_share_the_request_correlation_id(client):
     assert response.status_code == 200
     cid = response["X-Correlation-ID"]
     events = {e.event_type: e for e in AuditEvent.objects.filter(correlation_id=cid)}
-    assert set(events) == {"file.download", "page.view"}
+    assert set(events) == {"file.download"}
     download = events["file.download"]
     assert download.actor_id == member.user.pk
     assert download.target_id == str(item.pk)
     assert download.user_agent == "Mozilla/5.0 test"
     assert download.source_ip == "127.0.0.1"
-    assert download.session_hash == events["page.view"].session_hash != ""
+    assert download.session_hash != ""
+    page = client.get(reverse("projects:detail", args=[member.project.pk]))
+    view = AuditEvent.objects.get(correlation_id=page["X-Correlation-ID"])
+    assert view.event_type == "page.view"
+    assert view.session_hash == download.session_hash
+
+
+def test_refused_request_is_recorded_with_status(client):
+    """A non-member asking for a project page is recorded as a denied or
+    failed request with its status, whatever the service recorded."""
+    member = MembershipFactory(role=Role.VIEWER)
+    client.force_login(UserFactory())
+    response = client.get(reverse("projects:detail", args=[member.project.pk]))
+    assert response.status_code in (403, 404)
+    event = AuditEvent.objects.get(
+        correlation_id=response["X-Correlation-ID"], status_code=response.status_code
+    )
+    assert event.event_type == "page.view"
+    assert event.outcome in ("denied", "failure")
+    assert event.error_code == f"http.{response.status_code}"
 
 
 def test_field_changes_tied_to_correlation_id(client):

@@ -185,3 +185,44 @@ def test_application_role_cannot_change_the_trail(sealed_now, sql):
             cursor.execute("SET LOCAL kreo.audit_purge = 'on'")
             cursor.execute(sql)
     assert AuditEvent.objects.count() == 2 + 0
+
+
+def test_separate_application_role_has_no_update_or_truncate_grant(
+    sealed_now, superuser_sql
+):
+    """With the grants of audit/sql.py, an application role that does not own
+    the tables may insert and read events but not update or truncate them."""
+    import uuid
+
+    import psycopg
+
+    from audit.sql import grants_sql
+
+    _trail(2)
+    role = f"kreo_app_{uuid.uuid4().hex[:8]}"
+    superuser_sql(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        for statement in grants_sql(role):
+            superuser_sql(statement)
+        params = connection.get_connection_params()
+        with psycopg.connect(
+            host=params.get("host") or "127.0.0.1",
+            port=params.get("port") or 5432,
+            user=role,
+            dbname=connection.settings_dict["NAME"],
+            autocommit=True,
+        ) as app:
+            assert app.execute("SELECT count(*) FROM audit_auditevent").fetchone()[0]
+            for sql in (
+                "UPDATE audit_auditevent SET actor_label = 'x'",
+                "TRUNCATE audit_auditevent",
+                "UPDATE audit_auditseal SET head = 'x'",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    app.execute(sql)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append"):
+                app.execute("DELETE FROM audit_auditevent")
+    finally:
+        superuser_sql(f'DROP OWNED BY "{role}"')
+        superuser_sql(f'DROP ROLE "{role}"')
+    assert AuditEvent.objects.count() == 2

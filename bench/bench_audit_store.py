@@ -1,0 +1,246 @@
+"""The audit store on PostgreSQL: write rate with concurrent writers, sealing,
+audit_verify rate, and archival of N old events to a real S3 server (moto)
+with the archiving process's peak memory.
+
+Runs in a fresh PostgreSQL database created and dropped here, and a moto S3
+server started here. BENCH_AUDIT_EVENTS sets N (default 100,000);
+BENCH_AUDIT_WRITERS the writer processes (default 4), each writing for
+BENCH_AUDIT_SECONDS (default 5). Worker processes are this module run as
+``python -m bench.bench_audit_store <role>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+TITLE = "audit store on PostgreSQL: writes, seals, verify, archive to S3"
+
+
+def _env(database_url: str, s3_url: str, bucket: str, var_dir: str) -> dict:
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "KREO_", "AWS_", "AUDIT_"))
+        and k not in ("DATABASE_URL", "REDIS_URL")
+    }
+    return {
+        **keep,
+        "DJANGO_SETTINGS_MODULE": "kreo.settings.local",
+        "DATABASE_URL": database_url,
+        "KREO_VAR_DIR": var_dir,
+        "AUDIT_ARCHIVE_S3_BUCKET": bucket,
+        "AUDIT_ARCHIVE_S3_ENDPOINT_URL": s3_url,
+        "AUDIT_SEAL_DELAY_SECONDS": "0",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's test key
+        "AWS_DEFAULT_REGION": "eu-west-2",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def _child(role: str, env: dict, *args: str) -> dict:
+    """Run a worker role; return its JSON result plus its peak RSS in MiB."""
+    started = time.perf_counter()
+    proc = subprocess.run(  # noqa: S603 - this module, fixed arguments
+        [sys.executable, "-m", "bench.bench_audit_store", role, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{role} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - started
+    return result
+
+
+def run(options=None) -> list[dict]:
+    import services  # scripts/services.py
+
+    events = int(os.environ.get("BENCH_AUDIT_EVENTS", "100000"))
+    writers = int(os.environ.get("BENCH_AUDIT_WRITERS", "4"))
+    seconds = float(os.environ.get("BENCH_AUDIT_SECONDS", "5"))
+    admin_url = services.ensure_postgres()
+    name = f"kreo_bench_audit_{uuid.uuid4().hex[:8]}"
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    database_url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    moto, s3_url = services.start_moto()
+    rows = []
+    try:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="kreo-bench-audit-") as var_dir:
+            env = _env(database_url, s3_url, "kreo-bench-audit", var_dir)
+            subprocess.run(  # noqa: S603
+                [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+            )
+            made = _child("fill", env, str(events))
+            rows.append(
+                {
+                    "measure": "bulk insert of old events (setup)",
+                    "events": events,
+                    "seconds": round(made["seconds"], 2),
+                    "events_per_s": round(events / made["seconds"]),
+                    "peak_rss_mib": "",
+                }
+            )
+            procs = [
+                subprocess.Popen(  # noqa: S603
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.bench_audit_store",
+                        "write",
+                        str(seconds),
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(writers)
+            ]
+            written = [json.loads(p.communicate()[0].splitlines()[-1]) for p in procs]
+            total = sum(w["events"] for w in written)
+            rows.append(
+                {
+                    "measure": f"audit_record, {writers} concurrent writers",
+                    "events": total,
+                    "seconds": seconds,
+                    "events_per_s": round(total / seconds),
+                    "peak_rss_mib": "",
+                }
+            )
+            for role, label in (
+                ("seal", "audit_seal (hash chain + Ed25519)"),
+                ("verify", "audit_verify, hot store"),
+                ("archive", "audit_archive to S3 (gzip, AES-GCM, read back, purge)"),
+                ("verify", "audit_verify, archives + hot"),
+            ):
+                out = _child(role, env)
+                rows.append(
+                    {
+                        "measure": label,
+                        "events": out["events"],
+                        "seconds": round(out["seconds"], 2),
+                        "events_per_s": round(out["events"] / out["seconds"]),
+                        "peak_rss_mib": round(out["peak_rss_mib"], 1),
+                    }
+                )
+    finally:
+        moto.terminate()
+        moto.wait(10)
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return rows
+
+
+def _worker(role: str, args: list[str]) -> dict:
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    from audit import archive, chain
+    from audit.models import AuditEvent
+    from audit.services import audit_record, audit_seal
+    from audit.verify import audit_verify
+
+    started = time.perf_counter()
+    if role == "write":
+        until = started + float(args[0])
+        count = 0
+        while time.perf_counter() < until:
+            audit_record(
+                event_type="file.download",
+                actor_label="bench@example.test",
+                details={"n": count},
+            )
+            count += 1
+        return {"events": count}
+    if role == "fill":
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        total = int(args[0])
+        start = timezone.now() - timedelta(days=60)
+        batch = []
+        for i in range(total):
+            event = AuditEvent(
+                occurred_at=start + timedelta(milliseconds=i),
+                event_type="file.download",
+                outcome="success",
+                actor_label=f"user{i % 500}@example.test",
+                source_ip="198.51.100.7",
+                user_agent="Mozilla/5.0 (X11; Linux x86_64) bench",
+                method="GET",
+                path=f"/projects/{i % 997}/files/{i}/download/",
+                server_host="bench",
+                release="bench",
+                details={"i": i, "size": 4096},
+            )
+            event.content_hash = chain.content_hash(chain.event_values(event))
+            batch.append(event)
+            if len(batch) == 5000:
+                AuditEvent.objects.bulk_create(batch)
+                batch = []
+        AuditEvent.objects.bulk_create(batch)
+        return {"events": total, "seconds": time.perf_counter() - started}
+    if role == "seal":
+        n = audit_seal(max_batches=10**6)
+        result = {"events": n}
+    elif role == "verify":
+        report = audit_verify()
+        if not report.ok:
+            raise SystemExit(f"verify found problems: {report.problems[:3]}")
+        result = {"events": report.events}
+    elif role == "archive":
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=settings.AUDIT_ARCHIVE_S3_ENDPOINT_URL,
+            region_name="eu-west-2",
+        ).create_bucket(
+            Bucket=settings.AUDIT_ARCHIVE_S3_BUCKET,
+            CreateBucketConfiguration={"LocationConstraint": "eu-west-2"},
+        )
+        summary = archive.run()
+        result = {"events": summary["purged"]}
+    else:
+        raise SystemExit(f"unknown role {role}")
+    result["seconds"] = time.perf_counter() - started
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def _print_table(rows: list[dict]) -> None:
+    from bench.run import table
+
+    sys.stdout.write(table(rows) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        sys.stdout.write(json.dumps(_worker(sys.argv[1], sys.argv[2:])) + "\n")
+    else:
+        _print_table(run())
