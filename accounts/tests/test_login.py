@@ -1,6 +1,10 @@
 """Sign-in defences: rate limits, lockout, adaptive CAPTCHA, sessions."""
 
+import re
+from io import StringIO
+
 import pytest
+from django.core.management import call_command
 from django.urls import reverse
 
 from accounts.captcha import CAPTCHA_REJECTED
@@ -258,3 +262,13 @@ def test_staff_unlock_in_the_admin_lifts_a_lockout(client, otp_login, siteverify
 
 def client_class_for(client):
     return type(client)()
+
+
+def test_the_demo_login_signs_in_with_no_second_step(client):
+    """`make run` prints a demo login that works on the embedded default."""
+    out = StringIO()
+    call_command("demo_seed", stdout=out)
+    email, password = re.search(r"demo login: (\S+) / (\S+)", out.getvalue()).groups()
+    response = client.post(reverse(LOGIN), {"username": email, "password": password})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("projects:list")
