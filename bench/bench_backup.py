@@ -165,7 +165,7 @@ def _one_size(admin_url: str, target_mib: int) -> list[dict]:
 
 
 def _row(size, measure, seconds, rss, note) -> dict:
-    return {
+    row = {
         "db_mib": round(size),
         "measure": measure,
         "seconds": round(seconds, 2),
@@ -173,6 +173,9 @@ def _row(size, measure, seconds, rss, note) -> dict:
         "peak_rss_mib": rss if rss == "" else round(rss, 1),
         "note": note,
     }
+    # Shown as it comes: the 500 MiB run is long.
+    sys.stderr.write(f"   {json.dumps(row)}\n")
+    return row
 
 
 def run(options=None) -> list[dict]:
