@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -93,7 +94,7 @@ def upload(
             expected = checksums.get(path.name)
             if expected and sha256_object(key) != expected:
                 raise OffsiteError(CHECKSUM_MISMATCH.format(key=key))
-    except (BotoCoreError, ClientError) as exc:
+    except (BotoCoreError, ClientError, Boto3Error) as exc:
         raise OffsiteError(str(exc)) from exc
     return prefix, until
 

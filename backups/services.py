@@ -300,7 +300,7 @@ def _offsite_copy(backup_set: BackupSet, copy: BackupCopy, progress: Progress) -
     _say(progress, f"copy 3: uploading to s3://{settings.BACKUP_S3_BUCKET}")
     try:
         prefix, until = offsite.upload(backup_set.pk, paths, checksums)
-    except offsite.OffsiteError as exc:
+    except Exception as exc:  # any failure leaves the set partial, never running
         copy.state = CopyState.FAILED
         copy.error = str(exc)[:4000]
         copy.save()
