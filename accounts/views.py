@@ -2,6 +2,7 @@
 
 import base64
 from io import BytesIO
+from urllib.parse import urlencode
 
 import qrcode
 import qrcode.image.svg
@@ -97,7 +98,8 @@ def login_view(request: HttpRequest) -> HttpResponse:
                 password=form.cleaned_data["password"],
             )
             if result.needs_otp:
-                return redirect(f"{reverse('accounts:login-otp')}?next={next_url}")
+                query = urlencode({"next": next_url})
+                return redirect(f"{reverse('accounts:login-otp')}?{query}")
             if result.user is not None:
                 return redirect(next_url)
             form.add_error(None, result.error)
@@ -106,7 +108,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
             # Failures just crossed the threshold: ask from the next try on.
             form.fields["captcha"] = CaptchaField(label="")
     else:
-        form = EmailAuthenticationForm()
+        form = EmailAuthenticationForm(captcha=limits.captcha_needed(email="", ip=ip))
     response = render(request, "accounts/login.html", {"form": form, "next": next_url})
     return _captcha_csp(response) if "captcha" in form.fields else response
 
@@ -150,7 +152,9 @@ def signup_view(request: HttpRequest) -> HttpResponse:
     form = SignupForm(request.POST or None)
     form.set_remote_ip(client_ip(request))
     if request.method == "POST":
-        wait = limits.limit_wait(request, scope="signup")
+        wait = limits.limit_wait(
+            request, scope="signup", email=request.POST.get("email", "")
+        )
         if wait:
             return limits.limited_response(request, scope="signup", wait=wait)
         if form.is_valid():

@@ -6,9 +6,11 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.captcha import CAPTCHA_REJECTED
 from accounts.limits import TOO_MANY
+from accounts.models import User
 from accounts.services import LOGIN_INVALID
 from accounts.tests.conftest import GOOD_TOKEN
 from accounts.tests.factories import PASSWORD, UserFactory
@@ -272,3 +274,24 @@ def test_the_demo_login_signs_in_with_no_second_step(client):
     response = client.post(reverse(LOGIN), {"username": email, "password": password})
     assert response.status_code == 302
     assert response["Location"] == reverse("projects:list")
+
+
+def test_each_lockout_in_a_row_doubles_the_cool_off(client, settings, siteverify):
+    """Progressive lockout: 15 min, then 30 min; an expired lock lets a try in."""
+    siteverify.accept_all = True
+    settings.ACCOUNTS_RATES = {**settings.ACCOUNTS_RATES, "login-account": "100/m"}
+    settings.ACCOUNTS_RATES["login-ip"] = "100/m"
+    user = UserFactory()
+    lengths = []
+    for _ in range(2):
+        for n in range(5):
+            attempt(client, user.email, f"wrong {n} password")
+        user.refresh_from_db()
+        assert user.is_locked()
+        lengths.append(round((user.locked_until - timezone.now()).total_seconds()))
+        # The cool-off passes.
+        User.objects.filter(pk=user.pk).update(locked_until=timezone.now())
+    assert [round(x, -1) for x in lengths] == [900, 1800]
+    assert attempt(client, user.email, PASSWORD).status_code == 302
+    user.refresh_from_db()
+    assert user.lockout_level == 0 and user.locked_until is None

@@ -219,6 +219,7 @@ ACCOUNTS_RATES = {
     "login-ip": env.str("KREO_RATE_LOGIN_IP", default="30/15m"),
     "login-account": env.str("KREO_RATE_LOGIN_ACCOUNT", default="10/15m"),
     "signup-ip": env.str("KREO_RATE_SIGNUP_IP", default="10/h"),
+    "signup-account": env.str("KREO_RATE_SIGNUP_ACCOUNT", default="3/h"),
     "reset-ip": env.str("KREO_RATE_RESET_IP", default="10/h"),
     "reset-account": env.str("KREO_RATE_RESET_ACCOUNT", default="3/h"),
     "resend-ip": env.str("KREO_RATE_RESEND_IP", default="10/h"),
