@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("accounts/", include("accounts.urls")),
+    path("oidc/", include("accounts.oidc.urls")),
     path("projects/", include("projects.urls")),
     path("api/", include("projects.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -1,0 +1,133 @@
+"""The OIDC authentication backend: code for tokens, then full ID token checks.
+
+mozilla-django-oidc's backend leaves the audience and the issuer unchecked
+and matches users on email; this one checks signature (RS256 from the
+provider's JWKS), issuer, audience, expiry and nonce, and hands identity
+matching to ``services.identity_resolve`` (issuer and subject).
+"""
+
+import secrets
+
+import jwt
+import requests
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import SuspiciousOperation
+from django.urls import reverse
+from mozilla_django_oidc.auth import OIDCAuthenticationBackend
+from mozilla_django_oidc.utils import absolutify
+
+from accounts.oidc import errors
+
+# ID token claims without which a token is refused.
+REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+
+
+class KreoOIDCBackend(OIDCAuthenticationBackend):
+    """Settings are read per call (the tests point them at a local provider)."""
+
+    def __init__(self, *args, **kwargs):
+        self.UserModel = get_user_model()
+
+    @property
+    def OIDC_OP_TOKEN_ENDPOINT(self):  # noqa: N802 (the library's names)
+        return settings.OIDC_OP_TOKEN_ENDPOINT
+
+    @property
+    def OIDC_OP_JWKS_ENDPOINT(self):  # noqa: N802
+        return settings.OIDC_OP_JWKS_ENDPOINT
+
+    @property
+    def OIDC_RP_CLIENT_ID(self):  # noqa: N802
+        return settings.OIDC_RP_CLIENT_ID
+
+    @property
+    def OIDC_RP_CLIENT_SECRET(self):  # noqa: N802
+        return settings.OIDC_RP_CLIENT_SECRET
+
+    @property
+    def OIDC_RP_SIGN_ALGO(self):  # noqa: N802
+        return settings.OIDC_RP_SIGN_ALGO
+
+    @property
+    def OIDC_RP_IDP_SIGN_KEY(self):  # noqa: N802
+        return None
+
+    def authenticate(self, request, nonce=None, code_verifier=None, **kwargs):
+        """Run only from the callback view, which passes nonce and verifier."""
+        if request is None or nonce is None or code_verifier is None:
+            return None
+        code = request.GET.get("code")
+        if not code:
+            return None
+        self.request = request
+        try:
+            token_info = self.get_token(
+                {
+                    "client_id": self.OIDC_RP_CLIENT_ID,
+                    "client_secret": self.OIDC_RP_CLIENT_SECRET,
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "redirect_uri": absolutify(
+                        request, reverse("oidc_authentication_callback")
+                    ),
+                    "code_verifier": code_verifier,
+                }
+            )
+        except requests.RequestException as exc:
+            raise errors.SSOFailure("code_rejected") from exc
+        id_token = token_info.get("id_token")
+        if not isinstance(id_token, str):
+            raise errors.SSOFailure("bad_token")
+        claims = self.verify_token(id_token, nonce=nonce)
+        from accounts.oidc import services
+
+        user = services.identity_resolve(
+            request=request, claims=claims, link_to=kwargs.get("link_to")
+        )
+        user.sso = services.SSOResult(claims=claims, id_token=id_token)
+        return user
+
+    def verify_token(self, token, **kwargs):
+        """Check the ID token completely; raise SSOFailure with the reason."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise errors.SSOFailure("bad_token") from exc
+        if header.get("alg") != self.OIDC_RP_SIGN_ALGO:
+            raise errors.SSOFailure("bad_signature")
+        try:
+            key = self.retrieve_matching_jwk(token)
+        except (SuspiciousOperation, jwt.PyJWTError, KeyError) as exc:
+            raise errors.SSOFailure("bad_signature") from exc
+        except requests.RequestException as exc:
+            raise errors.SSOFailure("provider_unreachable") from exc
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[self.OIDC_RP_SIGN_ALGO],
+                audience=self.OIDC_RP_CLIENT_ID,
+                issuer=settings.KREO_OIDC_ISSUER,
+                leeway=settings.OIDC_LEEWAY_SECONDS,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.InvalidSignatureError as exc:
+            raise errors.SSOFailure("bad_signature") from exc
+        except jwt.ExpiredSignatureError as exc:
+            raise errors.SSOFailure("expired_token") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise errors.SSOFailure("wrong_audience") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise errors.SSOFailure("wrong_issuer") from exc
+        except (jwt.ImmatureSignatureError, jwt.InvalidIssuedAtError) as exc:
+            raise errors.SSOFailure("expired_token") from exc
+        except jwt.PyJWTError as exc:
+            raise errors.SSOFailure("bad_token") from exc
+        azp = claims.get("azp")
+        if azp is not None and azp != self.OIDC_RP_CLIENT_ID:
+            raise errors.SSOFailure("wrong_audience")
+        nonce = kwargs.get("nonce") or ""
+        if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
+            raise errors.SSOFailure("nonce_mismatch")
+        return claims

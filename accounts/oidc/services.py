@@ -1,0 +1,257 @@
+"""SSO writes: identities, roles applied to users, sign-in, link, sign-out.
+
+Every SSO event goes to ``audit.services.audit_record``: auth.sso.success,
+auth.sso.failure (with the reason code), auth.sso.roles, auth.sso.linked,
+auth.sso.user_created, auth.sso.logout.
+"""
+
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django_otp import devices_for_user
+
+from accounts import services as account_services
+from accounts.models import User
+from accounts.oidc import errors, roles
+from accounts.oidc.models import Identity, IdPDevice
+from accounts.policy import otp_required_for
+from audit.models import Outcome
+from audit.services import audit_record
+
+# Session keys of single sign-on.
+ID_TOKEN, EXPIRES = "oidc_id_token", "oidc_id_token_expiration"
+LINK, AMR = "accounts.oidc.link", "accounts.oidc.amr"
+# How long a link started from the security page stays open.
+LINK_SECONDS = 600
+
+
+@dataclass
+class SSOResult:
+    claims: dict
+    id_token: str
+
+
+def _claims_summary(claims: dict) -> dict:
+    return {
+        "issuer": claims.get("iss", ""),
+        "subject": claims.get("sub", ""),
+        "roles": roles.roles_from_claims(claims),
+        "amr": claims.get("amr") or [],
+        "acr": claims.get("acr") or "",
+        "idp": claims.get("identity_provider", ""),
+    }
+
+
+def failure_record(
+    *, request: HttpRequest, code: str, user=None, claims: dict | None = None
+) -> None:
+    audit_record(
+        event_type="auth.sso.failure",
+        request=request,
+        actor=user,
+        outcome=Outcome.FAILURE,
+        error_code=code,
+        error_description=errors.MESSAGES.get(code, errors.SSO_FAILED),
+        details=_claims_summary(claims) if claims else {},
+    )
+
+
+@transaction.atomic
+def roles_apply(*, request: HttpRequest | None, user: User, claim_roles: list) -> None:
+    """Make the user's SSO-managed groups and staff flag match the roles.
+
+    Groups outside the mapping (given by hand in the admin) are left alone.
+    """
+    wanted = roles.groups_for(claim_roles)
+    managed = roles.managed_groups()
+    current = set(user.groups.filter(name__in=managed).values_list("name", flat=True))
+    added, removed = sorted(wanted - current), sorted(current - wanted)
+    for name in added:
+        user.groups.add(Group.objects.get_or_create(name=name)[0])
+    if removed:
+        user.groups.remove(*Group.objects.filter(name__in=removed))
+    staff = roles.staff_for(claim_roles)
+    staff_changed = user.is_staff != staff and not user.is_superuser
+    if staff_changed:
+        user.is_staff = staff
+        user.save(update_fields=["is_staff"])
+    audit_record(
+        event_type="auth.sso.roles",
+        request=request,
+        actor=user,
+        target=user,
+        details={
+            "roles": claim_roles,
+            "groups_added": added,
+            "groups_removed": removed,
+            "is_staff": user.is_staff,
+            "staff_changed": staff_changed,
+        },
+    )
+
+
+def identity_resolve(*, request: HttpRequest, claims: dict, link_to=None) -> User:
+    """The user these verified claims stand for; raise SSOFailure if none.
+
+    Found by (issuer, subject). A new identity creates an account only from
+    a verified email that no account has; an existing account is linked
+    only by its signed-in owner (``link_to``), never through an email claim.
+    """
+    issuer, subject = claims["iss"], str(claims["sub"])
+    claim_roles = roles.roles_from_claims(claims)
+    identity = (
+        Identity.objects.select_related("user")
+        .filter(issuer=issuer, subject=subject)
+        .first()
+    )
+    user = identity.user if identity is not None else None
+    if link_to is not None and user is not None and user.pk != link_to.pk:
+        raise errors.SSOFailure("identity_taken", user=link_to)
+    if not roles.allowed_roles(claim_roles):
+        if user is not None:
+            # Access removed at the IdP: take the groups away now, so no
+            # other way in (API tokens, other sessions) keeps them.
+            roles_apply(request=request, user=user, claim_roles=claim_roles)
+        raise errors.SSOFailure("no_allowed_role", user=user or link_to)
+    with transaction.atomic():
+        if identity is None:
+            if link_to is not None:
+                user = link_to
+                identity = _identity_create(claims, user)
+                audit_record(
+                    event_type="auth.sso.linked",
+                    request=request,
+                    actor=user,
+                    target=user,
+                    details=_claims_summary(claims),
+                )
+            else:
+                user = _user_create(request, claims)
+                identity = _identity_create(claims, user)
+        if not user.is_active:
+            raise errors.SSOFailure("inactive", user=user)
+        identity.email = str(claims.get("email") or "")[:254]
+        identity.email_verified = claims.get("email_verified") is True
+        identity.roles = claim_roles
+        identity.amr = claims.get("amr") if isinstance(claims.get("amr"), list) else []
+        identity.acr = str(claims.get("acr") or "")[:64]
+        identity.last_login_at = timezone.now()
+        identity.save()
+        roles_apply(request=request, user=user, claim_roles=claim_roles)
+    return user
+
+
+def _identity_create(claims: dict, user: User) -> Identity:
+    return Identity.objects.create(
+        user=user, issuer=claims["iss"], subject=str(claims["sub"])
+    )
+
+
+def _user_create(request: HttpRequest, claims: dict) -> User:
+    email = claims.get("email")
+    if not email or claims.get("email_verified") is not True:
+        raise errors.SSOFailure("email_unverified")
+    if User.objects.filter(email__iexact=email).exists():
+        raise errors.SSOFailure("link_required")
+    user = User.objects.create_user(
+        email=email,
+        password=None,
+        full_name=str(claims.get("name") or "")[:150],
+        email_verified_at=timezone.now(),
+    )
+    audit_record(
+        event_type="auth.sso.user_created",
+        request=request,
+        actor=user,
+        target=user,
+        details=_claims_summary(claims),
+    )
+    return user
+
+
+def sso_login(*, request: HttpRequest, user: User, result: SSOResult) -> str:
+    """Sign the user in (or refresh their session); return where to go next.
+
+    Staff need a second factor: the IdP's ``amr`` counts when it names one;
+    otherwise our own TOTP step follows, or enrolment does.
+    """
+    claims = result.claims
+    refreshing = request.user.is_authenticated and request.user.pk == user.pk
+    amr = claims.get("amr") if isinstance(claims.get("amr"), list) else []
+    next_step = ""
+    if refreshing:
+        user = request.user
+    else:
+        device = None
+        if otp_required_for(user) and roles.mfa_done(amr):
+            device = IdPDevice.objects.get_or_create(
+                user=user, defaults={"name": "Identity provider", "confirmed": False}
+            )[0]
+        elif any(devices_for_user(user, confirmed=True)):
+            # Our own second step: the accounts OTP page finishes the login.
+            request.session.cycle_key()
+            request.session[account_services.PENDING] = {
+                "user": user.pk,
+                "backend": user.backend,
+                "at": time.time(),
+            }
+            next_step = reverse("accounts:login-otp")
+        if not next_step:
+            account_services.login_complete(request=request, user=user, device=device)
+    request.session[ID_TOKEN] = result.id_token
+    request.session[AMR] = amr
+    request.session[EXPIRES] = time.time() + settings.OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS
+    audit_record(
+        event_type="auth.sso.refresh" if refreshing else "auth.sso.success",
+        request=request,
+        actor=user,
+        details={**_claims_summary(claims), "next_step": next_step or "none"},
+    )
+    return next_step
+
+
+def link_start(*, request: HttpRequest, user: User) -> None:
+    """Open a link of an SSO identity to the signed-in account for a while."""
+    request.session[LINK] = {"user": user.pk, "at": time.time()}
+
+
+def link_target(request: HttpRequest) -> User | None:
+    """The signed-in account an SSO callback may link to, if one was opened."""
+    intent = request.session.pop(LINK, None)
+    user = request.user
+    if not intent or not user.is_authenticated or intent.get("user") != user.pk:
+        return None
+    if time.time() - intent.get("at", 0) > LINK_SECONDS:
+        return None
+    return user
+
+
+def logout_url(*, request: HttpRequest) -> str:
+    """End the local session; return the IdP's end-session URL if SSO was used.
+
+    The IdP's URL carries ``id_token_hint`` so Keycloak ends its session
+    without asking, then sends the browser back to our login page.
+    """
+    id_token = request.session.get(ID_TOKEN)
+    user = request.user if request.user.is_authenticated else None
+    account_services.user_logout(request=request)
+    if not id_token:
+        return reverse(settings.LOGOUT_REDIRECT_URL)
+    audit_record(event_type="auth.sso.logout", request=request, actor=user)
+    query = urlencode(
+        {
+            "id_token_hint": id_token,
+            "client_id": settings.OIDC_RP_CLIENT_ID,
+            "post_logout_redirect_uri": request.build_absolute_uri(
+                reverse(settings.LOGOUT_REDIRECT_URL)
+            ),
+        }
+    )
+    return f"{settings.OIDC_OP_LOGOUT_ENDPOINT}?{query}"
