@@ -89,6 +89,12 @@ def _isolated_storage(settings, tmp_path):
         settings.STORAGES = storages
 
 
+@pytest.fixture(autouse=True)
+def _isolated_key_ledger(settings, tmp_path):
+    """Each test has its own erasure ledger (projects.keys), outside the database."""
+    settings.KREO_KEY_LEDGER_DIR = tmp_path / "key-ledger"
+
+
 @pytest.fixture
 def s3_storage(settings, s3_client):
     """Point the default storage at a fresh bucket on the S3 server."""

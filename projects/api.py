@@ -2,8 +2,6 @@
 
 from datetime import timedelta
 
-from django.http import StreamingHttpResponse
-from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from knox.models import AuthToken
@@ -14,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from projects import selectors, services
+from projects.downloads import file_response
 from projects.permissions import Action
 from projects.serializers import (
     FileRenameSerializer,
@@ -26,7 +25,6 @@ from projects.serializers import (
     ProjectWriteSerializer,
     TokenSerializer,
 )
-from projects.storage import blob_chunks
 
 TOKEN_TTL = timedelta(days=30)
 
@@ -153,16 +151,7 @@ class FileDownloadView(APIView):
             file_id=file_id,
             action=Action.VIEW,
         )
-        services.project_file_download_record(
-            actor=request.user, item=item, request=request
-        )
-        response = StreamingHttpResponse(
-            blob_chunks(item.blob), content_type=item.content_type
-        )
-        response["Content-Length"] = str(item.size)
-        response["Content-Disposition"] = content_disposition_header(True, item.name)
-        response["Cache-Control"] = "private, no-store"
-        return response
+        return file_response(request, item, sandbox=False)
 
 
 class MemberListView(APIView):

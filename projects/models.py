@@ -26,6 +26,9 @@ class Project(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Set when the project is put aside (its last owner's account was
+    # deleted); the purge job erases it after KREO_PURGE_AFTER_DAYS.
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["name", "created_at"]
@@ -84,6 +87,8 @@ class ProjectFile(models.Model):
         related_name="+",
     )
     uploaded_at = models.DateTimeField(auto_now_add=True)
+    # "" for files stored before encryption; else the format (projects.crypto).
+    encryption = models.CharField(max_length=16, blank=True, default="")
 
     class Meta:
         ordering = ["name", "uploaded_at"]
@@ -93,3 +98,53 @@ class ProjectFile(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("projects:file-download", args=[self.project_id, self.pk])
+
+
+class ProjectKey(models.Model):
+    """A project's data key, only ever stored wrapped by a key-encryption key."""
+
+    project = models.OneToOneField(
+        Project, on_delete=models.CASCADE, primary_key=True, related_name="key"
+    )
+    kek_id = models.CharField(max_length=64, db_index=True)
+    wrapped = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"data key of {self.project_id} under {self.kek_id}"
+
+
+class ErasureMethod(models.TextChoices):
+    CRYPTO_ERASE = "crypto-erase", "Cryptographic erase, then deletion"
+    DELETE = "delete", "Deletion of every object version"
+
+
+class ErasureCertificate(models.Model):
+    """What was erased, when, at whose request, how, and which objects went."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    subject_type = models.CharField(max_length=16)  # project, file, account
+    subject_id = models.CharField(max_length=64, db_index=True)
+    subject_label = models.CharField(max_length=300)
+    method = models.CharField(max_length=16, choices=ErasureMethod.choices)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    requested_by_label = models.CharField(max_length=254, blank=True)
+    reason = models.CharField(max_length=200, blank=True)
+    key_destroyed = models.CharField(max_length=128, blank=True)
+    objects_planned = models.JSONField(default=list)
+    objects_removed = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"erasure of {self.subject_type} {self.subject_label}"

@@ -1,18 +1,25 @@
 """Every write to projects, members and files, each with its audit event."""
 
 import hashlib
-from functools import partial
+from collections.abc import Iterator
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
+from audit.models import Outcome
 from audit.services import audit_record
-from projects import uploads
-from projects.models import Membership, Project, ProjectFile, Role
+from projects import crypto, erasure, uploads
+from projects.models import (
+    ErasureCertificate,
+    Membership,
+    Project,
+    ProjectFile,
+    Role,
+)
 from projects.permissions import Action, forget_roles, require
-from projects.storage import blob_delete
+from projects.storage import blob_delete, blob_store
 
 LAST_OWNER = "A project needs at least one owner: add another owner first."
 ALREADY_MEMBER = "{email} is already a member of this project."
@@ -74,36 +81,30 @@ def project_update(
     return project
 
 
-@transaction.atomic
 def project_delete(
-    *, actor, project: Project, request=None, staff: bool = False
-) -> None:
-    """Delete the project, its memberships and rows now, its stored files on commit.
+    *, actor, project: Project, request=None, staff: bool = False, reason: str = ""
+) -> ErasureCertificate:
+    """Erase the project: destroy its data key, delete its rows, then its objects.
 
-    ``staff`` is for the admin, whose own permissions already decided.
+    ``staff`` is for the admin, whose own permissions already decided. Returns
+    the sanitisation certificate (completed once the objects are gone).
     """
     if not staff:
         require(actor, Action.DELETE, project)
-    names = list(project.files.values_list("blob", flat=True))
-    storage = ProjectFile._meta.get_field("blob").storage
-    audit_record(
-        event_type="project.delete",
+    return erasure.project_erase(
         actor=actor,
+        project=project,
         request=request,
-        target=project,
-        details={"name": project.name, "files": len(names), "via_admin": staff},
+        reason=reason,
+        via="admin" if staff else "user",
     )
-    project.delete()
-    for name in names:
-        transaction.on_commit(partial(blob_delete, storage, name))
 
 
-def _digest(upload: UploadedFile) -> str:
-    sha = hashlib.sha256()
-    for chunk in upload.chunks():
-        sha.update(chunk)
+def _hashed(upload: UploadedFile, sha) -> Iterator[bytes]:
     upload.seek(0)
-    return sha.hexdigest()
+    for chunk in upload.chunks(crypto.CHUNK):
+        sha.update(chunk)
+        yield chunk
 
 
 def project_file_upload(
@@ -118,18 +119,19 @@ def project_file_upload(
     require(actor, Action.UPLOAD, project)
     display = uploads.sanitize_name(name if name else upload.name)
     kind = uploads.inspect(upload, name=display, size=upload.size)
-    digest = _digest(upload)
     item = ProjectFile(
         project=project,
         name=display,
         kind=kind.name,
         content_type=kind.content_type,
         size=upload.size,
-        sha256=digest,
         uploaded_by=actor,
     )
-    # The object is written before the row; if the row fails, remove it.
-    item.blob.save("upload", upload, save=False)
+    # The object is written (encrypted, hashed in the same pass) before the
+    # row; if the row fails, remove it.
+    sha = hashlib.sha256()
+    blob_store(item, _hashed(upload, sha))
+    item.sha256 = digest = sha.hexdigest()
     try:
         with transaction.atomic():
             item.save()
@@ -173,22 +175,15 @@ def project_file_rename(
     return item
 
 
-@transaction.atomic
 def project_file_delete(
     *, actor, item: ProjectFile, request=None, staff: bool = False
-) -> None:
+) -> ErasureCertificate:
+    """Delete the file's row, then every version of its object (certificate)."""
     if not staff:
         require(actor, Action.DELETE_FILE, item.project)
-    storage, name = item.blob.storage, item.blob.name
-    audit_record(
-        event_type="file.delete",
-        actor=actor,
-        request=request,
-        target=item,
-        details={"project": str(item.project_id), "name": item.name},
+    return erasure.file_erase(
+        actor=actor, item=item, request=request, via="admin" if staff else "user"
     )
-    item.delete()
-    transaction.on_commit(partial(blob_delete, storage, name))
 
 
 def project_file_download_record(*, actor, item: ProjectFile, request=None) -> None:
@@ -198,6 +193,22 @@ def project_file_download_record(*, actor, item: ProjectFile, request=None) -> N
         actor=actor,
         request=request,
         target=item,
+        details={"project": str(item.project_id), "size": item.size},
+    )
+
+
+def project_file_download_failed(
+    *, actor, item: ProjectFile, error_code: str, description: str, request=None
+) -> None:
+    """Record a download refused because the stored object cannot be trusted."""
+    audit_record(
+        event_type="file.download",
+        actor=actor,
+        request=request,
+        target=item,
+        outcome=Outcome.ERROR,
+        error_code=error_code,
+        error_description=description,
         details={"project": str(item.project_id), "size": item.size},
     )
 

@@ -1,13 +1,22 @@
-"""Reading stored file bytes as a stream, whatever the storage backend."""
+"""Stored file bytes: encrypted on the way in, decrypted and verified on the way out.
+
+Objects reach storage (local disk or S3, whose server-side encryption stays
+on too) only as ``projects.crypto`` ciphertext under the project's data key.
+"""
 
 from collections.abc import Iterator
 
+from django.core.files import File
+from django.core.files.storage import Storage
 from django.db.models.fields.files import FieldFile
 
-CHUNK = 64 * 1024
+from projects import crypto, keys
+
+CHUNK = crypto.SEALED_CHUNK
+FORMAT = "kreo-f1"
 
 
-def blob_chunks(blob: FieldFile, chunk_size: int = CHUNK) -> Iterator[bytes]:
+def raw_chunks(blob: FieldFile, chunk_size: int = CHUNK) -> Iterator[bytes]:
     """Yield the stored bytes of ``blob`` without holding the file in memory.
 
     django-storages' S3 file object downloads the whole object before the
@@ -27,6 +36,60 @@ def blob_chunks(blob: FieldFile, chunk_size: int = CHUNK) -> Iterator[bytes]:
             yield chunk
 
 
-def blob_delete(storage, name: str) -> None:
-    if name:
+def blob_store(item, source: Iterator[bytes]) -> None:
+    """Encrypt ``source`` under the project's data key into ``item.blob``."""
+    data_key = keys.data_key_create(item.project)
+    sealed = crypto.encrypt_chunks(data_key, item.id, source)
+    item.blob.save("upload", File(crypto.reader(sealed)), save=False)
+    item.encryption = FORMAT
+
+
+def blob_chunks(item) -> Iterator[bytes]:
+    """Yield the plaintext of ``item``, each chunk verified before it is yielded.
+
+    Raises keys.KeyError_ (key destroyed or unknown KEK) or
+    crypto.FileIntegrityError (altered object) before or during the stream.
+    """
+    if not item.encryption:
+        # Stored before encryption was introduced.
+        return raw_chunks(item.blob)
+    data_key = keys.data_key_get(item.project_id)
+    return crypto.decrypt_chunks(data_key, item.id, raw_chunks(item.blob))
+
+
+def _s3_client(storage: Storage):
+    connection = getattr(storage, "connection", None)
+    return connection.meta.client if connection is not None else None
+
+
+def blob_delete(storage: Storage, name: str) -> list[str]:
+    """Delete ``name`` and, where the bucket keeps versions, every version.
+
+    Returns what was removed: the key, or ``key@version`` for each version and
+    delete marker.
+    """
+    if not name:
+        return []
+    client = _s3_client(storage)
+    if client is None:
+        existed = storage.exists(name)
         storage.delete(name)
+        return [name] if existed else []
+    bucket = storage.bucket_name
+    removed = []
+    paginator = client.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=bucket, Prefix=name):
+        for entry in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            if entry["Key"] != name:
+                continue
+            client.delete_object(Bucket=bucket, Key=name, VersionId=entry["VersionId"])
+            removed.append(f"{name}@{entry['VersionId']}")
+    if not removed:
+        storage.delete(name)
+    return removed
+
+
+def blob_delete_all_versions(name: str) -> list[str]:
+    from projects.models import ProjectFile
+
+    return blob_delete(ProjectFile._meta.get_field("blob").storage, name)

@@ -3,15 +3,14 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from projects import selectors, services
+from projects.downloads import file_response
 from projects.forms import MemberAddForm, ProjectForm, RenameForm, RoleForm, UploadForm
 from projects.permissions import ROLE_ACTIONS, Action, project_role
-from projects.storage import blob_chunks
 
 
 def _errors_into(form, exc: ValidationError, field: str | None = None) -> None:
@@ -158,17 +157,7 @@ def file_download(request: HttpRequest, project_id, file_id) -> HttpResponse:
     item = selectors.project_file_get(
         user=request.user, project_id=project_id, file_id=file_id, action=Action.VIEW
     )
-    services.project_file_download_record(
-        actor=request.user, item=item, request=request
-    )
-    response = StreamingHttpResponse(
-        blob_chunks(item.blob), content_type=item.content_type
-    )
-    response["Content-Length"] = str(item.size)
-    response["Content-Disposition"] = content_disposition_header(True, item.name)
-    response["Cache-Control"] = "private, no-store"
-    response["Content-Security-Policy"] = "sandbox; default-src 'none'"
-    return response
+    return file_response(request, item, sandbox=True)
 
 
 @login_required

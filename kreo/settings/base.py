@@ -202,6 +202,23 @@ STORAGES = {
 # Uploads: the limit is enforced before the body is read (see
 # projects.uploads); large files spool to disk rather than memory.
 KREO_MAX_UPLOAD_BYTES = env.int("KREO_MAX_UPLOAD_BYTES", default=100 * 1024 * 1024)
+
+# Project file encryption (projects.keys): key-encryption keys as
+# "id:base64key,..." and the id that wraps new data keys. The erasure ledger
+# lives outside the database and the file storage, so restores never undo it.
+KREO_KEYRING = env.str("KREO_KEYRING", default="") or (
+    "dev1:" + local_secret(VAR_DIR, "kreo-keyring-dev1", 32)
+)
+KREO_ACTIVE_KEY_ID = env.str("KREO_ACTIVE_KEY_ID", default="") or (
+    KREO_KEYRING.split(":", 1)[0]
+)
+KREO_KEY_LEDGER_DIR = Path(
+    env.str("KREO_KEY_LEDGER_DIR", default=str(VAR_DIR / "key-ledger"))
+)
+# Days before soft-deleted projects, never-verified accounts and expired
+# exports are purged.
+KREO_PURGE_AFTER_DAYS = env.int("KREO_PURGE_AFTER_DAYS", default=30)
+KREO_PURGE_INTERVAL_SECONDS = env.int("KREO_PURGE_INTERVAL_SECONDS", default=86400)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_PERMISSIONS = 0o600
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

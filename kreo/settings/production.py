@@ -11,6 +11,8 @@ import sys
 REQUIRED = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL")
 # reCAPTCHA keys for sign-up, password reset and the adaptive login CAPTCHA.
 REQUIRED = (*REQUIRED, "RECAPTCHA_PUBLIC_KEY", "RECAPTCHA_PRIVATE_KEY")
+# Key-encryption keys of project files, and where erasure tombstones live.
+REQUIRED = (*REQUIRED, "KREO_KEYRING", "KREO_ACTIVE_KEY_ID", "KREO_KEY_LEDGER_DIR")
 _missing = [name for name in REQUIRED if not os.environ.get(name, "").strip()]
 if _missing:
     # A plain message and exit status 1, not a traceback from deep inside

@@ -5,6 +5,7 @@ from django.core.files.base import ContentFile
 
 from accounts.tests.factories import UserFactory
 from projects.models import Membership, Project, ProjectFile, Role
+from projects.storage import blob_store
 
 PDF = b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<<>>\n%%EOF\n"
 PNG = (
@@ -32,7 +33,8 @@ class MembershipFactory(factory.django.DjangoModelFactory):
 
 
 def stored_file(project, *, name="plan.pdf", content=PDF, uploaded_by=None):
-    """A file row with its bytes in the configured storage (bypasses upload checks)."""
+    """A file row with its bytes encrypted in the configured storage, as uploads
+    are (bypasses the upload checks)."""
     item = ProjectFile(
         project=project,
         name=name,
@@ -42,6 +44,6 @@ def stored_file(project, *, name="plan.pdf", content=PDF, uploaded_by=None):
         sha256=hashlib.sha256(content).hexdigest(),
         uploaded_by=uploaded_by,
     )
-    item.blob.save("upload", ContentFile(content), save=False)
+    blob_store(item, ContentFile(content).chunks())
     item.save()
     return item

@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from accounts.tests.factories import UserFactory
 from projects import services
+from projects.crypto import sealed_size
 from projects.models import ProjectFile
 from projects.tests.factories import PDF
 
@@ -15,7 +16,8 @@ pytestmark = pytest.mark.django_db
 def test_uploaded_file_is_in_the_bucket_with_sse_not_on_disk(
     client, s3_storage, s3_client, settings, tmp_path
 ):
-    """The object lands in the eu-west-2 bucket with AES256 SSE; no local copy."""
+    """The object lands in the eu-west-2 bucket, encrypted by the app and with
+    AES256 SSE; no local copy; members download the original bytes."""
     owner = UserFactory()
     client.force_login(owner)
     project = services.project_create(actor=owner, name="Tower crane pads")
@@ -28,11 +30,13 @@ def test_uploaded_file_is_in_the_bucket_with_sse_not_on_disk(
     item = ProjectFile.objects.get()
     head = s3_client.head_object(Bucket=s3_storage, Key=item.blob.name)
     assert head["ServerSideEncryption"] == "AES256"
-    assert head["ContentLength"] == len(content)
+    # Encrypted before it left the app: a header and a tag per 64 KiB chunk.
+    assert head["ContentLength"] == sealed_size(len(content))
     location = s3_client.get_bucket_location(Bucket=s3_storage)
     assert location["LocationConstraint"] == "eu-west-2"
     body = s3_client.get_object(Bucket=s3_storage, Key=item.blob.name)["Body"].read()
-    assert body == content
+    assert b"marker-7f3a" not in body
+    assert b"%PDF" not in body
     local = (
         [p for p in settings.MEDIA_ROOT.rglob("*") if p.is_file()]
         if (settings.MEDIA_ROOT.exists())

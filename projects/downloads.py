@@ -1,0 +1,79 @@
+"""Streaming a project file to its reader, decrypted and verified chunk by chunk.
+
+The response streams, so its status is sent before the last chunk is read.
+The choice: the header and the first chunk (64 KiB) are verified before the
+response starts, so a destroyed key, a wrong header or an altered first chunk
+is refused with a clear error and no body. Every later chunk is verified
+before any of its bytes are sent; at the first one that fails the stream stops
+short of its Content-Length (clients treat that as a failed download) and the
+audit trail records the failure. Unauthenticated plaintext is never sent.
+"""
+
+from collections.abc import Iterator
+
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.utils.http import content_disposition_header
+
+from kreo.views import error_response
+from projects import services
+from projects.crypto import FileIntegrityError
+from projects.keys import KeyError_
+from projects.storage import blob_chunks
+
+FILE_ALTERED = (
+    "This file failed its integrity check in storage and cannot be downloaded. "
+    "The failure has been recorded; ask staff to restore it from a backup."
+)
+FILE_KEY_GONE = "This file cannot be decrypted: {reason}"
+
+
+def _guarded(request, item, first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    try:
+        yield from rest
+    except FileIntegrityError as exc:
+        services.project_file_download_failed(
+            actor=request.user,
+            item=item,
+            request=request,
+            error_code="integrity",
+            description=str(exc),
+        )
+
+
+def file_response(request: HttpRequest, item, *, sandbox: bool) -> HttpResponse:
+    """The file as a streamed attachment, or an error page / JSON error."""
+    try:
+        chunks = blob_chunks(item)
+        first = next(chunks, b"")
+    except FileIntegrityError as exc:
+        services.project_file_download_failed(
+            actor=request.user,
+            item=item,
+            request=request,
+            error_code="integrity",
+            description=str(exc),
+        )
+        return error_response(request, 409, FILE_ALTERED)
+    except KeyError_ as exc:
+        services.project_file_download_failed(
+            actor=request.user,
+            item=item,
+            request=request,
+            error_code="key",
+            description=str(exc),
+        )
+        return error_response(request, 410, FILE_KEY_GONE.format(reason=exc))
+    services.project_file_download_record(
+        actor=request.user, item=item, request=request
+    )
+    response = StreamingHttpResponse(
+        _guarded(request, item, first, chunks), content_type=item.content_type
+    )
+    response["Content-Length"] = str(item.size)
+    response["Content-Disposition"] = content_disposition_header(True, item.name)
+    response["Cache-Control"] = "private, no-store"
+    if sandbox:
+        response["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    return response

@@ -1,0 +1,152 @@
+"""Secure deletion of projects and files, each with a sanitisation certificate.
+
+A project is erased cryptographically: a tombstone goes to the erasure ledger
+(outside the database, see ``projects.keys``), its data key row is deleted
+in the same transaction as its rows, and once that commits every version of
+every object it stored is deleted. Without the data key the ciphertext is
+unreadable even where a copy survives. A single file shares its project's
+key, so it is erased by deleting every version of its object (and its
+tombstone makes a restore drop it again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import partial
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+from projects import keys
+from projects.models import (
+    ErasureCertificate,
+    ErasureMethod,
+    Project,
+    ProjectFile,
+    ProjectKey,
+)
+from projects.storage import blob_delete
+
+
+def _label(actor) -> str:
+    if actor is None:
+        return "system"
+    return getattr(actor, "email", "") or f"user {actor.pk}"
+
+
+def _requested_by(actor):
+    return actor if getattr(actor, "pk", None) else None
+
+
+def _finish(certificate_id, storage, names: list[str]) -> None:
+    """Delete the objects (every version), then complete the certificate."""
+    removed: list[str] = []
+    for name in names:
+        removed.extend(blob_delete(storage, name))
+    certificate = ErasureCertificate.objects.get(pk=certificate_id)
+    certificate.objects_removed = removed
+    certificate.completed_at = timezone.now()
+    certificate.save(update_fields=["objects_removed", "completed_at"])
+    audit_record(
+        event_type="erasure.certificate",
+        actor=certificate.requested_by,
+        target=certificate,
+        details={
+            "certificate": str(certificate.pk),
+            "subject": f"{certificate.subject_type} {certificate.subject_id}",
+            "method": certificate.method,
+            "key_destroyed": certificate.key_destroyed,
+            "objects_removed": len(removed),
+        },
+    )
+
+
+def project_erase(
+    *, actor, project: Project, request=None, reason: str = "", via: str = "user"
+) -> ErasureCertificate:
+    """Destroy the project's data key, delete its rows, then its objects."""
+    storage = ProjectFile._meta.get_field("blob").storage
+    names = [n for n in project.files.values_list("blob", flat=True) if n]
+    key_row = ProjectKey.objects.filter(pk=project.pk).first()
+    fingerprint = (
+        f"{key_row.kek_id}:{hashlib.sha256(bytes(key_row.wrapped)).hexdigest()[:16]}"
+        if key_row is not None
+        else ""
+    )
+    path = keys.ledger_record(
+        kind="project", object_id=project.pk, details={"key": fingerprint}
+    )
+    try:
+        with transaction.atomic():
+            ProjectKey.objects.filter(pk=project.pk).delete()
+            certificate = ErasureCertificate.objects.create(
+                subject_type="project",
+                subject_id=str(project.pk),
+                subject_label=project.name,
+                method=ErasureMethod.CRYPTO_ERASE,
+                requested_by=_requested_by(actor),
+                requested_by_label=_label(actor),
+                reason=reason or via,
+                key_destroyed=fingerprint or "no key (no encrypted files)",
+                objects_planned=names,
+            )
+            audit_record(
+                event_type="project.delete",
+                actor=actor,
+                request=request,
+                target=project,
+                details={
+                    "name": project.name,
+                    "files": len(names),
+                    "via_admin": via == "admin",
+                    "via": via,
+                    "certificate": str(certificate.pk),
+                    "method": ErasureMethod.CRYPTO_ERASE.value,
+                },
+            )
+            project.delete()
+            transaction.on_commit(partial(_finish, certificate.pk, storage, names))
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return certificate
+
+
+def file_erase(*, actor, item: ProjectFile, request=None, via: str = "user"):
+    """Delete the file's row, then every version of its object."""
+    storage, name = item.blob.storage, item.blob.name
+    path = keys.ledger_record(
+        kind="file", object_id=item.pk, details={"project": str(item.project_id)}
+    )
+    try:
+        with transaction.atomic():
+            certificate = ErasureCertificate.objects.create(
+                subject_type="file",
+                subject_id=str(item.pk),
+                subject_label=item.name,
+                method=ErasureMethod.DELETE,
+                requested_by=_requested_by(actor),
+                requested_by_label=_label(actor),
+                reason=via,
+                objects_planned=[name] if name else [],
+            )
+            audit_record(
+                event_type="file.delete",
+                actor=actor,
+                request=request,
+                target=item,
+                details={
+                    "project": str(item.project_id),
+                    "name": item.name,
+                    "certificate": str(certificate.pk),
+                },
+            )
+            item.delete()
+            transaction.on_commit(
+                partial(_finish, certificate.pk, storage, [name] if name else [])
+            )
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return certificate

@@ -1,0 +1,254 @@
+"""Project data keys, the key-encryption keys that wrap them, and erasure records.
+
+Envelope encryption: every project has a random 256-bit data key that
+encrypts its files (``projects.crypto``). The data key is stored only wrapped
+(AES-256-GCM) by a key-encryption key (KEK) from the keyring, with the KEK's
+id recorded, in ``ProjectKey``. The keyring comes from the environment::
+
+    KREO_KEYRING="2026a:<base64 32 bytes>,2025b:<base64 32 bytes>"
+    KREO_ACTIVE_KEY_ID=2026a
+
+``KeyEncryptionKeys`` is the whole interface the rest of the code uses
+(``active_id``, ``wrap``, ``unwrap``); a cloud KMS client can implement it.
+
+Erasure that reaches backups: destroying a project's data key also writes a
+tombstone to the erasure ledger, a folder (``KREO_KEY_LEDGER_DIR``) that is
+outside the database and outside the file storage, so no backup of either
+contains it and no restore rolls it back. ``after_restore`` (called by the
+backup restore path) applies every tombstone to the restored database: the
+data keys of erased projects are destroyed again and their rows and objects
+removed. Retiring a KEK from the keyring after ``keys_rotate`` makes every
+older backup's wrapped keys, read outside the restore path, undecryptable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+DATA_KEY_BYTES = 32
+NONCE = 12
+
+KEYRING_EMPTY = "KREO_KEYRING is empty: set it to id:base64key[,id:base64key...]."
+KEYRING_BAD = "KREO_KEYRING entry {entry!r} is not id:base64 of 32 bytes."
+ACTIVE_UNKNOWN = "KREO_ACTIVE_KEY_ID {kid!r} is not an id in KREO_KEYRING."
+KEK_UNKNOWN = (
+    "The data key of this project is wrapped by key-encryption key {kid!r}, "
+    "which is not in KREO_KEYRING."
+)
+UNWRAP_FAILED = "The data key of this project does not unwrap: it was altered."
+KEY_DESTROYED = "The project's data key was destroyed: its files cannot be read."
+
+
+class KeyError_(Exception):  # noqa: N801 - KeyError is a builtin
+    """A data key cannot be produced; the message says why."""
+
+
+class KeyEncryptionKeys(Protocol):
+    """What a KMS offers: wrap under the active key, unwrap under any known one."""
+
+    active_id: str
+
+    def wrap(self, data_key: bytes, *, context: bytes) -> tuple[str, bytes]: ...
+
+    def unwrap(self, key_id: str, wrapped: bytes, *, context: bytes) -> bytes: ...
+
+
+def _decode(raw: str) -> bytes:
+    raw = raw.strip()
+    try:
+        if "-" in raw or "_" in raw:
+            return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        return base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def parse_keyring(text: str) -> dict[str, bytes]:
+    keys: dict[str, bytes] = {}
+    for entry in (text or "").split(","):
+        if not entry.strip():
+            continue
+        kid, _, material = entry.strip().partition(":")
+        key = _decode(material)
+        if not kid or len(key) != DATA_KEY_BYTES:
+            raise KeyError_(KEYRING_BAD.format(entry=kid or entry[:8]))
+        keys[kid] = key
+    if not keys:
+        raise KeyError_(KEYRING_EMPTY)
+    return keys
+
+
+@dataclass(frozen=True)
+class LocalKeyring:
+    """KEKs held in the process, from the environment."""
+
+    keys: tuple[tuple[str, bytes], ...]
+    active_id: str
+
+    def _key(self, key_id: str) -> bytes:
+        for kid, key in self.keys:
+            if kid == key_id:
+                return key
+        raise KeyError_(KEK_UNKNOWN.format(kid=key_id))
+
+    def wrap(self, data_key: bytes, *, context: bytes) -> tuple[str, bytes]:
+        nonce = os.urandom(NONCE)
+        aad = self.active_id.encode() + b"\x00" + context
+        sealed = AESGCM(self._key(self.active_id)).encrypt(nonce, data_key, aad)
+        return self.active_id, nonce + sealed
+
+    def unwrap(self, key_id: str, wrapped: bytes, *, context: bytes) -> bytes:
+        aad = key_id.encode() + b"\x00" + context
+        try:
+            return AESGCM(self._key(key_id)).decrypt(
+                bytes(wrapped[:NONCE]), bytes(wrapped[NONCE:]), aad
+            )
+        except InvalidTag:
+            raise KeyError_(UNWRAP_FAILED) from None
+
+
+@lru_cache(maxsize=4)
+def _keyring(text: str, active: str) -> LocalKeyring:
+    keys = parse_keyring(text)
+    if active not in keys:
+        raise KeyError_(ACTIVE_UNKNOWN.format(kid=active))
+    return LocalKeyring(keys=tuple(keys.items()), active_id=active)
+
+
+def keyring() -> KeyEncryptionKeys:
+    """The configured KEKs (read from settings on each call, cached by value)."""
+    return _keyring(settings.KREO_KEYRING, settings.KREO_ACTIVE_KEY_ID)
+
+
+def _context(project_id) -> bytes:
+    return b"kreo-project-data-key\x00" + uuid.UUID(str(project_id)).bytes
+
+
+# Data keys --------------------------------------------------------------------
+
+
+def data_key_create(project) -> bytes:
+    """Give ``project`` a data key if it has none; return the key."""
+    from projects.models import ProjectKey
+
+    with transaction.atomic():
+        existing = (
+            ProjectKey.objects.select_for_update().filter(project=project).first()
+        )
+        if existing is not None:
+            return data_key_unwrap(existing)
+        data_key = os.urandom(DATA_KEY_BYTES)
+        kid, wrapped = keyring().wrap(data_key, context=_context(project.pk))
+        ProjectKey.objects.create(project=project, kek_id=kid, wrapped=wrapped)
+        return data_key
+
+
+def data_key_unwrap(row) -> bytes:
+    return keyring().unwrap(row.kek_id, bytes(row.wrapped), context=_context(row.pk))
+
+
+def data_key_get(project_id) -> bytes:
+    """The data key of the project, or KeyError_ when it was destroyed."""
+    from projects.models import ProjectKey
+
+    row = ProjectKey.objects.filter(pk=project_id).first()
+    if row is None:
+        raise KeyError_(KEY_DESTROYED)
+    return data_key_unwrap(row)
+
+
+def data_key_rewrap(row) -> bool:
+    """Wrap ``row``'s data key under the active KEK; False if it already is."""
+    ring = keyring()
+    if row.kek_id == ring.active_id:
+        return False
+    data_key = data_key_unwrap(row)
+    row.kek_id, row.wrapped = ring.wrap(data_key, context=_context(row.pk))
+    row.rotated_at = timezone.now()
+    row.save(update_fields=["kek_id", "wrapped", "rotated_at"])
+    return True
+
+
+# The erasure ledger -------------------------------------------------------------
+
+
+def _ledger_dir() -> Path:
+    return Path(settings.KREO_KEY_LEDGER_DIR)
+
+
+def ledger_record(*, kind: str, object_id, details: dict) -> Path:
+    """Write a tombstone for an erased project or file, durably, before erasing.
+
+    One small file per tombstone (no shared file to append to), written to a
+    temporary name, synced, then renamed into place.
+    """
+    folder = _ledger_dir()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / f"{kind}-{object_id}.json"
+    body = {"kind": kind, "id": str(object_id), "at": timezone.now().isoformat()}
+    temporary = folder / f".{path.name}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump({**body, **details}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return path
+
+
+def ledger_entries(kind: str | None = None) -> list[dict]:
+    folder = _ledger_dir()
+    if not folder.exists():
+        return []
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        if kind is None or entry.get("kind") == kind:
+            out.append(entry)
+    return out
+
+
+def after_restore(*, actor=None) -> dict:
+    """Apply the erasure ledger to a just-restored database and file storage.
+
+    The backup restore path calls this after the database and files are back.
+    Every project erased since the backup loses its data key again, then its
+    rows and objects; every deleted file loses its row and object.
+    """
+    from audit.services import audit_record
+    from projects.models import Project, ProjectFile, ProjectKey
+    from projects.storage import blob_delete_all_versions
+
+    project_ids = [entry["id"] for entry in ledger_entries("project")]
+    file_ids = [entry["id"] for entry in ledger_entries("file")]
+    keys = ProjectKey.objects.filter(pk__in=project_ids).delete()[0]
+    files = ProjectFile.objects.filter(project_id__in=project_ids) | (
+        ProjectFile.objects.filter(pk__in=file_ids)
+    )
+    names = list(files.values_list("blob", flat=True))
+    file_rows = files.delete()[0]
+    projects = Project.objects.filter(pk__in=project_ids).delete()[0]
+    for name in names:
+        blob_delete_all_versions(name)
+    summary = {
+        "keys_destroyed": keys,
+        "projects_removed": projects,
+        "file_rows_removed": file_rows,
+        "objects_removed": len(names),
+        "ledger_entries": len(project_ids) + len(file_ids),
+    }
+    audit_record(event_type="erasure.reapply", actor=actor, details=summary)
+    return summary
