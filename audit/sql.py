@@ -75,4 +75,9 @@ def grants_sql(role: str) -> list[str]:
         f"GRANT SELECT, INSERT ON audit_auditseal TO {quoted}",
         f"GRANT USAGE ON SEQUENCE audit_auditevent_id_seq TO {quoted}",
         f"GRANT USAGE ON SEQUENCE audit_auditseal_id_seq TO {quoted}",
+        # Archive bookkeeping and reviews change state: ordinary tables.
+        f"GRANT SELECT, INSERT, UPDATE ON audit_auditarchive, audit_auditreview "
+        f"TO {quoted}",
+        f"GRANT USAGE ON SEQUENCE audit_auditarchive_id_seq, "
+        f"audit_auditreview_id_seq TO {quoted}",
     ]
