@@ -560,6 +560,10 @@ def backup_restore(
         alias = databases.alias_for_url(target_db) if target_db else "default"
         try:
             _restore_into(manifest, source_copy, folder, alias, restore_files, progress)
+            # Erasures made since the backup stay erased (projects.keys).
+            from projects.keys import after_restore
+
+            after_restore(using=alias)
         finally:
             if alias != "default":
                 databases.drop_alias(alias)

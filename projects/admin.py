@@ -1,7 +1,14 @@
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.http import content_disposition_header
 
+from audit.services import audit_record
 from projects import services
-from projects.models import Membership, Project, ProjectFile
+from projects.models import ErasureCertificate, Membership, Project, ProjectFile
 
 
 class MembershipInline(admin.TabularInline):
@@ -75,3 +82,99 @@ class MembershipAdmin(admin.ModelAdmin):
     list_filter = ("role",)
     search_fields = ("project__name", "user__email")
     autocomplete_fields = ("project", "user")
+
+
+def certificate_document(certificate: ErasureCertificate) -> dict:
+    """The certificate as the JSON document staff download."""
+    return {
+        "certificate": str(certificate.pk),
+        "subject": {
+            "type": certificate.subject_type,
+            "id": certificate.subject_id,
+            "label": certificate.subject_label,
+        },
+        "method": certificate.method,
+        "method_label": certificate.get_method_display(),
+        "requested_by": certificate.requested_by_label,
+        "reason": certificate.reason,
+        "key_destroyed": certificate.key_destroyed,
+        "objects_planned": certificate.objects_planned,
+        "objects_removed": certificate.objects_removed,
+        "requested_at": certificate.created_at.isoformat(),
+        "completed_at": (
+            certificate.completed_at.isoformat() if certificate.completed_at else None
+        ),
+    }
+
+
+@admin.register(ErasureCertificate)
+class ErasureCertificateAdmin(admin.ModelAdmin):
+    list_display = (
+        "subject_type",
+        "subject_label",
+        "method",
+        "requested_by_label",
+        "created_at",
+        "completed_at",
+    )
+    list_filter = ("subject_type", "method")
+    search_fields = ("subject_id", "subject_label", "requested_by_label")
+    readonly_fields = (
+        "download",
+        "id",
+        "subject_type",
+        "subject_id",
+        "subject_label",
+        "method",
+        "requested_by",
+        "requested_by_label",
+        "reason",
+        "key_destroyed",
+        "objects_planned",
+        "objects_removed",
+        "created_at",
+        "completed_at",
+    )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Certificates are the evidence of an erasure: nobody deletes them.
+        return False
+
+    @admin.display(description="Certificate")
+    def download(self, obj):
+        url = reverse("admin:projects_erasurecertificate_download", args=[obj.pk])
+        return format_html('<a class="button" href="{}">Download (JSON)</a>', url)
+
+    def get_urls(self):
+        own = [
+            path(
+                "<uuid:certificate_id>/download/",
+                self.admin_site.admin_view(self.download_view),
+                name="projects_erasurecertificate_download",
+            )
+        ]
+        return own + super().get_urls()
+
+    def download_view(self, request, certificate_id):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        certificate = get_object_or_404(ErasureCertificate, pk=certificate_id)
+        audit_record(
+            event_type="erasure.certificate.download",
+            actor=request.user,
+            request=request,
+            target=certificate,
+        )
+        response = JsonResponse(
+            certificate_document(certificate), json_dumps_params={"indent": 2}
+        )
+        response["Content-Disposition"] = content_disposition_header(
+            True, f"erasure-certificate-{certificate.pk}.json"
+        )
+        return response

@@ -29,6 +29,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
@@ -36,7 +37,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 DATA_KEY_BYTES = 32
@@ -221,12 +222,35 @@ def ledger_entries(kind: str | None = None) -> list[dict]:
     return out
 
 
-def after_restore(*, actor=None) -> dict:
+def ledger_settle(*, now=None, grace_seconds: int = 3600) -> int:
+    """Drop tombstones of erasures that rolled back; return how many.
+
+    A tombstone is written before its erasure commits. One older than the
+    grace period whose project or file still exists in the live database
+    belongs to an erasure that never happened. Never call this between a
+    database restore and ``after_restore``.
+    """
+    from projects.models import Project, ProjectFile
+
+    now = now or timezone.now()
+    dropped = 0
+    for path in sorted(_ledger_dir().glob("*.json")) if _ledger_dir().exists() else []:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        age = (now - datetime.fromisoformat(entry["at"])).total_seconds()
+        model = Project if entry["kind"] == "project" else ProjectFile
+        if age > grace_seconds and model.objects.filter(pk=entry["id"]).exists():
+            path.unlink(missing_ok=True)
+            dropped += 1
+    return dropped
+
+
+def after_restore(*, using: str = "default", actor=None) -> dict:
     """Apply the erasure ledger to a just-restored database and file storage.
 
     The backup restore path calls this after the database and files are back.
     Every project erased since the backup loses its data key again, then its
-    rows and objects; every deleted file loses its row and object.
+    rows and objects; every deleted file loses its row and every version of
+    its object.
     """
     from audit.services import audit_record
     from projects.models import Project, ProjectFile, ProjectKey
@@ -234,21 +258,59 @@ def after_restore(*, actor=None) -> dict:
 
     project_ids = [entry["id"] for entry in ledger_entries("project")]
     file_ids = [entry["id"] for entry in ledger_entries("file")]
-    keys = ProjectKey.objects.filter(pk__in=project_ids).delete()[0]
-    files = ProjectFile.objects.filter(project_id__in=project_ids) | (
-        ProjectFile.objects.filter(pk__in=file_ids)
-    )
-    names = list(files.values_list("blob", flat=True))
-    file_rows = files.delete()[0]
-    projects = Project.objects.filter(pk__in=project_ids).delete()[0]
+    with transaction.atomic(using=using):
+        keys = ProjectKey.objects.using(using).filter(pk__in=project_ids).delete()[0]
+        files = ProjectFile.objects.using(using).filter(
+            models.Q(project_id__in=project_ids) | models.Q(pk__in=file_ids)
+        )
+        names = [name for name in files.values_list("blob", flat=True) if name]
+        file_rows = files.delete()[0]
+        projects = Project.objects.using(using).filter(pk__in=project_ids).delete()[0]
+    removed = []
     for name in names:
-        blob_delete_all_versions(name)
+        removed.extend(blob_delete_all_versions(name))
     summary = {
-        "keys_destroyed": keys,
-        "projects_removed": projects,
-        "file_rows_removed": file_rows,
-        "objects_removed": len(names),
         "ledger_entries": len(project_ids) + len(file_ids),
+        "keys_destroyed": keys,
+        "rows_removed": file_rows + projects,
+        "objects_removed": len(removed),
     }
-    audit_record(event_type="erasure.reapply", actor=actor, details=summary)
+    if keys or file_rows or projects or removed:
+        audit_record(event_type="erasure.reapply", actor=actor, details=summary)
+    return summary
+
+
+def data_keys_rotate(*, actor=None, progress=None, batch: int = 200) -> dict:
+    """Rewrap every data key not under the active KEK; files are not touched.
+
+    Each key is rewrapped in its own short transaction, so an interrupted run
+    loses nothing and the next run continues with the keys still to do.
+    ``progress(done, total)`` is called after each batch.
+    """
+    from audit.services import audit_record
+    from projects.models import ProjectKey
+
+    active = keyring().active_id
+    pending = ProjectKey.objects.exclude(kek_id=active)
+    total, done, last = pending.count(), 0, None
+    while True:
+        page = pending.order_by("pk")
+        if last is not None:
+            page = page.filter(pk__gt=last)
+        ids = list(page.values_list("pk", flat=True)[:batch])
+        if not ids:
+            break
+        for pk in ids:
+            with transaction.atomic():
+                row = ProjectKey.objects.select_for_update().filter(pk=pk).first()
+                if row is not None and data_key_rewrap(row):
+                    done += 1
+        last = ids[-1]
+        if progress:
+            progress(done, total)
+    by_kek = dict(
+        ProjectKey.objects.values_list("kek_id").annotate(n=models.Count("pk"))
+    )
+    summary = {"rewrapped": done, "active": active, "keys_by_kek": by_kek}
+    audit_record(event_type="keys.rotate", actor=actor, details=summary)
     return summary
