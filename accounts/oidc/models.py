@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
-from django_otp.models import Device
+from django_otp.models import Device, DeviceManager
 
 
 class Identity(models.Model):
@@ -38,14 +38,22 @@ class Identity(models.Model):
         return f"{self.subject} at {self.issuer}"
 
 
+class IdPDeviceManager(DeviceManager):
+    def devices_for_user(self, user, confirmed=None):
+        """Never offered as a device to type a code into (password login,
+        security page): it only stands for a factor used at the IdP."""
+        return self.none()
+
+
 class IdPDevice(Device):
     """The identity provider's second factor, as django-otp sees it.
 
     A session is OTP-verified through this device when the provider says the
     user passed multi-factor authentication (``amr``). It never accepts a
-    token itself, and stays unconfirmed so the password login never asks
-    for it.
+    token itself.
     """
+
+    objects = IdPDeviceManager()
 
     def verify_token(self, token) -> bool:
         return False

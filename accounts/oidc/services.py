@@ -192,7 +192,7 @@ def sso_login(*, request: HttpRequest, user: User, result: SSOResult) -> str:
         device = None
         if otp_required_for(user) and roles.mfa_done(amr):
             device = IdPDevice.objects.get_or_create(
-                user=user, defaults={"name": "Identity provider", "confirmed": False}
+                user=user, defaults={"name": "Identity provider"}
             )[0]
         elif any(devices_for_user(user, confirmed=True)):
             # Our own second step: the accounts OTP page finishes the login.

@@ -51,7 +51,7 @@ const config = {
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
   conformIdTokenClaims: false,
   claims: {
-    openid: ['sub', 'realm_access', 'resource_access'],
+    openid: ['sub', 'acr', 'amr', 'realm_access', 'resource_access'],
     email: ['email', 'email_verified'],
     profile: ['name', 'preferred_username'],
   },
