@@ -2,6 +2,7 @@
 that touches protected data or fails."""
 
 import logging
+from functools import partial
 
 from auditlog.context import set_extra_data
 from django.conf import settings
@@ -62,6 +63,11 @@ class AuditMiddleware:
     recorded its own event (which carries the same request context and
     correlation id) gets no second, generic event; a failed one (4xx, 5xx)
     always gets a request event with its status.
+
+    The request event is written when the server closes the response, after
+    the body went out (as FileResponse closes its file), so its INSERT is not
+    in the user's latency. Events that services record stay inside their own
+    transaction.
     """
 
     def __init__(self, get_response):
@@ -81,7 +87,11 @@ class AuditMiddleware:
             }
             with set_extra_data(context_data=extra):
                 response = self.get_response(request)
-            self._record(request, response)
+            if self._wanted(request, response):
+                # Django's own hook for work at close(); see FileResponse.
+                response._resource_closers.append(
+                    partial(self._record, request, response, cid)
+                )
         finally:
             reset_correlation_id(token)
         response[CORRELATION_HEADER] = cid
@@ -91,11 +101,18 @@ class AuditMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         request.audit_exception = type(exception).__name__
 
-    def _record(self, request: HttpRequest, response: HttpResponse) -> None:
+    @staticmethod
+    def _area(request: HttpRequest) -> str | None:
+        return next((a for p, a in AREAS if request.path.startswith(p)), None)
+
+    def _wanted(self, request: HttpRequest, response: HttpResponse) -> bool:
+        if response.status_code >= 400:
+            return True
+        return self._area(request) is not None and not recorded_count()
+
+    def _record(self, request: HttpRequest, response: HttpResponse, cid: str) -> None:
         status = response.status_code
-        area = next((a for p, a in AREAS if request.path.startswith(p)), None)
-        if status < 400 and (area is None or recorded_count()):
-            return
+        area = self._area(request)
         error_code = f"http.{status}" if status >= 400 else ""
         description = getattr(request, "audit_exception", "") or (
             response.reason_phrase if status >= 400 else ""
@@ -108,10 +125,10 @@ class AuditMiddleware:
                 status_code=status,
                 error_code=error_code,
                 error_description=description,
+                correlation_id=cid,
             )
         except Exception:
-            # The response is already computed; losing this one event is
-            # logged loudly rather than turning the user's page into a 500.
+            # The response is already sent; a lost event is logged loudly.
             logger.exception("audit: could not record request %s", request.path)
 
     def _device_cookie(self, request: HttpRequest, response: HttpResponse) -> None:
