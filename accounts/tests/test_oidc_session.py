@@ -160,3 +160,26 @@ def test_local_sign_out_still_works_through_the_same_button(live_server, client)
     response = client.post("/oidc/logout/")
     assert response.status_code == 302 and response["Location"] == "/accounts/login/"
     assert client.get("/projects/").status_code == 302
+
+
+def test_staff_with_our_totp_pass_our_second_step_after_sso(sso, live_server):
+    """An SSO admin without MFA at the IdP but with our TOTP enrolled goes
+    through our code step; only then is the admin open."""
+    from django_otp.oath import totp
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    _account(sso, "s-adm-3", login="ada3", realm_roles=["kreo-admin"], amr=["pwd"])
+    session = requests.Session()
+    session.get(idp_login(session, live_server, "ada3"))  # first visit: enrol
+    user = User.objects.get(email="ada3@example.com")
+    device = TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
+    session = requests.Session()
+    step = session.get(idp_login(session, live_server, "ada3"))
+    assert urlsplit(step.url).path == "/accounts/login/verify/"
+    pending = session.get(f"{live_server.url}/admin/", allow_redirects=False)
+    assert pending.status_code == 302  # not signed in yet: to the login page
+    code = totp(device.bin_key, step=device.step, t0=device.t0, digits=6)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', step.text)[1]
+    session.post(step.url, data={"csrfmiddlewaretoken": token, "token": f"{code:06d}"})
+    page = session.get(f"{live_server.url}/admin/")
+    assert page.status_code == 200 and "Kreo administration" in page.text
