@@ -1,6 +1,8 @@
 """Session refresh: SSO sessions go back to the IdP (prompt=none) every
 OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS, so roles are read again."""
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.urls import reverse
 from django.utils.deprecation import MiddlewareMixin
@@ -54,3 +56,19 @@ class SessionRefresh(BaseSessionRefresh):
             and ID_TOKEN in request.session
             and super().is_refreshable_url(request)
         )
+
+    def process_response(self, request, response):
+        """Let forms lead to the IdP: sign-out and link POST, then redirect
+        there, and CSP's form-action covers the redirect's target too."""
+        if settings.KREO_OIDC_ENABLED:
+            origins = {
+                "{0.scheme}://{0.netloc}".format(urlsplit(url))
+                for url in (
+                    settings.OIDC_OP_LOGOUT_ENDPOINT,
+                    settings.OIDC_OP_AUTHORIZATION_ENDPOINT,
+                )
+            }
+            update = dict(getattr(response, "_csp_update", None) or {})
+            update["form-action"] = [*update.get("form-action", []), *sorted(origins)]
+            response._csp_update = update
+        return response
