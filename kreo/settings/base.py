@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "auditlog",
     "audit",
     "accounts",
+    "accounts.oidc",  # single sign-on through Keycloak
     "projects",
     "backups",
 ]
@@ -73,6 +74,7 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "accounts.middleware.SessionControlMiddleware",
+    "accounts.oidc.middleware.SessionRefresh",  # SSO roles re-read from the IdP
     "audit.middleware.AuditMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -264,6 +266,66 @@ ACCOUNTS_2FA_REQUIRED_FOR = env.str("KREO_2FA_REQUIRED_FOR", default="staff")
 ACCOUNTS_VERIFY_MAX_AGE = env.int("KREO_VERIFY_MAX_AGE_SECONDS", default=2 * 86400)
 PASSWORD_RESET_TIMEOUT = env.int("KREO_PASSWORD_RESET_SECONDS", default=3600)
 OTP_TOTP_ISSUER = "Kreo"
+
+# Single sign-on through Keycloak (accounts.oidc, mozilla-django-oidc). Off
+# unless KREO_OIDC_ISSUER names the realm, e.g.
+# https://sso.example.com/realms/kreo; the endpoints are Keycloak's under it
+# unless set one by one.
+KREO_OIDC_ISSUER = env.str("KREO_OIDC_ISSUER", default="").rstrip("/")
+KREO_OIDC_ENABLED = bool(KREO_OIDC_ISSUER)
+_oidc_base = f"{KREO_OIDC_ISSUER}/protocol/openid-connect"
+OIDC_OP_AUTHORIZATION_ENDPOINT = env.str(
+    "KREO_OIDC_AUTHORIZATION_ENDPOINT", default=f"{_oidc_base}/auth"
+)
+OIDC_OP_TOKEN_ENDPOINT = env.str(
+    "KREO_OIDC_TOKEN_ENDPOINT", default=f"{_oidc_base}/token"
+)
+OIDC_OP_USER_ENDPOINT = env.str(
+    "KREO_OIDC_USERINFO_ENDPOINT", default=f"{_oidc_base}/userinfo"
+)
+OIDC_OP_JWKS_ENDPOINT = env.str(
+    "KREO_OIDC_JWKS_ENDPOINT", default=f"{_oidc_base}/certs"
+)
+OIDC_OP_LOGOUT_ENDPOINT = env.str(
+    "KREO_OIDC_LOGOUT_ENDPOINT", default=f"{_oidc_base}/logout"
+)
+OIDC_RP_CLIENT_ID = env.str("KREO_OIDC_CLIENT_ID", default="kreo")
+OIDC_RP_CLIENT_SECRET = env.str("KREO_OIDC_CLIENT_SECRET", default="")
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_RP_SCOPES = "openid email profile"
+OIDC_USE_NONCE = True
+OIDC_USE_PKCE = True
+OIDC_PKCE_CODE_CHALLENGE_METHOD = "S256"
+OIDC_TOKEN_USE_BASIC_AUTH = True  # client_secret_basic
+OIDC_TIMEOUT = 10
+OIDC_LEEWAY_SECONDS = 30  # clock skew allowed on exp/iat
+# Roles are read again from the IdP (prompt=none) this often: a role removed
+# in Keycloak is gone from the app at the next request after it.
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = env.int("KREO_OIDC_REFRESH_SECONDS", default=300)
+# Login buttons and the Keycloak broker alias each one sends as kc_idp_hint.
+KREO_OIDC_IDP_HINTS = env.dict(
+    "KREO_OIDC_IDP_HINTS",
+    default={
+        "google": "google",
+        "linkedin": "linkedin-openid-connect",
+        "microsoft": "microsoft",
+        "company": "company-sso",
+    },
+)
+# Keycloak role -> Django group ("-" for none); a user needs one of these roles.
+KREO_OIDC_ROLE_GROUPS = env.dict(
+    "KREO_OIDC_ROLE_GROUPS",
+    default={"kreo-admin": "Admin", "kreo-auditor": "Auditor", "kreo-user": "-"},
+)
+KREO_OIDC_STAFF_ROLES = env.list(
+    "KREO_OIDC_STAFF_ROLES", default=["kreo-admin", "kreo-auditor"]
+)
+# amr values that count as a second factor done at the IdP.
+KREO_OIDC_MFA_AMR = env.list("KREO_OIDC_MFA_AMR", default=["otp", "mfa", "hwk"])
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "accounts.oidc.backends.KreoOIDCBackend",
+]
 # reCAPTCHA v2: keys from the environment (production requires them; the
 # defaults are Google's published test keys). The verify endpoint is
 # configurable so tests can run a local siteverify server.

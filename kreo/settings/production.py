@@ -13,6 +13,9 @@ REQUIRED = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_
 REQUIRED = (*REQUIRED, "RECAPTCHA_PUBLIC_KEY", "RECAPTCHA_PRIVATE_KEY")
 # Key-encryption keys of project files, and where erasure tombstones live.
 REQUIRED = (*REQUIRED, "KREO_KEYRING", "KREO_ACTIVE_KEY_ID", "KREO_KEY_LEDGER_DIR")
+# Single sign-on (accounts.oidc), when switched on: the Keycloak client secret.
+if os.environ.get("KREO_OIDC_ISSUER", "").strip():
+    REQUIRED = (*REQUIRED, "KREO_OIDC_CLIENT_SECRET")
 _missing = [name for name in REQUIRED if not os.environ.get(name, "").strip()]
 if _missing:
     # A plain message and exit status 1, not a traceback from deep inside
