@@ -9,15 +9,19 @@ same state of the database, whatever writes happen meanwhile.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import decimal
+import fcntl
 import hashlib
 import json
 import os
+import queue
 import shutil
 import sqlite3
 import subprocess  # nosec B404
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -268,8 +272,7 @@ def native_dump(snap: Snapshot) -> Iterator[bytes]:
             env=_pg_env(settings_dict),
         )
         try:
-            while piece := process.stdout.read(1024 * 1024):
-                yield piece
+            yield from _read_ahead(process.stdout, abort=process.kill)
         finally:
             process.stdout.close()
             code = process.wait()
@@ -278,6 +281,44 @@ def native_dump(snap: Snapshot) -> Iterator[bytes]:
             raise RuntimeError(
                 PG_DUMP_FAILED.format(error=errors.read().decode()[-2000:])
             )
+
+
+def _read_ahead(stream, abort, depth: int = 8) -> Iterator[bytes]:
+    """Yield 1 MiB pieces of ``stream`` read by a thread up to ``depth`` ahead.
+
+    pg_dump then never waits on a full pipe while a piece is encrypted and
+    hashed: the two overlap, and memory stays bounded by ``depth`` pieces.
+    A consumer that stops early calls ``abort`` (kill the producer).
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, 1024 * 1024)
+    pieces: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            while not stop.is_set():
+                piece = stream.read(1024 * 1024)
+                pieces.put(piece)
+                if not piece:
+                    return
+        except (OSError, ValueError):
+            pieces.put(b"")
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    finished = False
+    try:
+        while piece := pieces.get():
+            yield piece
+        finished = True
+    finally:
+        stop.set()
+        if not finished:
+            abort()
+        while reader.is_alive():
+            with contextlib.suppress(queue.Empty):
+                pieces.get(timeout=0.1)
 
 
 def native_restore(chunks: Iterable[bytes], vendor: str, using: str) -> None:
