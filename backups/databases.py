@@ -65,7 +65,8 @@ class Snapshot:
     vendor: str
     pg_snapshot: str = ""
     sqlite_path: Path | None = None
-    tables: list[str] = field(default_factory=list)
+    # Connection settings, for pg_dump in a thread without a Django connection.
+    settings: dict = field(default_factory=dict)
 
 
 def register_alias(settings_dict: dict, prefix: str = "backup") -> str:
@@ -141,7 +142,12 @@ def snapshot() -> Iterator[Snapshot]:
                 )
                 cursor.execute("SELECT pg_export_snapshot()")
                 exported = cursor.fetchone()[0]
-            yield Snapshot(alias=alias, vendor="postgresql", pg_snapshot=exported)
+            yield Snapshot(
+                alias=alias,
+                vendor="postgresql",
+                pg_snapshot=exported,
+                settings=dict(conn.settings_dict),
+            )
         finally:
             try:
                 conn.rollback()
@@ -207,23 +213,31 @@ def model_rows(model, using: str) -> Iterator[tuple]:
     )
 
 
-def table_stats(using: str) -> dict[str, dict]:
-    """Row count and an order-independent checksum of every backed-up table.
+class TableTally:
+    """A table's row count and checksum: the sum, modulo 2**256, of each
+    row's SHA-256 over its canonical JSON. The same rows give the same value
+    on PostgreSQL and SQLite, whatever order each engine returns them in."""
 
-    The checksum is the sum, modulo 2**256, of each row's SHA-256 over its
-    canonical JSON: the same rows give the same value on PostgreSQL and
-    SQLite, whatever order each engine returns them in.
-    """
+    def __init__(self) -> None:
+        self.rows = 0
+        self.total = 0
+
+    def add(self, encoded_row: bytes) -> None:
+        self.rows += 1
+        self.total += int.from_bytes(hashlib.sha256(encoded_row).digest(), "big")
+
+    def as_dict(self) -> dict:
+        return {"rows": self.rows, "checksum": format(self.total % (1 << 256), "064x")}
+
+
+def table_stats(using: str) -> dict[str, dict]:
+    """Row count and order-independent checksum of every backed-up table."""
     stats = {}
     for model in backed_up_models(using):
-        count, total = 0, 0
+        tally = TableTally()
         for row in model_rows(model, using):
-            count += 1
-            total += int.from_bytes(hashlib.sha256(encode_row(row)).digest(), "big")
-        stats[model._meta.db_table] = {
-            "rows": count,
-            "checksum": format(total % (1 << 256), "064x"),
-        }
+            tally.add(encode_row(row))
+        stats[model._meta.db_table] = tally.as_dict()
     return stats
 
 
@@ -254,7 +268,7 @@ def native_dump(snap: Snapshot) -> Iterator[bytes]:
             while piece := source.read(1024 * 1024):
                 yield piece
         return
-    settings_dict = connections[snap.alias].settings_dict
+    settings_dict = snap.settings
     command = [
         _pg_tool("pg_dump"),
         "--format=custom",

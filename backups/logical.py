@@ -20,6 +20,7 @@ from django.db import connections, transaction
 
 from backups.crypto import IterReader
 from backups.databases import (
+    TableTally,
     _attnames,
     backed_up_models,
     encode_row,
@@ -35,8 +36,12 @@ COLUMNS = (
 UNKNOWN_MODEL = "The logical export names a model this code does not have: {label}."
 
 
-def export_lines(using: str) -> Iterator[bytes]:
-    """Yield the logical export of the database behind alias ``using``."""
+def export_lines(using: str, stats: dict | None = None) -> Iterator[bytes]:
+    """Yield the logical export of the database behind alias ``using``.
+
+    With ``stats``, also fill it with each table's row count and checksum
+    (as ``databases.table_stats`` computes them) in the same pass.
+    """
     models = backed_up_models(using)
     buffer = bytearray()
     for model in models:
@@ -46,11 +51,16 @@ def export_lines(using: str) -> Iterator[bytes]:
             "fields": _attnames(model),
         }
         buffer += json.dumps(header).encode() + b"\n"
+        tally = TableTally()
         for row in model_rows(model, using):
-            buffer += encode_row(list(row)) + b"\n"
+            line = encode_row(row)
+            tally.add(line)
+            buffer += line + b"\n"
             if len(buffer) >= 1024 * 1024:
                 yield bytes(buffer)
                 buffer.clear()
+        if stats is not None:
+            stats[model._meta.db_table] = tally.as_dict()
     buffer += json.dumps({"end": len(models)}).encode() + b"\n"
     yield bytes(buffer)
 
