@@ -6,31 +6,42 @@ on too) only as ``projects.crypto`` ciphertext under the project's data key.
 
 from collections.abc import Iterator
 
+from botocore.exceptions import ClientError
 from django.core.files import File
 from django.core.files.storage import Storage
 from django.db.models.fields.files import FieldFile
+from storages.utils import clean_name
 
 from projects import crypto, keys
 
 CHUNK = crypto.SEALED_CHUNK
 FORMAT = "kreo-f1"
+MISSING = "The stored object of this file is missing."
 
 
 def raw_chunks(blob: FieldFile, chunk_size: int = CHUNK) -> Iterator[bytes]:
     """Yield the stored bytes of ``blob`` without holding the file in memory.
 
-    django-storages' S3 file object downloads the whole object before the
-    first read; its ``obj`` is the boto3 object, whose body streams.
+    On S3 the object's body streams from one GET (django-storages' file object
+    would send a HEAD first, then download the whole object before the first
+    read). A missing object raises FileIntegrityError.
     """
-    handle = blob.storage.open(blob.name, "rb")
-    s3_object = getattr(handle, "obj", None)
-    if s3_object is not None:
-        body = s3_object.get()["Body"]
+    storage = blob.storage
+    if hasattr(storage, "bucket"):
+        key = storage._normalize_name(clean_name(blob.name))
+        try:
+            body = storage.bucket.Object(key).get()["Body"]
+        except ClientError as exc:
+            raise crypto.FileIntegrityError(MISSING) from exc
         try:
             yield from body.iter_chunks(chunk_size)
         finally:
             body.close()
         return
+    try:
+        handle = storage.open(blob.name, "rb")
+    except FileNotFoundError as exc:
+        raise crypto.FileIntegrityError(MISSING) from exc
     with handle:
         while chunk := handle.read(chunk_size):
             yield chunk
