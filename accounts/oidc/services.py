@@ -82,6 +82,8 @@ def roles_apply(*, request: HttpRequest | None, user: User, claim_roles: list) -
     if staff_changed:
         user.is_staff = staff
         user.save(update_fields=["is_staff"])
+    for cache in ("_global_roles", "_perm_cache", "_group_perm_cache"):
+        user.__dict__.pop(cache, None)
     audit_record(
         event_type="auth.sso.roles",
         request=request,

@@ -53,13 +53,17 @@ class CallbackView(View):
         states = request.session.get("oidc_states") or {}
         entry = states.pop(request.GET.get("state", ""), None)
         request.session["oidc_states"] = states
+        if entry is None:
+            # Not a flow this browser started: refuse, and leave its session
+            # alone (a stray link must not sign anyone out).
+            return self.failure(
+                request, errors.SSOFailure("state_mismatch"), keep_session=True
+            )
         if request.GET.get("error"):
             code = "provider_error"
             if request.GET["error"] in {"login_required", "interaction_required"}:
                 code = "idp_session_ended"
             return self.failure(request, errors.SSOFailure(code))
-        if entry is None:
-            return self.failure(request, errors.SSOFailure("state_mismatch"))
         link_to = services.link_target(request)
         try:
             user = auth.authenticate(
@@ -69,7 +73,7 @@ class CallbackView(View):
                 link_to=link_to,
             )
         except errors.SSOFailure as exc:
-            return self.failure(request, exc, linking=link_to is not None)
+            return self.failure(request, exc, keep_session=link_to is not None)
         if user is None:
             return self.failure(request, errors.SSOFailure("bad_token"))
         if link_to is not None:
@@ -85,12 +89,12 @@ class CallbackView(View):
             return redirect(f"{next_step}?next={next_url}")
         return HttpResponseRedirect(next_url)
 
-    def failure(self, request, exc: errors.SSOFailure, linking=False):
+    def failure(self, request, exc: errors.SSOFailure, keep_session=False):
         user = exc.user
         if user is None and request.user.is_authenticated:
             user = request.user
         services.failure_record(request=request, code=exc.code, user=user)
-        if request.user.is_authenticated and not linking:
+        if request.user.is_authenticated and not keep_session:
             # A failed refresh ends the session it was refreshing.
             services.logout_url(request=request)
         status = 403 if exc.code in errors.FORBIDDEN else 400

@@ -189,3 +189,16 @@ def test_error_from_the_provider_is_refused(sso, live_server):
         f"{live_server.url}/oidc/callback/?error=access_denied&state={state}"
     )
     _assert_refused(session, live_server, page, "provider_error")
+
+
+def test_stray_callback_link_does_not_sign_anyone_out(sso, live_server):
+    """A callback URL this browser did not start (a link or image planted by
+    someone else) is refused without ending the signed-in session."""
+    _account(sso, "s-stray", login="stella")
+    session = requests.Session()
+    session.get(idp_login(session, live_server, "stella"))
+    page = session.get(f"{live_server.url}/oidc/callback/?code=x&state=planted")
+    assert page.status_code == 400
+    event = AuditEvent.objects.filter(event_type="auth.sso.failure").last()
+    assert event.error_code == "state_mismatch"
+    assert session.get(f"{live_server.url}/projects/").status_code == 200
