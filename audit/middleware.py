@@ -7,6 +7,7 @@ from functools import partial
 from auditlog.context import set_extra_data
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.utils.functional import SimpleLazyObject
 
 from audit.context import (
     new_correlation_id,
@@ -81,7 +82,8 @@ class AuditMiddleware:
         request.audit_correlation_id = cid
         try:
             extra = {
-                "actor": getattr(request, "user", None),
+                # The user is known only once AuthenticationMiddleware ran.
+                "actor": SimpleLazyObject(lambda: getattr(request, "user", None)),
                 "remote_addr": client_ip(request),
                 "remote_port": None,
             }
