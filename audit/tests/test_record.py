@@ -83,3 +83,20 @@ def test_deleting_user_keeps_events():
     stored = AuditEvent.objects.get(pk=event.pk)
     assert stored.actor_label == event.actor_label
     assert stored.content_hash == chain.content_hash(chain.event_values(stored))
+
+
+def test_requests_refused_by_outer_middleware_are_recorded():
+    """A forged Host header and a POST without CSRF token, refused before any
+    view runs, are still recorded with status and source."""
+    from django.test import Client
+
+    bad_host = Client(HTTP_HOST="evil.example")
+    response = bad_host.get("/projects/")
+    event = AuditEvent.objects.get(correlation_id=response["X-Correlation-ID"])
+    assert (event.status_code, event.outcome) == (400, Outcome.FAILURE)
+    strict = Client(enforce_csrf_checks=True)
+    response = strict.post("/accounts/login/", {"username": "a@x.test"})
+    assert response.status_code == 403
+    event = AuditEvent.objects.get(correlation_id=response["X-Correlation-ID"])
+    assert (event.event_type, event.outcome) == ("http.denied", Outcome.DENIED)
+    assert event.error_code == "http.403"
