@@ -42,7 +42,7 @@ def _env(database_url: str, s3_url: str, bucket: str, var_dir: str) -> dict:
         "AUDIT_ARCHIVE_S3_ENDPOINT_URL": s3_url,
         "AUDIT_SEAL_DELAY_SECONDS": "0",
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's test key
+        "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105  # nosec B105
         "AWS_DEFAULT_REGION": "eu-west-2",
         "PYTHONPATH": str(ROOT),
     }
