@@ -3,11 +3,13 @@
 import base64
 import os
 import re
+from contextlib import contextmanager
 
 import pytest
 from django.urls import reverse
 from django_otp.oath import totp
 
+from accounts.models import User
 from accounts.tests.conftest import GOOD_TOKEN
 from accounts.views import OTP_INVALID
 from audit.models import AuditEvent
@@ -39,20 +41,20 @@ document.querySelectorAll('.g-recaptcha').forEach(function (box) {{
 """
 
 
-@pytest.fixture
-def browser():
+@contextmanager
+def chromium():
     if not os.path.exists(CHROMIUM):
         pytest.fail("Debian chromium is missing: run the suite with `make test`.")
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls
-    # of the test itself happen after the browser is closed.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    # Playwright's sync API runs an event loop in this thread: no ORM calls
+    # inside this block (they would open a connection nobody closes).
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
-    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def code(secret: str, drift: int = 0) -> str:
@@ -72,12 +74,25 @@ def sign_out(page):
     page.wait_for_url(re.compile(r"/accounts/login/"))
 
 
-@pytest.mark.django_db(transaction=True)
 def test_signup_verify_login_2fa_and_recovery_in_chromium(
-    live_server, browser, smtp, siteverify
+    live_server, smtp, siteverify
 ):
-    """A person signs up, verifies by mail, enrols TOTP, uses a recovery code once."""
-    base = live_server.url
+    """A person signs up, verifies by mail, enrols TOTP, uses a recovery code once.
+
+    The site runs in pytest-django's live server, the browser is Debian's
+    Chromium, the mail comes over SMTP, the CAPTCHA is checked by the local
+    siteverify server. The database is read only once the browser is closed.
+    """
+    with chromium() as browser:
+        _journey(browser, live_server.url, smtp)
+    user = User.objects.get(email=EMAIL)
+    assert user.is_active and user.email_verified_at is not None
+    successes = AuditEvent.objects.filter(event_type="auth.login.success")
+    assert successes.count() == 3
+    assert AuditEvent.objects.filter(event_type="auth.2fa.failed").count() == 1
+
+
+def _journey(browser, base, smtp) -> None:
     context = browser.new_context()
     context.route(
         re.compile(r"https://www\.google\.com/recaptcha/api\.js.*"),
@@ -137,8 +152,4 @@ def test_signup_verify_login_2fa_and_recovery_in_chromium(
     assert OTP_INVALID in page.content()
     assert "/accounts/login/verify/" in page.url
     context.close()
-
     assert csp_violations == []
-    successes = AuditEvent.objects.filter(event_type="auth.login.success")
-    assert successes.count() == 3
-    assert AuditEvent.objects.filter(event_type="auth.2fa.failed").count() == 1
