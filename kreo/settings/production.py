@@ -13,6 +13,14 @@ REQUIRED = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_
 REQUIRED = (*REQUIRED, "RECAPTCHA_PUBLIC_KEY", "RECAPTCHA_PRIVATE_KEY")
 # Key-encryption keys of project files, and where erasure tombstones live.
 REQUIRED = (*REQUIRED, "KREO_KEYRING", "KREO_ACTIVE_KEY_ID", "KREO_KEY_LEDGER_DIR")
+# The audit trail: seal signing key, archive encryption key, archive bucket
+# (without them, dev keys would be generated on the pod's tmpfs and lost).
+REQUIRED = (
+    *REQUIRED,
+    "AUDIT_SIGNING_KEY",
+    "AUDIT_ARCHIVE_KEY",
+    "AUDIT_ARCHIVE_S3_BUCKET",
+)
 # Single sign-on (accounts.oidc), when switched on: the Keycloak client secret.
 if os.environ.get("KREO_OIDC_ISSUER", "").strip():
     REQUIRED = (*REQUIRED, "KREO_OIDC_CLIENT_SECRET")
