@@ -43,4 +43,5 @@ DEFAULT_SCHEDULE = {
         "BACKUP_OFFSITE_RETRY_SECONDS",
     ),
     "backup restore drill": ("backups.tasks.backup_drill", "BACKUP_DRILL_SECONDS"),
+    "privacy purge": ("privacy.tasks.purge", "KREO_PURGE_INTERVAL_SECONDS"),
 }

@@ -10,6 +10,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("oidc/", include("accounts.oidc.urls")),
     path("projects/", include("projects.urls")),
+    path("privacy/", include("privacy.urls")),
     path("api/", include("projects.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("admin/", admin.site.urls),

@@ -20,7 +20,7 @@ import io
 import os
 import struct
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
@@ -90,36 +90,58 @@ def encrypt_chunks(
     )
 
 
-def _exact(source: Iterator[bytes], size: int, buffer: bytearray) -> bytes:
-    while len(buffer) < size:
-        piece = next(source, b"")
-        if not piece:
-            break
-        buffer += piece
-    out = bytes(buffer[:size])
-    del buffer[:size]
-    return out
+def _exact_reader(source) -> Callable[[int], bytes]:
+    """``read(n)``: exactly n bytes unless the source ends first."""
+    if hasattr(source, "read"):
+
+        def read(size: int) -> bytes:
+            data = source.read(size)
+            if len(data) in (0, size):
+                return data
+            parts = [data]
+            left = size - len(data)
+            while left:
+                more = source.read(left)
+                if not more:
+                    break
+                parts.append(more)
+                left -= len(more)
+            return b"".join(parts)
+
+        return read
+    stream = iter(source)
+    buffer = bytearray()
+
+    def read_iter(size: int) -> bytes:
+        while len(buffer) < size:
+            piece = next(stream, b"")
+            if not piece:
+                break
+            buffer.extend(piece)
+        out = bytes(buffer[:size])
+        del buffer[:size]
+        return out
+
+    return read_iter
 
 
-def decrypt_chunks(
-    key: bytes, file_id: uuid.UUID, source: Iterable[bytes]
-) -> Iterator[bytes]:
+def decrypt_chunks(key: bytes, file_id: uuid.UUID, source) -> Iterator[bytes]:
     """Yield plaintext chunk by chunk, each only after its tag has verified.
 
-    Raises FileIntegrityError at the first chunk that does not authenticate;
+    ``source`` is a binary file object or an iterable of byte strings. Raises
+    FileIntegrityError at the first chunk that does not authenticate;
     nothing of that chunk, or after it, is yielded.
     """
     aead = AESGCM(key)
-    stream = iter(source)
-    buffer = bytearray()
-    header = _exact(stream, HEADER, buffer)
+    read = _exact_reader(source)
+    header = read(HEADER)
     if len(header) < HEADER or not header.startswith(MAGIC):
         raise FileIntegrityError(NOT_ENCRYPTED)
     prefix = header[len(MAGIC) :]
     index = 0
-    current = _exact(stream, SEALED_CHUNK, buffer)
+    current = read(SEALED_CHUNK)
     while True:
-        following = _exact(stream, SEALED_CHUNK, buffer) if current else b""
+        following = read(SEALED_CHUNK) if len(current) == SEALED_CHUNK else b""
         final = not following
         if len(current) < TAG:
             raise FileIntegrityError(TRUNCATED)

@@ -10,7 +10,7 @@ def project_list(*, user) -> QuerySet[Project]:
     """Projects ``user`` is a member of, each with ``role`` and ``file_count``."""
     role = Membership.objects.filter(project=OuterRef("pk"), user=user).values("role")
     return (
-        Project.objects.filter(memberships__user=user)
+        Project.objects.filter(memberships__user=user, deleted_at=None)
         .annotate(role=Subquery(role[:1]), file_count=Count("files", distinct=True))
         .order_by("name", "created_at")
     )
@@ -19,7 +19,8 @@ def project_list(*, user) -> QuerySet[Project]:
 def project_get(*, user, project_id, action: str) -> Project:
     """The project, if ``user`` may do ``action`` to it (404 / 403 otherwise)."""
     try:
-        project = Project.objects.get(pk=project_id)
+        # A project put aside for purging is gone for everyone.
+        project = Project.objects.get(pk=project_id, deleted_at=None)
     except (Project.DoesNotExist, ValueError, ValidationError):
         raise Http404(NOT_FOUND) from None
     require(user, action, project)

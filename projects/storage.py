@@ -19,32 +19,41 @@ FORMAT = "kreo-f1"
 MISSING = "The stored object of this file is missing."
 
 
-def raw_chunks(blob: FieldFile, chunk_size: int = CHUNK) -> Iterator[bytes]:
-    """Yield the stored bytes of ``blob`` without holding the file in memory.
+def _open_raw(blob):
+    """A binary file object over the stored bytes; the S3 body streams.
 
-    On S3 the object's body streams from one GET (django-storages' file object
-    would send a HEAD first, then download the whole object before the first
-    read). A missing object raises FileIntegrityError.
+    On S3, one GET (django-storages' file object would send a HEAD first,
+    then download the whole object before the first read). A missing object
+    raises FileIntegrityError.
     """
     storage = blob.storage
     if hasattr(storage, "bucket"):
         key = storage._normalize_name(clean_name(blob.name))
         try:
-            body = storage.bucket.Object(key).get()["Body"]
+            return storage.bucket.Object(key).get()["Body"]
         except ClientError as exc:
             raise crypto.FileIntegrityError(MISSING) from exc
-        try:
-            yield from body.iter_chunks(chunk_size)
-        finally:
-            body.close()
-        return
     try:
-        handle = storage.open(blob.name, "rb")
+        return storage.open(blob.name, "rb")
     except FileNotFoundError as exc:
         raise crypto.FileIntegrityError(MISSING) from exc
-    with handle:
+
+
+def raw_chunks(blob: FieldFile, chunk_size: int = CHUNK) -> Iterator[bytes]:
+    """Yield the stored bytes of ``blob`` without holding the file in memory."""
+    handle = _open_raw(blob)
+    try:
         while chunk := handle.read(chunk_size):
             yield chunk
+    finally:
+        handle.close()
+
+
+def _decrypted(data_key: bytes, item, handle) -> Iterator[bytes]:
+    try:
+        yield from crypto.decrypt_chunks(data_key, item.id, handle)
+    finally:
+        handle.close()
 
 
 def blob_store(item, source: Iterator[bytes]) -> None:
@@ -65,7 +74,7 @@ def blob_chunks(item) -> Iterator[bytes]:
         # Stored before encryption was introduced.
         return raw_chunks(item.blob)
     data_key = keys.data_key_get(item.project_id)
-    return crypto.decrypt_chunks(data_key, item.id, raw_chunks(item.blob))
+    return _decrypted(data_key, item, _open_raw(item.blob))
 
 
 def _s3_client(storage: Storage):

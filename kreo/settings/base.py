@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "accounts.oidc",  # single sign-on through Keycloak
     "projects",
     "backups",
+    "privacy",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,15 @@
+"""Privacy jobs; the schedule is in kreo.celery.DEFAULT_SCHEDULE."""
+
+from celery import shared_task
+
+from privacy import services
+
+
+@shared_task(name="privacy.tasks.export_build")
+def export_build(export_id: str) -> str:
+    return services.export_build(export_id=export_id).state
+
+
+@shared_task(name="privacy.tasks.purge")
+def purge() -> dict:
+    return services.purge_run()

@@ -1,0 +1,84 @@
+"""Pages: ask for a data export, download it once, delete one's account."""
+
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET, require_http_methods
+
+from kreo.views import error_response
+from privacy import services
+from privacy.forms import AccountDeleteForm
+from privacy.models import DataExport
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def export_page(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        try:
+            services.export_request(actor=request.user, request=request)
+        except ValidationError as exc:
+            messages.error(request, exc.messages[0])
+        else:
+            messages.success(
+                request, "Your export is being prepared: the link comes by e-mail."
+            )
+        return redirect("privacy:export")
+    exports = DataExport.objects.filter(user=request.user)[:10]
+    return render(request, "privacy/export.html", {"exports": exports})
+
+
+@login_required
+@require_GET
+def export_download(request: HttpRequest, export_id, token: str) -> HttpResponse:
+    try:
+        export, chunks = services.export_open(
+            actor=request.user, export_id=export_id, token=token, request=request
+        )
+    except PermissionDenied as exc:
+        status = 404 if str(exc) == services.EXPORT_LINK_INVALID else 410
+        return error_response(request, status, str(exc))
+    response = StreamingHttpResponse(chunks, content_type="application/zip")
+    response["Content-Length"] = str(export.size)
+    response["Content-Disposition"] = content_disposition_header(
+        True, f"kreo-export-{export.requested_at:%Y%m%d}.zip"
+    )
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def account_delete(request: HttpRequest) -> HttpResponse:
+    form = AccountDeleteForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if form.cleaned_data["confirm"].strip() != "DELETE":
+            form.add_error("confirm", services.CONFIRM_MISMATCH)
+        else:
+            try:
+                services.account_delete(
+                    actor=request.user,
+                    user=request.user,
+                    request=request,
+                    password=form.cleaned_data["password"],
+                )
+            except ValidationError as exc:
+                form.add_error("password", exc.messages[0])
+            else:
+                logout(request)
+                messages.success(request, "Your account was deleted.")
+                return redirect("accounts:login")
+    from django.conf import settings
+
+    rule = services.OWNED_PROJECTS_RULE.format(days=settings.KREO_PURGE_AFTER_DAYS)
+    status = 400 if form.errors else 200
+    return render(
+        request,
+        "privacy/account_delete.html",
+        {"form": form, "rule": rule},
+        status=status,
+    )
