@@ -1,16 +1,19 @@
 """The admin of the audit trail: read-only, auditors only, every access audited."""
 
 import io
+from urllib.parse import urlencode
 
 from auditlog.admin import LogEntryAdmin
 from auditlog.models import LogEntry
 from django import forms
 from django.contrib import admin, messages
 from django.http import HttpResponse
+from django.urls import reverse
+from django.utils.html import format_html
 
 from audit import serialise, services
 from audit.models import AuditArchive, AuditEvent, AuditReview, AuditSeal
-from audit.selectors import is_auditor
+from audit.selectors import is_auditor, notable_q
 
 EXPORT_LIMIT = 50_000
 
@@ -63,6 +66,19 @@ class ViewAudited:
         return response
 
 
+class NotableFilter(admin.SimpleListFilter):
+    """Failures, lockouts, role and permission changes, admin writes, errors."""
+
+    title = "notable"
+    parameter_name = "notable"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Notable for review")]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(notable_q()) if self.value() == "yes" else queryset
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
     list_display = (
@@ -75,7 +91,7 @@ class AuditEventAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
         "path",
         "correlation_id",
     )
-    list_filter = ("outcome", "event_type", "occurred_at")
+    list_filter = (NotableFilter, "outcome", "event_type", "occurred_at")
     search_fields = ("=actor_label", "=source_ip", "=correlation_id", "=target_id")
     date_hierarchy = "occurred_at"
     actions = ["export_jsonl"]
@@ -162,6 +178,7 @@ class AuditReviewAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
         "period_start",
         "period_end",
         "notable_count",
+        "notable_events",
         "summary",
         "signed_off_label",
         "signed_off_at",
@@ -171,6 +188,7 @@ class AuditReviewAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
         "period_start",
         "period_end",
         "notable_count",
+        "notable_events",
         "summary",
         "signed_off_label",
         "signed_off_at",
@@ -178,6 +196,18 @@ class AuditReviewAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return is_auditor(request.user) and (obj is None or not obj.signed_off)
+
+    @admin.display(description="events to review")
+    def notable_events(self, obj):
+        query = urlencode(
+            {
+                "notable": "yes",
+                "occurred_at__gte": obj.period_start.isoformat(),
+                "occurred_at__lt": obj.period_end.isoformat(),
+            }
+        )
+        url = reverse("admin:audit_auditevent_changelist") + "?" + query
+        return format_html('<a href="{}">{} notable events</a>', url, obj.notable_count)
 
     def save_model(self, request, obj, form, change):
         services.review_sign_off(

@@ -1,5 +1,7 @@
 """Audit data in the admin: auditors and superusers only, read-only, watched."""
 
+import re
+
 import pytest
 from django.apps import apps
 from django.contrib.auth.models import Group
@@ -103,6 +105,12 @@ def test_auditor_signs_off_a_review_and_the_sign_off_is_audited(client, settings
         "project.member.role success": 1,
     }
     url = reverse("admin:audit_auditreview_change", args=[review.pk])
+    page = client.get(url)
+    link = re.search(rb'href="([^"]*notable=yes[^"]*)"', page.content)
+    listing = client.get(link.group(1).decode().replace("&amp;", "&"))
+    assert listing.status_code == 200
+    shown = re.findall(rb'<td class="field-event_type">([^<]*)</td>', listing.content)
+    assert sorted(shown) == [b"auth.login.failure", b"project.member.role"]
     response = client.post(url, {"comment": "Checked both; expected."})
     assert response.status_code == 302
     review.refresh_from_db()
