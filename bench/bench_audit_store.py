@@ -5,7 +5,9 @@ with the archiving process's peak memory.
 Runs in a fresh PostgreSQL database created and dropped here, and a moto S3
 server started here. BENCH_AUDIT_EVENTS sets N (default 100,000);
 BENCH_AUDIT_WRITERS the writer processes (default 4), each writing for
-BENCH_AUDIT_SECONDS (default 5). Worker processes are this module run as
+BENCH_AUDIT_SECONDS (default 5). BENCH_AUDIT_OUTAGE=1 cuts the connection
+to S3 after the second archive (of BENCH_AUDIT_ARCHIVE_EVENTS events each)
+and runs the archival again. Worker processes are this module run as
 ``python -m bench.bench_audit_store <role>``.
 """
 
@@ -41,6 +43,9 @@ def _env(database_url: str, s3_url: str, bucket: str, var_dir: str) -> dict:
         "AUDIT_ARCHIVE_S3_BUCKET": bucket,
         "AUDIT_ARCHIVE_S3_ENDPOINT_URL": s3_url,
         "AUDIT_SEAL_DELAY_SECONDS": "0",
+        "AUDIT_ARCHIVE_MAX_EVENTS": os.environ.get(
+            "BENCH_AUDIT_ARCHIVE_EVENTS", "250000"
+        ),
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105  # nosec B105
         "AWS_DEFAULT_REGION": "eu-west-2",
@@ -136,6 +141,11 @@ def run(options=None) -> list[dict]:
                 ("verify", "audit_verify, archives + hot"),
             ):
                 out = _child(role, env)
+                if "hot_after_cut" in out:
+                    label += (
+                        f" [S3 cut after 2 archives: {out['hot_after_cut']} still"
+                        f" hot; resumed: {out['purged_on_resume']} purged]"
+                    )
                 rows.append(
                     {
                         "measure": label,
@@ -224,13 +234,57 @@ def _worker(role: str, args: list[str]) -> dict:
             Bucket=settings.AUDIT_ARCHIVE_S3_BUCKET,
             CreateBucketConfiguration={"LocationConstraint": "eu-west-2"},
         )
-        summary = archive.run()
-        result = {"events": summary["purged"]}
+        if os.environ.get("BENCH_AUDIT_OUTAGE"):
+            result = _archive_with_outage(archive, AuditEvent)
+        else:
+            summary = archive.run()
+            result = {"events": summary["purged"]}
     else:
         raise SystemExit(f"unknown role {role}")
     result["seconds"] = time.perf_counter() - started
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def _archive_with_outage(archive, event_model) -> dict:
+    """Cut the S3 connection after the second archive, then run again."""
+    from urllib.parse import urlparse
+
+    from django.conf import settings
+
+    from audit.tests.s3proxy import Relay
+
+    target = urlparse(settings.AUDIT_ARCHIVE_S3_ENDPOINT_URL)
+    relay = Relay(target.hostname, target.port).start()
+    settings.AUDIT_ARCHIVE_S3_ENDPOINT_URL = relay.url
+    before = event_model.objects.count()
+    done = []
+
+    def cut(item):
+        done.append(item.pk)
+        if len(done) == 2:
+            relay.stop()
+
+    try:
+        archive.run(progress=cut)
+    except Exception as exc:  # noqa: BLE001 - the outage is the point
+        failure = type(exc).__name__
+    else:
+        raise SystemExit("the outage did not stop the archival")
+    after_cut = event_model.objects.count()
+    relay.start()
+    summary = archive.run()
+    relay.stop()
+    sys.stderr.write(
+        f"outage: {before} hot before, {after_cut} hot after the cut "
+        f"({failure}), {summary['purged']} purged on resume, "
+        f"{event_model.objects.count()} hot at the end\n"
+    )
+    return {
+        "events": before - event_model.objects.count(),
+        "hot_after_cut": after_cut,
+        "purged_on_resume": summary["purged"],
+    }
 
 
 def _print_table(rows: list[dict]) -> None:
