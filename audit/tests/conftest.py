@@ -38,13 +38,13 @@ def superuser_sql():
     conn.close()
 
 
-def verify_output():
+def verify_output(*args):
     """Run audit_verify; return (ok, text)."""
     from io import StringIO
 
     out = StringIO()
     try:
-        call_command("audit_verify", stdout=out, stderr=StringIO())
+        call_command("audit_verify", *args, stdout=out, stderr=StringIO())
     except CommandError as exc:
         return False, out.getvalue() + str(exc)
     return True, out.getvalue()

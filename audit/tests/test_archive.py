@@ -77,6 +77,9 @@ def test_old_events_archived_encrypted_and_verified(archive_bucket, s3_client):
     ok, text = verify_output()
     assert ok, text
     assert "3 archives" in text and "2501 events" in text
+    ok, text = verify_output("--hot-only")
+    assert ok, text
+    assert "0 archives" in text and "0 problems" in text
 
 
 def test_tampered_archive_fails_verification(archive_bucket, s3_client):
