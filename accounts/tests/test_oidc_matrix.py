@@ -89,6 +89,9 @@ PAGES = {
     "oidc_authentication_callback": everyone(400),
     "oidc_logout": everyone(405),
     "oidc_link": signed_in("login", 405),
+    "privacy:export": signed_in("login", 200),
+    "privacy:export-download": signed_in("login", 404),  # unknown link
+    "privacy:account-delete": signed_in("login", 200),
     "projects:list": signed_in("login", 200),
     "projects:create": signed_in("login", 200),
     "projects:detail": project(MEMBERS),
@@ -280,6 +283,8 @@ def _kwargs(name, pattern, w) -> dict:
             kwargs[key] = 1
         elif key == "uidb64":
             kwargs[key] = "MQ"
+        elif key == "export_id":
+            kwargs[key] = uuid.UUID(int=1)
         elif key in ("token",):
             kwargs[key] = "not-a-token"
         elif key == "app_label":
