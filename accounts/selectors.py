@@ -13,12 +13,33 @@ def session_list(*, user: User) -> list[SessionRecord]:
     return list(SessionRecord.objects.filter(user=user).order_by("-last_seen_at"))
 
 
+# What the security page calls each event and failure reason.
+EVENT_LABELS = {
+    "auth.login.success": "Signed in",
+    "auth.login.failure": "Sign-in refused",
+    "auth.2fa.failed": "Wrong two-factor code",
+}
+REASON_LABELS = {
+    "bad_password": "wrong password",
+    "locked": "account locked",
+    "inactive": "email not confirmed",
+    "bad_token": "wrong code",
+    "enrol_bad_token": "wrong code while setting up",
+    "disable_bad_password": "wrong password when turning it off",
+}
+
+
 def signin_history(*, user: User, limit: int = 20) -> list[AuditEvent]:
-    return list(
+    """Recent sign-ins and failures, each with a ``label`` and ``reason``."""
+    events = list(
         AuditEvent.objects.filter(actor=user, event_type__in=SIGNIN_EVENTS).order_by(
             "-occurred_at", "-id"
         )[:limit]
     )
+    for event in events:
+        event.label = EVENT_LABELS.get(event.event_type, event.event_type)
+        event.reason = REASON_LABELS.get(event.error_code, event.error_code)
+    return events
 
 
 def otp_status(*, user: User) -> dict:

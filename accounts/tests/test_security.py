@@ -44,7 +44,7 @@ def test_security_page_lists_sessions_and_signs_one_out(db):
     page = phone.get(reverse("accounts:security")).content.decode()
     assert "Firefox on Linux" in page and "Chrome on Windows" in page
     assert "192.0.2.10" in page and "This session" in page
-    assert "auth.login.failure" in page and "bad_password" in page
+    assert "Sign-in refused (wrong password)" in page and "Signed in" in page
 
     laptop_record = SessionRecord.objects.get(ip="192.0.2.10")
     phone.post(reverse("accounts:session-revoke", args=[laptop_record.pk]))
