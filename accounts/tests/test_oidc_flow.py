@@ -117,3 +117,21 @@ def test_groups_outside_the_mapping_are_kept(sso, live_server):
     session = requests.Session()
     session.get(idp_login(session, live_server, "carol"))
     assert list(user.groups.values_list("name", flat=True)) == ["Estimators"]
+
+
+def test_role_mapping_comes_from_settings(sso, live_server, settings):
+    """A mapping set in the environment (KREO_OIDC_ROLE_GROUPS) is the one
+    applied: a new role grants its group, and only listed roles let in."""
+    settings.KREO_OIDC_ROLE_GROUPS = {"estimator": "Estimators"}
+    settings.KREO_OIDC_STAFF_ROLES = []
+    _account(sso, "sub-erin", login="erin", client_roles=["estimator"])
+    session = requests.Session()
+    page = session.get(idp_login(session, live_server, "erin"))
+    assert urlsplit(page.url).path == "/projects/"
+    user = User.objects.get(email="erin@example.com")
+    assert list(user.groups.values_list("name", flat=True)) == ["Estimators"]
+    assert not user.is_staff
+    _account(sso, "sub-kim", login="kim", realm_roles=["kreo-user"])
+    refused = requests.Session()
+    page = refused.get(idp_login(refused, live_server, "kim"))
+    assert page.status_code == 403
