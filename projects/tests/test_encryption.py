@@ -214,3 +214,20 @@ def test_large_upload_streams_in_chunks_and_round_trips(client, project, setting
     chunks = list(download(client, item).streaming_content)
     assert b"".join(chunks) == content
     assert max(len(c) for c in chunks) <= crypto.CHUNK
+
+
+def test_a_missing_object_is_a_clear_error_not_a_500(client, project, where):
+    """The row is there but storage lost the object: 409 with the message,
+    on the page and in the API, and the audit trail records it."""
+    item = upload(client, project, big_pdf(5000))
+    default_storage.delete(item.blob.name)
+    assert download(client, item).status_code == 409
+    api = download(client, item, api=True)
+    assert api.status_code == 409
+    assert api.json()["detail"] == FILE_ALTERED
+    assert (
+        AuditEvent.objects.filter(
+            event_type="file.download", outcome=Outcome.ERROR, target_id=str(item.pk)
+        ).count()
+        == 2
+    )

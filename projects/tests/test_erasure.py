@@ -152,9 +152,10 @@ def backup_settings(settings, tmp_path):
 def test_restoring_an_older_backup_does_not_bring_an_erased_project_back(
     client, backup_settings
 ):
-    """Back up, erase a project, restore the backup: the erased project, its
-    key, its rows and its objects stay gone (the ledger is re-applied), while
-    a project nobody erased comes back readable."""
+    """Back up, erase a project and a file, restore the backup: the erased
+    project, its key, its rows and its objects stay gone, and so does the
+    file (the ledger is re-applied), while what nobody erased comes back
+    readable."""
     owner = UserFactory()
     client.force_login(owner)
     erased = services.project_create(actor=owner, name="To be erased")
@@ -162,9 +163,12 @@ def test_restoring_an_older_backup_does_not_bring_an_erased_project_back(
     secret = PDF + b"erase-me-marker" * 500
     gone = stored_file(erased, content=secret)
     stays = stored_file(kept, content=PDF + b"keep-me")
+    dropped = stored_file(kept, name="dropped.pdf", content=PDF + b"drop-me")
+    dropped_id, dropped_name = dropped.pk, dropped.blob.name
     backup_set = backup_services.backup_create()
 
     services.project_delete(actor=owner, project=erased)
+    services.project_file_delete(actor=owner, item=dropped)
     assert not ProjectKey.objects.filter(pk=erased.pk).exists()
 
     backup_services.backup_restore(set_id=backup_set.pk, copy=1)
@@ -174,8 +178,12 @@ def test_restoring_an_older_backup_does_not_bring_an_erased_project_back(
     assert not ProjectFile.objects.filter(pk=gone.pk).exists()
     storage = ProjectFile._meta.get_field("blob").storage
     assert not storage.exists(gone.blob.name)
+    # A file deleted since the backup stays deleted too.
+    assert not ProjectFile.objects.filter(pk=dropped_id).exists()
+    assert not storage.exists(dropped_name)
     event = AuditEvent.objects.get(event_type="erasure.reapply")
     assert event.details["keys_destroyed"] == 1
+    assert event.details["ledger_entries"] == 2
     # The project nobody erased is back and readable.
     response = client.get(reverse("projects:file-download", args=[kept.pk, stays.pk]))
     assert b"".join(response.streaming_content) == PDF + b"keep-me"
