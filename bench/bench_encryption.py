@@ -18,7 +18,7 @@ import json
 import os
 import resource
 import statistics
-import subprocess
+import subprocess  # nosec B404 - runs this module as a child
 import sys
 import tempfile
 import time
@@ -110,7 +110,7 @@ def _env(backend: str, var_dir: str, endpoint: str = "") -> dict:
             AWS_S3_ENDPOINT_URL=endpoint,
             AWS_S3_REGION_NAME="eu-west-2",
             AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106 - moto's test credentials
+            AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106  # nosec B106 - moto
         )
     return env
 
@@ -151,14 +151,14 @@ def run(options) -> list[dict]:
             endpoint_url=endpoint,
             region_name="eu-west-2",
             aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106 - moto's test credentials
+            aws_secret_access_key="testing",  # noqa: S106  # nosec B106 - moto
         ).create_bucket(
             Bucket="kreo-bench-files",
             CreateBucketConfiguration={"LocationConstraint": "eu-west-2"},
         )
         for backend in ("disk", "s3"):
             with tempfile.TemporaryDirectory(prefix="kreo-bench-var-") as var_dir:
-                output = subprocess.run(  # noqa: S603 - this module, fixed arguments
+                output = subprocess.run(  # noqa: S603  # nosec B603 - this module
                     [
                         sys.executable,
                         "-m",

@@ -50,7 +50,7 @@ EXPORT_LINK_INVALID = "This download link is not valid."
 EXPORT_LINK_USED = "This download link was already used. Request a new export."
 EXPORT_LINK_EXPIRED = "This download link has expired. Request a new export."
 EXPORT_NOT_READY = "This export is not ready yet."
-WRONG_PASSWORD = "The password is not correct."  # noqa: S105 - a message
+WRONG_PASSWORD = "The password is not correct."  # noqa: S105  # nosec B105
 CONFIRM_MISMATCH = "Type DELETE to confirm."
 OWNED_PROJECTS_RULE = (
     "Projects you are the only owner of are deleted with your account: they "
