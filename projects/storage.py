@@ -113,3 +113,15 @@ def blob_delete_all_versions(name: str) -> list[str]:
     from projects.models import ProjectFile
 
     return blob_delete(ProjectFile._meta.get_field("blob").storage, name)
+
+
+def legacy_encrypt(item) -> list[str]:
+    """Encrypt a file stored before encryption; remove every plaintext version.
+
+    The new object is written first, then the row points at it, then the old
+    object goes: an interruption leaves either the old or the new one in use.
+    """
+    old = item.blob.name
+    blob_store(item, raw_chunks(item.blob))
+    item.save(update_fields=["blob", "encryption"])
+    return blob_delete(item.blob.storage, old)

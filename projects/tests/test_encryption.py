@@ -3,11 +3,13 @@
 Run against local disk and against the real S3 server (moto over HTTP).
 """
 
+import io
 import os
 
 import pytest
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from django.urls import reverse
 
 from accounts.tests.factories import UserFactory
@@ -231,3 +233,34 @@ def test_a_missing_object_is_a_clear_error_not_a_500(client, project, where):
         ).count()
         == 2
     )
+
+
+def test_files_stored_before_encryption_are_served_then_encrypted(
+    client, project, owner, where
+):
+    """A file from before encryption still downloads; files_encrypt seals it
+    under the project key, removes the plaintext object, and it still
+    downloads the same."""
+    content = big_pdf(70_000)
+    item = ProjectFile(
+        project=project,
+        name="old.pdf",
+        kind="pdf",
+        content_type="application/pdf",
+        size=len(content),
+        sha256="-",
+        uploaded_by=owner,
+    )
+    item.blob.save("upload", SimpleUploadedFile("x", content), save=False)
+    item.save()
+    old_name = item.blob.name
+    assert b"".join(download(client, item).streaming_content) == content
+
+    out = io.StringIO()
+    call_command("files_encrypt", stdout=out)
+    assert "1 plaintext files encrypted" in out.getvalue()
+    item.refresh_from_db()
+    assert item.encryption == "kreo-f1"
+    assert not default_storage.exists(old_name)
+    assert MARKER not in raw_read(item.blob.name)
+    assert b"".join(download(client, item).streaming_content) == content
