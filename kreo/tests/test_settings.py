@@ -1,5 +1,6 @@
 """Settings come from the environment; production refuses an insecure start."""
 
+import base64
 import os
 import secrets
 import subprocess
@@ -17,6 +18,9 @@ PRODUCTION_ENV = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "RECAPTCHA_PUBLIC_KEY": "ci-recaptcha-site-key",
     "RECAPTCHA_PRIVATE_KEY": "ci-recaptcha-secret-key",
+    "KREO_KEYRING": "ci1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+    "KREO_ACTIVE_KEY_ID": "ci1",
+    "KREO_KEY_LEDGER_DIR": "/tmp/kreo-ci-key-ledger",  # noqa: S108
 }
 
 
