@@ -129,3 +129,12 @@ def test_keys_rotate_without_the_old_kek_fails_clearly(settings, old_ring):
     settings.KREO_ACTIVE_KEY_ID = "k2026"
     with pytest.raises(CommandError, match="'k2025'"):
         _run_rotate()
+
+
+def test_system_check_reports_a_bad_keyring(settings):
+    """manage.py check names the problem instead of failing at first upload."""
+    from io import StringIO
+
+    settings.KREO_KEYRING = "broken"
+    with pytest.raises(CommandError, match="projects.E001"):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
