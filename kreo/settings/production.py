@@ -21,6 +21,14 @@ REQUIRED = (
     "AUDIT_ARCHIVE_KEY",
     "AUDIT_ARCHIVE_S3_BUCKET",
 )
+# Backups: key A (copies 1 and 3), the manifest MAC key, and the age public
+# key of copy 2 (the identity stays off the app hosts).
+REQUIRED = (
+    *REQUIRED,
+    "BACKUP_ENCRYPTION_KEY",
+    "BACKUP_MANIFEST_KEY",
+    "BACKUP_AGE_RECIPIENT",
+)
 # Single sign-on (accounts.oidc), when switched on: the Keycloak client secret.
 if os.environ.get("KREO_OIDC_ISSUER", "").strip():
     REQUIRED = (*REQUIRED, "KREO_OIDC_CLIENT_SECRET")
