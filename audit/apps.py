@@ -1,7 +1,8 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
-AUDITOR_GROUP = "Auditor"
+from kreo.permissions import AUDITOR_GROUP
+
 AUDITOR_PERMISSIONS = (
     "view_auditevent",
     "export_auditevent",

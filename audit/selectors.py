@@ -4,8 +4,8 @@ from datetime import datetime
 
 from django.db.models import Q, QuerySet
 
-from audit.apps import AUDITOR_GROUP
 from audit.models import AuditEvent, AuditReview, Outcome
+from kreo.permissions import GlobalRole, has_global_role
 
 # Event types a review lists whatever their outcome: role and permission
 # changes, admin writes, lockouts, errors, and the trail's own operations.
@@ -24,11 +24,7 @@ NOTABLE_TYPE_PREFIXES = (
 
 def is_auditor(user) -> bool:
     """Only superusers and members of the Auditor group see audit events."""
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
-        return False
-    if user.is_superuser:
-        return True
-    return user.groups.filter(name=AUDITOR_GROUP).exists()
+    return has_global_role(user, GlobalRole.AUDITOR)
 
 
 def event_filter(
