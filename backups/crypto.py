@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import io
 import json
 import os
 import threading
@@ -30,6 +29,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from pyrage import x25519
+
+from kreo.streams import IterReader
 
 MAGIC = b"KREOBK1\n"
 CHUNK = 1024 * 1024
@@ -181,28 +182,6 @@ def _is_inner_chunk(aead: AESGCM, index: int, block: bytes, header: bytes) -> bo
     except InvalidTag:
         return False
     return True
-
-
-class IterReader(io.RawIOBase):
-    """A read-only file object over an iterator of byte chunks."""
-
-    def __init__(self, chunks: Iterable[bytes]):
-        self._chunks = iter(chunks)
-        self._buffer = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target) -> int:
-        while not self._buffer:
-            try:
-                self._buffer = next(self._chunks)
-            except StopIteration:
-                return 0
-        count = min(len(target), len(self._buffer))
-        target[:count] = self._buffer[:count]
-        self._buffer = self._buffer[count:]
-        return count
 
 
 def age_recipient() -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from django.core.files import File
 from django.core.files.storage import default_storage
 
-from backups.crypto import IterReader
+from kreo.streams import IterReader
 
 BLOCK = tarfile.BLOCKSIZE
 PIECE = 1024 * 1024

@@ -18,7 +18,6 @@ from django.apps import apps
 from django.core.management.color import no_style
 from django.db import connections, transaction
 
-from backups.crypto import IterReader
 from backups.databases import (
     TableTally,
     _attnames,
@@ -26,6 +25,7 @@ from backups.databases import (
     encode_row,
     model_rows,
 )
+from kreo.streams import IterReader
 
 BATCH = 500
 INCOMPLETE = "The logical export is incomplete: its closing line is missing."

@@ -33,6 +33,7 @@ from audit.models import Outcome
 from audit.services import audit_record
 from backups import crypto, databases, filesets, logical, offsite
 from backups.models import BackupCopy, BackupSet, CopyState, RestoreDrill, SetState
+from kreo.streams import IterReader
 
 Progress = Callable[[str], None] | None
 
@@ -376,7 +377,7 @@ class _HashingReader(io.RawIOBase):
 def _open_artifact(copy: int, set_id: int, name: str):
     if copy == 3:
         return io.BufferedReader(
-            crypto.IterReader(offsite.stream(offsite.prefix_for(set_id) + name)),
+            IterReader(offsite.stream(offsite.prefix_for(set_id) + name)),
             1024 * 1024,
         )
     return open(set_folder(copy, set_id) / name, "rb")

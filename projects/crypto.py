@@ -26,6 +26,8 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kreo.streams import IterReader
+
 MAGIC = b"KREOF1\x00\x00"
 PREFIX = 8
 HEADER = len(MAGIC) + PREFIX
@@ -167,27 +169,6 @@ def _opens(aead, nonce, sealed, header, file_id, index) -> bool:
     except InvalidTag:
         return False
     return True
-
-
-class IterReader(io.RawIOBase):
-    """A read-only file object over an iterator of byte strings."""
-
-    def __init__(self, chunks: Iterable[bytes]):
-        self._chunks = iter(chunks)
-        self._left = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target) -> int:
-        while not self._left:
-            self._left = next(self._chunks, b"")
-            if not self._left:
-                return 0
-        size = min(len(target), len(self._left))
-        target[:size] = self._left[:size]
-        self._left = self._left[size:]
-        return size
 
 
 def reader(chunks: Iterable[bytes]) -> BinaryIO:
