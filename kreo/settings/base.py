@@ -213,8 +213,8 @@ KREO_MAX_UPLOAD_BYTES = env.int("KREO_MAX_UPLOAD_BYTES", default=100 * 1024 * 10
 KREO_KEYRING = env.str("KREO_KEYRING", default="") or (
     "dev1:" + local_secret(VAR_DIR, "kreo-keyring-dev1", 32)
 )
-KREO_ACTIVE_KEY_ID = env.str("KREO_ACTIVE_KEY_ID", default="") or (
-    KREO_KEYRING.split(":", 1)[0]
+KREO_ACTIVE_KEY_ID = (
+    env.str("KREO_ACTIVE_KEY_ID", default="") or (KREO_KEYRING.split(":", 1)[0])
 )
 KREO_KEY_LEDGER_DIR = Path(
     env.str("KREO_KEY_LEDGER_DIR", default=str(VAR_DIR / "key-ledger"))
