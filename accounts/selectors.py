@@ -20,12 +20,12 @@ EVENT_LABELS = {
     "auth.2fa.failed": "Wrong two-factor code",
 }
 REASON_LABELS = {
-    "bad_password": "wrong password",
+    "bad_password": "wrong password",  # nosec B105
     "locked": "account locked",
     "inactive": "email not confirmed",
-    "bad_token": "wrong code",
-    "enrol_bad_token": "wrong code while setting up",
-    "disable_bad_password": "wrong password when turning it off",
+    "bad_token": "wrong code",  # nosec B105
+    "enrol_bad_token": "wrong code while setting up",  # nosec B105
+    "disable_bad_password": "wrong password when turning it off",  # nosec B105
 }
 
 
