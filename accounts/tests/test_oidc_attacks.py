@@ -33,7 +33,7 @@ def _with_query(url: str, **changes) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _assert_refused(session, live_server, page, code, message=errors.SSO_FAILED):
+def check_refused(session, live_server, page, code, message=errors.SSO_FAILED):
     status = 403 if code in errors.FORBIDDEN else 400
     assert page.status_code == status, page.text
     assert "Single sign-on refused" in page.text
@@ -52,7 +52,7 @@ def test_wrong_state_is_refused(sso, live_server):
     session = requests.Session()
     callback = idp_login(session, live_server, "eve1")
     page = session.get(_with_query(callback, state="forged-state"))
-    _assert_refused(session, live_server, page, "state_mismatch")
+    check_refused(session, live_server, page, "state_mismatch")
 
 
 def test_callback_without_any_flow_is_refused(sso, live_server):
@@ -61,7 +61,7 @@ def test_callback_without_any_flow_is_refused(sso, live_server):
     victim, attacker = requests.Session(), requests.Session()
     callback = idp_login(attacker, live_server, "eve2")
     page = victim.get(callback)
-    _assert_refused(victim, live_server, page, "state_mismatch")
+    check_refused(victim, live_server, page, "state_mismatch")
 
 
 def test_replayed_code_is_refused(sso, live_server):
@@ -75,10 +75,10 @@ def test_replayed_code_is_refused(sso, live_server):
     fresh = idp_login(attacker, live_server, "eve3")
     replay = _with_query(fresh, code=parse_qs(urlsplit(used).query)["code"][0])
     page = attacker.get(replay)
-    _assert_refused_after_success(attacker, live_server, page, "code_rejected")
+    check_refused_after_success(attacker, live_server, page, "code_rejected")
 
 
-def _assert_refused_after_success(session, live_server, page, code):
+def check_refused_after_success(session, live_server, page, code):
     assert page.status_code == 400, page.text
     assert errors.SSO_FAILED in page.text.replace("&#x27;", "'")
     event = AuditEvent.objects.filter(event_type="auth.sso.failure").last()
@@ -99,7 +99,7 @@ def test_id_token_signed_by_another_key_is_refused(
     settings.OIDC_OP_TOKEN_ENDPOINT = f"{base}/token"
     session = requests.Session()
     page = session.get(idp_login(session, live_server, "eve4"))
-    _assert_refused(session, live_server, page, "bad_signature")
+    check_refused(session, live_server, page, "bad_signature")
     assert not User.objects.filter(email="eve4@example.com").exists()
 
 
@@ -110,7 +110,7 @@ def test_wrong_audience_is_refused(sso, live_server):
     callback = idp_login(session, live_server, "eve5")
     sso.next_id_token(audience="some-other-app")
     page = session.get(callback)
-    _assert_refused(session, live_server, page, "wrong_audience")
+    check_refused(session, live_server, page, "wrong_audience")
 
 
 def test_expired_token_is_refused(sso, live_server):
@@ -120,7 +120,7 @@ def test_expired_token_is_refused(sso, live_server):
     callback = idp_login(session, live_server, "eve6")
     sso.next_id_token(clockOffset=-7200)
     page = session.get(callback)
-    _assert_refused(session, live_server, page, "expired_token")
+    check_refused(session, live_server, page, "expired_token")
 
 
 def test_nonce_mismatch_is_refused(sso, live_server):
@@ -141,7 +141,7 @@ def test_nonce_mismatch_is_refused(sso, live_server):
     callback = follow_to_callback(session, posted.headers["Location"], callback_prefix)
     assert sso.seen()["authorization"][-1]["nonce"] == "attacker-nonce"
     page = session.get(callback)
-    _assert_refused(session, live_server, page, "nonce_mismatch")
+    check_refused(session, live_server, page, "nonce_mismatch")
 
 
 def test_no_allowed_role_is_refused_with_a_clear_page(sso, live_server):
@@ -150,9 +150,7 @@ def test_no_allowed_role_is_refused_with_a_clear_page(sso, live_server):
     _account(sso, "s-norole", login="nora", realm_roles=["offline_access"])
     session = requests.Session()
     page = session.get(idp_login(session, live_server, "nora"))
-    _assert_refused(
-        session, live_server, page, "no_allowed_role", errors.NO_ALLOWED_ROLE
-    )
+    check_refused(session, live_server, page, "no_allowed_role", errors.NO_ALLOWED_ROLE)
     assert not User.objects.filter(email="nora@example.com").exists()
 
 
@@ -161,7 +159,7 @@ def test_unverified_email_creates_no_account(sso, live_server):
     _account(sso, "s-unverified", login="una", email_verified=False)
     session = requests.Session()
     page = session.get(idp_login(session, live_server, "una"))
-    _assert_refused(
+    check_refused(
         session, live_server, page, "email_unverified", errors.EMAIL_UNVERIFIED
     )
     assert not User.objects.filter(email="una@example.com").exists()
@@ -174,7 +172,7 @@ def test_idp_email_of_a_local_account_does_not_take_it_over(sso, live_server):
     _account(sso, "s-takeover", login="mallory", email="victim@example.com")
     session = requests.Session()
     page = session.get(idp_login(session, live_server, "mallory"))
-    _assert_refused(session, live_server, page, "link_required", errors.LINK_REQUIRED)
+    check_refused(session, live_server, page, "link_required", errors.LINK_REQUIRED)
     assert not Identity.objects.filter(user=victim).exists()
     victim.refresh_from_db()
     assert list(victim.groups.all()) == []
@@ -188,7 +186,7 @@ def test_error_from_the_provider_is_refused(sso, live_server):
     page = session.get(
         f"{live_server.url}/oidc/callback/?error=access_denied&state={state}"
     )
-    _assert_refused(session, live_server, page, "provider_error")
+    check_refused(session, live_server, page, "provider_error")
 
 
 def test_stray_callback_link_does_not_sign_anyone_out(sso, live_server):
