@@ -67,3 +67,21 @@ class UserAdmin(BaseUserAdmin):
         for user in queryset:
             services.user_unlock(actor=request.user, user=user)
         self.message_user(request, f"Unlocked {queryset.count()} account(s).")
+
+    # Deleting in the admin goes through the account-deletion rule (projects
+    # the user alone owns put aside for erasure, audit trail kept), never a
+    # bare cascade that would leave ownerless projects behind.
+    def delete_model(self, request, obj):
+        from privacy.services import account_delete
+
+        account_delete(
+            actor=request.user,
+            user=obj,
+            request=request,
+            staff=True,
+            reason="deleted in the admin",
+        )
+
+    def delete_queryset(self, request, queryset):
+        for user in queryset:
+            self.delete_model(request, user)
