@@ -18,22 +18,6 @@ TITLE = "page latency with request auditing on vs off (median, loopback HTTP)"
 BUDGET = 1.10
 
 
-def _row(case: str, timings: dict[str, list[float]]) -> dict:
-    on, off = bench.median_p90(timings["on"]), bench.median_p90(timings["off"])
-    ratio = on[0] / off[0]
-    return {
-        "case": case,
-        "requests": len(timings["on"]),
-        "on_median_ms": bench.ms(on[0]),
-        "on_p90_ms": bench.ms(on[1]),
-        "off_median_ms": bench.ms(off[0]),
-        "off_p90_ms": bench.ms(off[1]),
-        "on/off": round(ratio, 3),
-        "budget": f"<= {BUDGET:.2f}",
-        "verdict": "PASS" if ratio <= BUDGET else "OVER",
-    }
-
-
 def run(options) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="kreo-bench-") as folder:
         var_dir = Path(folder)
@@ -57,4 +41,7 @@ def run(options) -> list[dict]:
         finally:
             for server in running.values():
                 server.stop()
-    return [_row(case, by_stack) for case, by_stack in timings.items()]
+    return [
+        bench.ratio_row(case, by_stack, "on", "off", BUDGET)
+        for case, by_stack in timings.items()
+    ]

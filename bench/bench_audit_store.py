@@ -22,6 +22,8 @@ import time
 import uuid
 from pathlib import Path
 
+from bench import servers as bench_servers
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -54,21 +56,7 @@ def _env(database_url: str, s3_url: str, bucket: str, var_dir: str) -> dict:
 
 
 def _child(role: str, env: dict, *args: str) -> dict:
-    """Run a worker role; return its JSON result plus its peak RSS in MiB."""
-    started = time.perf_counter()
-    proc = subprocess.run(  # noqa: S603 - this module, fixed arguments
-        [sys.executable, "-m", "bench.bench_audit_store", role, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{role} failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["wall_s"] = time.perf_counter() - started
-    return result
+    return bench_servers.run_child("bench.bench_audit_store", role, env, *args)
 
 
 def run(options=None) -> list[dict]:

@@ -37,22 +37,6 @@ def _check_stacks_differ(running: dict[str, bench.Server]) -> None:
         raise bench.BenchError("bare stack sends X-Frame-Options: not bare")
 
 
-def _row(case: str, timings: dict[str, list[float]]) -> dict:
-    full, bare = bench.median_p90(timings["full"]), bench.median_p90(timings["bare"])
-    ratio = full[0] / bare[0]
-    return {
-        "case": case,
-        "requests": len(timings["full"]),
-        "full_median_ms": bench.ms(full[0]),
-        "full_p90_ms": bench.ms(full[1]),
-        "bare_median_ms": bench.ms(bare[0]),
-        "bare_p90_ms": bench.ms(bare[1]),
-        "full/bare": round(ratio, 3),
-        "budget": f"<= {BUDGET:.2f}",
-        "verdict": "PASS" if ratio <= BUDGET else "OVER",
-    }
-
-
 def run(options) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="kreo-bench-") as folder:
         var_dir = Path(folder)
@@ -68,4 +52,7 @@ def run(options) -> list[dict]:
         finally:
             for server in running.values():
                 server.stop()
-    return [_row(case, by_stack) for case, by_stack in timings.items()]
+    return [
+        bench.ratio_row(case, by_stack, "full", "bare", BUDGET)
+        for case, by_stack in timings.items()
+    ]

@@ -240,3 +240,44 @@ def median_p90(values: list[float]) -> tuple[float, float]:
 
 def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
+
+
+def ratio_row(
+    case: str, timings: dict[str, list[float]], test: str, base: str, budget: float
+) -> dict:
+    """One table row: median and p90 of ``test`` against ``base``, and the verdict."""
+    a, b = median_p90(timings[test]), median_p90(timings[base])
+    ratio = a[0] / b[0]
+    return {
+        "case": case,
+        "requests": len(timings[test]),
+        f"{test}_median_ms": ms(a[0]),
+        f"{test}_p90_ms": ms(a[1]),
+        f"{base}_median_ms": ms(b[0]),
+        f"{base}_p90_ms": ms(b[1]),
+        f"{test}/{base}": round(ratio, 3),
+        "budget": f"<= {budget:.2f}",
+        "verdict": "PASS" if ratio <= budget else "OVER",
+    }
+
+
+def run_child(module: str, role: str, env: dict, *args: str) -> dict:
+    """Run ``python -m module role args`` and return the JSON of its last line.
+
+    Benchmarks run their measured work in a child so that its peak RSS is its
+    own; ``wall_s`` is added here.
+    """
+    started = time.perf_counter()
+    proc = subprocess.run(  # noqa: S603 - our own module, fixed arguments
+        [sys.executable, "-m", module, role, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{role} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - started
+    return result

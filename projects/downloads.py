@@ -27,19 +27,23 @@ FILE_ALTERED = (
 FILE_KEY_GONE = "This file cannot be decrypted: {reason}"
 
 
+def _failed(request, item, code: str, exc: Exception) -> None:
+    services.project_file_download_failed(
+        actor=request.user,
+        item=item,
+        request=request,
+        error_code=code,
+        description=str(exc),
+    )
+
+
 def _guarded(request, item, first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     if first:
         yield first
     try:
         yield from rest
     except FileIntegrityError as exc:
-        services.project_file_download_failed(
-            actor=request.user,
-            item=item,
-            request=request,
-            error_code="integrity",
-            description=str(exc),
-        )
+        _failed(request, item, "integrity", exc)
 
 
 def file_response(request: HttpRequest, item, *, sandbox: bool) -> HttpResponse:
@@ -48,22 +52,10 @@ def file_response(request: HttpRequest, item, *, sandbox: bool) -> HttpResponse:
         chunks = blob_chunks(item)
         first = next(chunks, b"")
     except FileIntegrityError as exc:
-        services.project_file_download_failed(
-            actor=request.user,
-            item=item,
-            request=request,
-            error_code="integrity",
-            description=str(exc),
-        )
+        _failed(request, item, "integrity", exc)
         return error_response(request, 409, FILE_ALTERED)
     except KeyError_ as exc:
-        services.project_file_download_failed(
-            actor=request.user,
-            item=item,
-            request=request,
-            error_code="key",
-            description=str(exc),
-        )
+        _failed(request, item, "key", exc)
         return error_response(request, 410, FILE_KEY_GONE.format(reason=exc))
     services.project_file_download_record(
         actor=request.user, item=item, request=request
