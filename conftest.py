@@ -17,7 +17,7 @@ def pytest_report_header(config):
     db = settings.DATABASES["default"]
     test_name = (db.get("TEST") or {}).get("NAME") or f"test_{db['NAME']}"
     where = (
-        "in-memory test database"
+        f"test database file {test_name}"
         if db["ENGINE"].endswith("sqlite3")
         else f"test database {test_name} on {db.get('HOST')}:{db.get('PORT')}"
     )

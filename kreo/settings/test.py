@@ -15,6 +15,14 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
     DATABASES["default"]["TEST"] = {  # noqa: F405
         "NAME": f"test_kreo_{env.str('KREO_TEST_RUN', default='0')}"
     }
+else:
+    # A file, not Django's shared in-memory database: live-server and worker
+    # threads then get connections of their own instead of sharing one, which
+    # fails at random ("cannot commit transaction - SQL statements in
+    # progress") when a browser request is still running at teardown.
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": str(VAR_DIR / f"test-{env.str('KREO_TEST_RUN', default='0')}.sqlite3")  # noqa: F405
+    }
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 STATIC_ROOT = None
