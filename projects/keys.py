@@ -12,26 +12,30 @@ id recorded, in ``ProjectKey``. The keyring comes from the environment::
 (``active_id``, ``wrap``, ``unwrap``); a cloud KMS client can implement it.
 
 Erasure that reaches backups: destroying a project's data key also writes a
-tombstone to the erasure ledger, a folder (``KREO_KEY_LEDGER_DIR``) that is
-outside the database and outside the file storage, so no backup of either
-contains it and no restore rolls it back. ``after_restore`` (called by the
-backup restore path) applies every tombstone to the restored database: the
-data keys of erased projects are destroyed again and their rows and objects
-removed. Retiring a KEK from the keyring after ``keys_rotate`` makes every
-older backup's wrapped keys, read outside the restore path, undecryptable.
+tombstone to the erasure ledger, kept outside the database and outside the
+file storage, so no backup of either contains it and no restore rolls it
+back. ``after_restore`` (called by the backup restore path) applies every
+tombstone to the restored database: the data keys of erased projects are
+destroyed again and their rows and objects removed. Retiring a KEK from the
+keyring after ``keys_rotate`` makes every older backup's wrapped keys, read
+outside the restore path, undecryptable.
+
+The ledger is a folder (``KREO_KEY_LEDGER_DIR``) on one host, or, for
+several pods, an S3 bucket of its own that all of them share
+(``KREO_KEY_LEDGER_S3_BUCKET``): see ``projects.ledger``. A tombstone that
+cannot be written refuses the erasure (``LedgerError``) before anything is
+erased. In the bucket tombstones are never overwritten nor deleted; one whose
+erasure rolled back is withdrawn by a void marker beside it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from functools import lru_cache
-from pathlib import Path
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -39,6 +43,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
+
+from projects.ledger import (  # noqa: F401 - the ledger's interface, re-exported
+    LEDGER_UNREACHABLE,
+    TOMBSTONE_EXISTS,
+    LedgerError,
+    Tombstone,
+    ledger,
+)
 
 DATA_KEY_BYTES = 32
 NONCE = 12
@@ -52,6 +64,11 @@ KEK_UNKNOWN = (
 )
 UNWRAP_FAILED = "The data key of this project does not unwrap: it was altered."
 KEY_DESTROYED = "The project's data key was destroyed: its files cannot be read."
+RESTORE_LEDGER_UNREACHABLE = (
+    "The database was restored but the erasure ledger cannot be read, so "
+    "projects erased since the backup may be back: keep the site closed and "
+    "run projects.keys.after_restore() again once the ledger answers."
+)
 
 
 class KeyError_(Exception):  # noqa: N801 - KeyError is a builtin
@@ -187,60 +204,46 @@ def data_key_rewrap(row) -> bool:
 # The erasure ledger -------------------------------------------------------------
 
 
-def _ledger_dir() -> Path:
-    return Path(settings.KREO_KEY_LEDGER_DIR)
-
-
-def ledger_record(*, kind: str, object_id, details: dict) -> Path:
+def ledger_record(*, kind: str, object_id, details: dict) -> Tombstone:
     """Write a tombstone for an erased project or file, durably, before erasing.
 
-    One small file per tombstone (no shared file to append to), written to a
-    temporary name, synced, then renamed into place.
+    Raises ``LedgerError`` (``LEDGER_UNREACHABLE``) when the ledger bucket
+    cannot be written: the caller has erased nothing yet and must not, since
+    an erasure without its tombstone would come back with the next restore.
+    ``unlink()`` on the result withdraws the tombstone if the erasure rolls
+    back.
     """
-    folder = _ledger_dir()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / f"{kind}-{object_id}.json"
     body = {"kind": kind, "id": str(object_id), "at": timezone.now().isoformat()}
-    temporary = folder / f".{path.name}.{os.getpid()}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump({**body, **details}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    return path
+    return ledger().record(kind=kind, object_id=object_id, body={**body, **details})
 
 
 def ledger_entries(kind: str | None = None) -> list[dict]:
-    folder = _ledger_dir()
-    if not folder.exists():
-        return []
-    out = []
-    for path in sorted(folder.glob("*.json")):
-        entry = json.loads(path.read_text(encoding="utf-8"))
-        if kind is None or entry.get("kind") == kind:
-            out.append(entry)
-    return out
+    """Every tombstone in force (withdrawn ones left out), as written."""
+    store = ledger()
+    return [store.read(tombstone) for tombstone in store.tombstones(kind)]
 
 
 def ledger_settle(*, now=None, grace_seconds: int = 3600) -> int:
-    """Drop tombstones of erasures that rolled back; return how many.
+    """Withdraw tombstones of erasures that rolled back; return how many.
 
     A tombstone is written before its erasure commits. One older than the
     grace period whose project or file still exists in the live database
-    belongs to an erasure that never happened. Never call this between a
-    database restore and ``after_restore``.
+    belongs to an erasure that never happened. The folder deletes it; the
+    bucket, whose tombstones are locked, writes a void marker beside it. Never
+    call this between a database restore and ``after_restore``: with a shared
+    bucket that means no pod settles while a restore into the live database
+    runs (stop beat and the workers for a restore).
     """
     from projects.models import Project, ProjectFile
 
     now = now or timezone.now()
+    store = ledger()
     dropped = 0
-    for path in sorted(_ledger_dir().glob("*.json")) if _ledger_dir().exists() else []:
-        entry = json.loads(path.read_text(encoding="utf-8"))
-        age = (now - datetime.fromisoformat(entry["at"])).total_seconds()
-        model = Project if entry["kind"] == "project" else ProjectFile
-        if age > grace_seconds and model.objects.filter(pk=entry["id"]).exists():
-            path.unlink(missing_ok=True)
-            dropped += 1
+    for tombstone in store.tombstones():
+        age = (now - tombstone.at).total_seconds()
+        model = Project if tombstone.kind == "project" else ProjectFile
+        if age > grace_seconds and model.objects.filter(pk=tombstone.id).exists():
+            dropped += int(store.void(tombstone))
     return dropped
 
 
@@ -250,14 +253,20 @@ def after_restore(*, using: str = "default", actor=None) -> dict:
     The backup restore path calls this after the database and files are back.
     Every project erased since the backup loses its data key again, then its
     rows and objects; every deleted file loses its row and every version of
-    its object.
+    its object. An unreadable ledger raises ``LedgerError``
+    (``RESTORE_LEDGER_UNREACHABLE``): the restored data may hold erased
+    projects until this runs again.
     """
     from audit.services import audit_record
     from projects.models import Project, ProjectFile, ProjectKey
     from projects.storage import blob_delete_all_versions
 
-    project_ids = [entry["id"] for entry in ledger_entries("project")]
-    file_ids = [entry["id"] for entry in ledger_entries("file")]
+    try:
+        tombstones = ledger().tombstones()
+    except LedgerError as exc:
+        raise LedgerError(RESTORE_LEDGER_UNREACHABLE) from exc
+    project_ids = sorted({t.id for t in tombstones if t.kind == "project"})
+    file_ids = sorted({t.id for t in tombstones if t.kind == "file"})
     with transaction.atomic(using=using):
         keys = ProjectKey.objects.using(using).filter(pk__in=project_ids).delete()[0]
         files = ProjectFile.objects.using(using).filter(

@@ -217,8 +217,22 @@ KREO_ACTIVE_KEY_ID = (
     env.str("KREO_ACTIVE_KEY_ID", default="") or (KREO_KEYRING.split(":", 1)[0])
 )
 KREO_KEY_LEDGER_DIR = Path(
-    env.str("KREO_KEY_LEDGER_DIR", default=str(VAR_DIR / "key-ledger"))
+    env.str("KREO_KEY_LEDGER_DIR", default="") or str(VAR_DIR / "key-ledger")
 )
+# With several pods the ledger is an S3 bucket they all share (projects.ledger),
+# never the file storage or backup bucket; when named it replaces the folder.
+KREO_KEY_LEDGER_S3_BUCKET = env.str("KREO_KEY_LEDGER_S3_BUCKET", default="")
+KREO_KEY_LEDGER_S3_PREFIX = env.str("KREO_KEY_LEDGER_S3_PREFIX", default="")
+KREO_KEY_LEDGER_S3_ENDPOINT_URL = env.str(
+    "KREO_KEY_LEDGER_S3_ENDPOINT_URL",
+    default=env.str("AWS_S3_ENDPOINT_URL", default=""),
+)
+KREO_KEY_LEDGER_S3_REGION = env.str(
+    "KREO_KEY_LEDGER_S3_REGION",
+    default=env.str("AWS_S3_REGION_NAME", default="eu-west-2"),
+)
+KREO_KEY_LEDGER_LOCK_MODE = env.str("KREO_KEY_LEDGER_LOCK_MODE", default="COMPLIANCE")
+KREO_KEY_LEDGER_LOCK_DAYS = env.int("KREO_KEY_LEDGER_LOCK_DAYS", default=400)
 # Days before soft-deleted projects, never-verified accounts and expired
 # exports are purged.
 KREO_PURGE_AFTER_DAYS = env.int("KREO_PURGE_AFTER_DAYS", default=30)
