@@ -10,7 +10,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
-from projects import keys
+from projects import keys, ledger
 
 
 @register(Tags.security)
@@ -24,6 +24,9 @@ def keyring_check(app_configs=None, **kwargs):
 
 @register(Tags.security, deploy=True)
 def ledger_check(app_configs=None, **kwargs):
+    if settings.KREO_KEY_LEDGER_S3_BUCKET:
+        problem = ledger.bucket_problem()
+        return [Error(problem, id="projects.E003")] if problem else []
     folder = Path(settings.KREO_KEY_LEDGER_DIR)
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -45,6 +45,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from projects.ledger import (  # noqa: F401 - the ledger's interface, re-exported
+    LEDGER_UNAVAILABLE,
     LEDGER_UNREACHABLE,
     TOMBSTONE_EXISTS,
     LedgerError,

@@ -16,7 +16,8 @@ of the data ever contains the ledger):
   asked with HEAD first), so a tombstone is never overwritten;
 - Object Lock retention where the bucket has it (``KREO_KEY_LEDGER_LOCK_MODE``
   for ``KREO_KEY_LEDGER_LOCK_DAYS``), so nobody deletes one early; listing
-  reads every object version, so a delete marker cannot hide one either;
+  reads the first version of each key, so neither a delete marker nor a
+  later version written over it hides or changes a tombstone;
 - a tombstone is withdrawn (its erasure rolled back) by writing a *void*
   marker, ``<prefix>voids/<same path>``, never by deleting it. Voids carry no
   retention: the only harm a wrongly written void could do is let a restore
@@ -30,7 +31,6 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 LEDGER_UNREACHABLE = (
     "The erasure ledger cannot be reached, so nothing was erased: the data "
     "stays as it was. Try again once the ledger bucket answers."
+)
+LEDGER_UNAVAILABLE = (
+    "The erasure ledger bucket cannot be reached: try again once it answers."
 )
 TOMBSTONE_EXISTS = "Tombstone {name} is in the erasure ledger already: not overwritten."
 LEDGER_BUCKET_SHARED = (
@@ -70,6 +73,7 @@ class Tombstone:
     at: datetime
     name: str
     store: Ledger = field(compare=False, repr=False)
+    version: str = ""
 
     def unlink(self, missing_ok: bool = True) -> None:
         """Withdraw this tombstone: its erasure rolled back before committing.
@@ -218,38 +222,49 @@ class S3Ledger:
             "ObjectLockRetainUntilDate": until,
         }
 
-    def _keys(self, folder: str) -> Iterator[str]:
-        """Every key under ``folder`` with a stored version (delete markers
-        hide nothing), page by page."""
+    def _versions(self, folder: str) -> dict[str, str]:
+        """Each key under ``folder`` with its first stored version, page by
+        page: a delete marker hides nothing, a later version replaces
+        nothing."""
+        first: dict[str, tuple] = {}
         paginator = self.client.get_paginator("list_object_versions")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=folder):
             for version in page.get("Versions", []):
-                yield version["Key"]
+                seen = first.get(version["Key"])
+                if seen is None or version["LastModified"] < seen[0]:
+                    first[version["Key"]] = (
+                        version["LastModified"],
+                        version["VersionId"],
+                    )
+        return {key: version for key, (_, version) in first.items()}
 
     def tombstones(self, kind: str | None = None) -> list[Tombstone]:
         under = f"{kind}/" if kind else ""
         try:
-            recorded = set(self._keys(self.prefix + TOMBSTONES + under))
-            voided = set(self._keys(self.prefix + VOIDS + under))
+            recorded = self._versions(self.prefix + TOMBSTONES + under)
+            voided = self._versions(self.prefix + VOIDS + under)
         except (BotoCoreError, ClientError) as exc:
             logger.error("erasure ledger: cannot list %s: %s", self.bucket, exc)
-            raise LedgerError(LEDGER_UNREACHABLE) from exc
+            raise LedgerError(LEDGER_UNAVAILABLE) from exc
         found = []
-        for key in recorded:
+        for key, version in recorded.items():
             path = key[len(self.prefix + TOMBSTONES) :]
             if self.prefix + VOIDS + path in voided:
                 continue
             entry_kind, entry_id, leaf = path.split("/", 2)
             at = datetime.strptime(leaf.rsplit("-", 1)[0], STAMP).replace(tzinfo=UTC)
-            found.append(Tombstone(entry_kind, entry_id, at, key, self))
+            found.append(Tombstone(entry_kind, entry_id, at, key, self, version))
         return sorted(found, key=lambda t: (t.at, t.name))
 
     def read(self, tombstone: Tombstone) -> dict:
         try:
-            got = self.client.get_object(Bucket=self.bucket, Key=tombstone.name)
+            version = {"VersionId": tombstone.version} if tombstone.version else {}
+            got = self.client.get_object(
+                Bucket=self.bucket, Key=tombstone.name, **version
+            )
             return json.loads(got["Body"].read())
         except (BotoCoreError, ClientError) as exc:
-            raise LedgerError(LEDGER_UNREACHABLE) from exc
+            raise LedgerError(LEDGER_UNAVAILABLE) from exc
 
     def void(self, tombstone: Tombstone) -> bool:
         path = tombstone.name[len(self.prefix + TOMBSTONES) :]
@@ -260,7 +275,7 @@ class S3Ledger:
         except LedgerError:
             return False  # another pod voided it first
         except (BotoCoreError, ClientError) as exc:
-            raise LedgerError(LEDGER_UNREACHABLE) from exc
+            raise LedgerError(LEDGER_UNAVAILABLE) from exc
         return True
 
 
