@@ -36,6 +36,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -48,7 +49,9 @@ from projects.ledger import (  # noqa: F401 - the ledger's interface, re-exporte
     LEDGER_UNAVAILABLE,
     LEDGER_UNREACHABLE,
     TOMBSTONE_EXISTS,
+    FolderLedger,
     LedgerError,
+    S3Ledger,
     Tombstone,
     ledger,
 )
@@ -65,6 +68,9 @@ KEK_UNKNOWN = (
 )
 UNWRAP_FAILED = "The data key of this project does not unwrap: it was altered."
 KEY_DESTROYED = "The project's data key was destroyed: its files cannot be read."
+LEDGER_IMPORT_NEEDS_BUCKET = (
+    "Set KREO_KEY_LEDGER_S3_BUCKET first: tombstones are imported into it."
+)
 RESTORE_LEDGER_UNREACHABLE = (
     "The database was restored but the erasure ledger cannot be read, so "
     "projects erased since the backup may be back: keep the site closed and "
@@ -246,6 +252,29 @@ def ledger_settle(*, now=None, grace_seconds: int = 3600) -> int:
         if age > grace_seconds and model.objects.filter(pk=tombstone.id).exists():
             dropped += int(store.void(tombstone))
     return dropped
+
+
+def ledger_import(folder) -> int:
+    """Move a folder ledger's tombstones into the configured bucket; return how
+    many moved.
+
+    For a deployment leaving ``KREO_KEY_LEDGER_DIR`` for
+    ``KREO_KEY_LEDGER_S3_BUCKET``: each tombstone keeps its time and details,
+    and its file is removed only once the bucket holds it, so a run that
+    stops half-way is simply run again.
+    """
+    source, target = FolderLedger(Path(folder)), ledger()
+    if not isinstance(target, S3Ledger):
+        raise LedgerError(LEDGER_IMPORT_NEEDS_BUCKET)
+    present = {(t.kind, t.id) for t in target.tombstones()}
+    moved = 0
+    for tombstone in source.tombstones():
+        if (tombstone.kind, tombstone.id) not in present:
+            body = source.read(tombstone)
+            target.record(kind=tombstone.kind, object_id=tombstone.id, body=body)
+            moved += 1
+        source.void(tombstone)
+    return moved
 
 
 def after_restore(*, using: str = "default", actor=None) -> dict:

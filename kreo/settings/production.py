@@ -11,8 +11,11 @@ import sys
 REQUIRED = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL")
 # reCAPTCHA keys for sign-up, password reset and the adaptive login CAPTCHA.
 REQUIRED = (*REQUIRED, "RECAPTCHA_PUBLIC_KEY", "RECAPTCHA_PRIVATE_KEY")
-# Key-encryption keys of project files, and where erasure tombstones live.
-REQUIRED = (*REQUIRED, "KREO_KEYRING", "KREO_ACTIVE_KEY_ID", "KREO_KEY_LEDGER_DIR")
+# Key-encryption keys of project files, and where erasure tombstones live: a
+# folder on one host, or else a bucket all pods share.
+REQUIRED = (*REQUIRED, "KREO_KEYRING", "KREO_ACTIVE_KEY_ID")
+if not os.environ.get("KREO_KEY_LEDGER_S3_BUCKET", "").strip():
+    REQUIRED = (*REQUIRED, "KREO_KEY_LEDGER_DIR")
 # The audit trail: seal signing key, archive encryption key, archive bucket
 # (without them, dev keys would be generated on the pod's tmpfs and lost).
 REQUIRED = (

@@ -20,6 +20,7 @@ from accounts.tests.factories import UserFactory
 from audit.models import AuditEvent
 from backups import services as backup_services
 from conftest import REGION, S3_ENDPOINT
+from kreo.tests.test_settings import PRODUCTION_ENV, manage
 from projects import keys, services
 from projects.ledger import S3Ledger
 from projects.models import ErasureCertificate, Project, ProjectFile, ProjectKey
@@ -288,3 +289,43 @@ def test_the_ledger_refuses_the_file_storage_bucket(
         keys.ledger()
     settings.KREO_KEY_LEDGER_S3_BUCKET = ledger_bucket
     assert isinstance(keys.ledger(), S3Ledger)
+
+
+def test_a_folder_ledger_moves_into_the_bucket(ledger_bucket, settings):
+    """Tombstones written to the folder before the bucket existed move into
+    it unchanged, leave the folder, and a second run moves nothing."""
+    owner = UserFactory()
+    project = services.project_create(actor=owner, name="Erased before the move")
+    folder = settings.KREO_KEY_LEDGER_DIR
+    settings.KREO_KEY_LEDGER_S3_BUCKET = ""
+    services.project_delete(actor=owner, project=project)
+    before = keys.ledger_entries()
+    assert len(before) == 1
+
+    settings.KREO_KEY_LEDGER_S3_BUCKET = ledger_bucket
+    assert keys.ledger_entries() == []
+    assert keys.ledger_import(folder) == 1
+    assert keys.ledger_entries() == before
+    assert list(folder.glob("*.json")) == []
+    assert keys.ledger_import(folder) == 0
+    settings.KREO_KEY_LEDGER_S3_BUCKET = ""
+    with pytest.raises(keys.LedgerError, match="Set KREO_KEY_LEDGER_S3_BUCKET"):
+        keys.ledger_import(folder)
+
+
+def test_production_takes_the_bucket_in_place_of_the_folder():
+    """Production refuses to start with neither ledger, starts with the bucket
+    alone, and its deploy check refuses a bucket shared with the archives."""
+    without = {k: v for k, v in PRODUCTION_ENV.items() if k != "KREO_KEY_LEDGER_DIR"}
+    refused = manage("check", env=without)
+    assert refused.returncode == 1
+    assert "KREO_KEY_LEDGER_DIR" in refused.stderr
+    bucket = {**without, "KREO_KEY_LEDGER_S3_BUCKET": "kreo-key-ledger"}
+    done = manage("check", "--deploy", "--fail-level", "WARNING", env=bucket)
+    assert done.returncode == 0, done.stderr
+    archive = PRODUCTION_ENV["AUDIT_ARCHIVE_S3_BUCKET"]
+    shared = manage(
+        "check", "--deploy", env={**without, "KREO_KEY_LEDGER_S3_BUCKET": archive}
+    )
+    assert shared.returncode != 0
+    assert "projects.E003" in shared.stderr
