@@ -57,9 +57,30 @@ class KreoOIDCBackend(OIDCAuthenticationBackend):
         """Run only from the callback view, which passes nonce and verifier."""
         if request is None or nonce is None or code_verifier is None:
             return None
+        if not request.GET.get("code"):
+            return None
+        claims, id_token = self.claims_for_code(
+            request, nonce=nonce, code_verifier=code_verifier
+        )
+        from accounts.oidc import services
+
+        user = services.identity_resolve(
+            request=request, claims=claims, link_to=kwargs.get("link_to")
+        )
+        user.sso = services.SSOResult(claims=claims, id_token=id_token)
+        return user
+
+    def claims_for_code(
+        self, request, *, nonce: str, code_verifier: str
+    ) -> tuple[dict, str]:
+        """Exchange the callback's code; return the checked claims and token.
+
+        Shared by sign-in and re-authentication (accounts.oidc.reauth), which
+        matches the claims against the signed-in user instead of resolving one.
+        """
         code = request.GET.get("code")
         if not code:
-            return None
+            raise errors.SSOFailure("bad_token")
         self.request = request
         try:
             token_info = self.get_token(
@@ -79,14 +100,7 @@ class KreoOIDCBackend(OIDCAuthenticationBackend):
         id_token = token_info.get("id_token")
         if not isinstance(id_token, str):
             raise errors.SSOFailure("bad_token")
-        claims = self.verify_token(id_token, nonce=nonce)
-        from accounts.oidc import services
-
-        user = services.identity_resolve(
-            request=request, claims=claims, link_to=kwargs.get("link_to")
-        )
-        user.sso = services.SSOResult(claims=claims, id_token=id_token)
-        return user
+        return self.verify_token(id_token, nonce=nonce), id_token
 
     def verify_token(self, token, **kwargs):
         """Check the ID token completely; raise SSOFailure with the reason."""
