@@ -24,6 +24,22 @@ LINK_NEEDS_2FA = (
 )
 NOT_CONFIGURED = "Single sign-on is not set up on this server."
 UNKNOWN_IDP = "Unknown sign-in provider."
+REAUTH_FAILED = (
+    "Confirmation with your sign-in provider did not complete. Nothing was "
+    "changed; please try again."
+)
+REAUTH_NOT_LINKED = (
+    "No single sign-on is linked to this account, so it cannot be confirmed "
+    "at a sign-in provider. Use your password."
+)
+REAUTH_WRONG_USER = (
+    "You signed in at your provider as someone other than the person linked "
+    "to this account. Nothing was changed."
+)
+REAUTH_STALE = (
+    "Your sign-in provider did not confirm a fresh sign-in. Nothing was "
+    "changed; please try again."
+)
 
 MESSAGES = {
     "no_allowed_role": NO_ALLOWED_ROLE,
@@ -31,6 +47,9 @@ MESSAGES = {
     "link_required": LINK_REQUIRED,
     "identity_taken": IDENTITY_TAKEN,
     "inactive": INACTIVE,
+    "reauth_not_linked": REAUTH_NOT_LINKED,
+    "reauth_wrong_user": REAUTH_WRONG_USER,
+    "reauth_stale": REAUTH_STALE,
 }
 
 # Reason codes refused with 403 (who you are is known; you may not come in).
@@ -40,10 +59,12 @@ FORBIDDEN = {"no_allowed_role", "inactive", "identity_taken"}
 class SSOFailure(Exception):
     """An SSO response refused; ``code`` goes to the audit trail."""
 
-    def __init__(self, code: str, *, user=None):
+    def __init__(self, code: str, *, user=None, next_url: str = ""):
         super().__init__(code)
         self.code = code
         self.user = user
+        # Where a refused re-authentication sends the user back to.
+        self.next_url = next_url
 
     @property
     def message(self) -> str:

@@ -15,4 +15,5 @@ urlpatterns = [
     ),
     path("logout/", views.logout_view, name="oidc_logout"),
     path("link/", views.link_view, name="oidc_link"),
+    path("reauth/", views.reauth_view, name="oidc_reauth"),
 ]

@@ -1,4 +1,4 @@
-"""SSO pages: start (with kc_idp_hint), callback, logout, link."""
+"""SSO pages: start (with kc_idp_hint), callback, logout, link, re-authenticate."""
 
 from django.conf import settings
 from django.contrib import auth, messages
@@ -14,10 +14,11 @@ from django.views.decorators.http import require_POST
 from django_otp import devices_for_user
 from mozilla_django_oidc.views import OIDCAuthenticationRequestView
 
-from accounts.oidc import errors, services
+from accounts.oidc import errors, reauth, services
 from kreo.views import error_response
 
 LINKED = "Single sign-on is now linked to your account."
+REAUTHENTICATED = "Your sign-in provider confirmed it is you."
 
 
 class AuthenticationRequestView(OIDCAuthenticationRequestView):
@@ -50,6 +51,8 @@ class CallbackView(View):
     def get(self, request: HttpRequest) -> HttpResponse:
         if not settings.KREO_OIDC_ENABLED:
             return error_response(request, 404, errors.NOT_CONFIGURED)
+        if reauth.reauth_is_pending(request, request.GET.get("state", "")):
+            return self.reauthenticated(request)
         states = request.session.get("oidc_states") or {}
         entry = states.pop(request.GET.get("state", ""), None)
         request.session["oidc_states"] = states
@@ -89,6 +92,17 @@ class CallbackView(View):
             return redirect(f"{next_step}?next={next_url}")
         return HttpResponseRedirect(next_url)
 
+    def reauthenticated(self, request: HttpRequest) -> HttpResponse:
+        """A re-authentication came back: back to the page that asked for it,
+        with the refusal as a message; the session stays signed in."""
+        try:
+            next_url = reauth.reauth_finish(request=request)
+        except errors.SSOFailure as exc:
+            messages.error(request, errors.MESSAGES.get(exc.code, errors.REAUTH_FAILED))
+            return HttpResponseRedirect(exc.next_url)
+        messages.success(request, REAUTHENTICATED)
+        return HttpResponseRedirect(next_url)
+
     def failure(self, request, exc: errors.SSOFailure, keep_session=False):
         user = exc.user
         if user is None and request.user.is_authenticated:
@@ -123,3 +137,21 @@ def link_view(request: HttpRequest) -> HttpResponse:
         return error_response(request, 403, errors.LINK_NEEDS_2FA)
     services.link_start(request=request, user=user)
     return redirect(reverse("oidc_authentication_init"))
+
+
+@login_required
+@require_POST
+def reauth_view(request: HttpRequest) -> HttpResponse:
+    """Send the signed-in user to sign in again at the IdP (prompt=login)."""
+    if not settings.KREO_OIDC_ENABLED:
+        return error_response(request, 404, errors.NOT_CONFIGURED)
+    next_url = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        next_url = reverse(settings.LOGIN_REDIRECT_URL)
+    try:
+        url = reauth.reauth_start(request=request, user=request.user, next_url=next_url)
+    except errors.SSOFailure as exc:
+        return error_response(request, 403, exc.message)
+    return HttpResponseRedirect(url)

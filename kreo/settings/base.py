@@ -315,6 +315,9 @@ OIDC_PKCE_CODE_CHALLENGE_METHOD = "S256"
 OIDC_TOKEN_USE_BASIC_AUTH = True  # client_secret_basic
 OIDC_TIMEOUT = 10
 OIDC_LEEWAY_SECONDS = 30  # clock skew allowed on exp/iat
+# Deleting an SSO account needs a sign-in at the IdP at most this old
+# (auth_time); the confirmation it gives lasts as long (accounts.oidc.reauth).
+KREO_SSO_REAUTH_SECONDS = 300
 # Roles are read again from the IdP (prompt=none) this often: a role removed
 # in Keycloak is gone from the app at the next request after it.
 OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = env.int("KREO_OIDC_REFRESH_SECONDS", default=300)
