@@ -7,11 +7,12 @@ mails the link. Only the token's hash is kept: the stored archive is
 unreadable without the link. The link works once, for the signed-in owner,
 until it expires (``KREO_EXPORT_TTL_SECONDS``).
 
-Account deletion (by its owner after re-entering the password, or by
-staff): the rule for projects is stated in ``OWNED_PROJECTS_RULE``; the user
-row is deleted, so e-mail, name, sessions and devices go with it; audit
-events keep their recorded actor label and id, untouched (the trail's hash
-chain stays intact).
+Account deletion (by its owner after re-entering the password or, for an
+account linked to single sign-on, after signing in again at the identity
+provider; or by staff): the rule for projects is stated in
+``OWNED_PROJECTS_RULE``; the user row is deleted, so e-mail, name, sessions
+and devices go with it; audit events keep their recorded actor label and id,
+untouched (the trail's hash chain stays intact).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.oidc.errors import SSOFailure
+from accounts.oidc.reauth import reauth_consume
 from audit.models import Outcome
 from audit.services import audit_record
 from privacy.models import DataExport, ExportState
@@ -52,6 +55,10 @@ EXPORT_LINK_EXPIRED = "This download link has expired. Request a new export."
 EXPORT_NOT_READY = "This export is not ready yet."
 WRONG_PASSWORD = "The password is not correct."  # noqa: S105  # nosec B105
 CONFIRM_MISMATCH = "Type DELETE to confirm."
+REAUTH_REQUIRED = (
+    "Confirm with your sign-in provider first. The confirmation lasts a few "
+    "minutes and is good for one attempt. Nothing was deleted."
+)
 OWNED_PROJECTS_RULE = (
     "Projects you are the only owner of are deleted with your account: they "
     "disappear for every member at once and are erased (cryptographically) "
@@ -271,25 +278,69 @@ def export_discard(export: DataExport, state: str = ExportState.EXPIRED) -> None
 # Account deletion ----------------------------------------------------------------
 
 
+def _reauth_refusal(
+    *, user, request, password: str | None, reauthenticated: bool
+) -> tuple[str, ValidationError] | None:
+    """Why the owner's re-authentication does not hold, or None if it does.
+
+    ``reauthenticated`` is a claim, not a proof: the session's marker from
+    the identity provider is checked and spent here (accounts.oidc.reauth).
+    """
+    if reauthenticated:
+        try:
+            if request is None:
+                raise SSOFailure("reauth_missing")
+            reauth_consume(request=request, user=user)
+        except SSOFailure as exc:
+            return exc.code, ValidationError(REAUTH_REQUIRED, code="reauth")
+        return None
+    if not user.has_usable_password() or not user.check_password(password or ""):
+        error = ValidationError({"password": WRONG_PASSWORD}, code="reauth")
+        return "wrong_password", error
+    return None
+
+
 def account_delete(
     *,
     actor,
     user,
     request=None,
     password: str | None = None,
+    reauthenticated: bool = False,
     staff: bool = False,
     reason: str = "",
 ) -> dict:
     """Delete ``user``'s account by the rule in OWNED_PROJECTS_RULE.
 
-    The owner must give the current password (re-authentication); staff
-    decide with their own permissions (``staff=True``).
+    The owner re-authenticates: with the current password, or
+    (``reauthenticated=True``) with a fresh sign-in at the identity provider
+    that this session recorded and that is spent by this call. A refusal
+    deletes nothing and is audited. Staff decide with their own permissions
+    (``staff=True``).
     """
     if not staff:
         if actor.pk != user.pk:
             raise PermissionDenied
-        if not user.has_usable_password() or not user.check_password(password or ""):
-            raise ValidationError({"password": WRONG_PASSWORD}, code="reauth")
+        refusal = _reauth_refusal(
+            user=user,
+            request=request,
+            password=password,
+            reauthenticated=reauthenticated,
+        )
+        if refusal is not None:
+            code, error = refusal
+            audit_record(
+                event_type="account.delete",
+                actor=actor,
+                request=request,
+                outcome=Outcome.DENIED,
+                target_type="accounts.user",
+                target_id=str(user.pk),
+                error_code=code,
+                error_description=error.messages[0],
+                details={"via": "sso" if reauthenticated else "password"},
+            )
+            raise error
     now = timezone.now()
     with transaction.atomic():
         owned = Project.objects.filter(
@@ -307,6 +358,7 @@ def account_delete(
             "projects_put_aside": [str(pk) for pk in sole],
             "memberships_removed": Membership.objects.filter(user=user).count(),
             "by": "staff" if staff else "self",
+            "via": "sso" if reauthenticated else ("" if staff else "password"),
             "reason": reason,
         }
         audit_record(

@@ -1,5 +1,6 @@
 """Pages: ask for a data export, download it once, delete one's account."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
@@ -9,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_http_methods
 
+from accounts.oidc import reauth
 from kreo.views import error_response
 from privacy import services
 from privacy.forms import AccountDeleteForm
@@ -54,31 +56,48 @@ def export_download(request: HttpRequest, export_id, token: str) -> HttpResponse
 @login_required
 @require_http_methods(["GET", "POST"])
 def account_delete(request: HttpRequest) -> HttpResponse:
-    form = AccountDeleteForm(request.POST or None)
+    """Delete one's account after re-authenticating: the password, or for an
+    account linked to SSO a fresh sign-in at the provider (accounts.oidc)."""
+    user = request.user
+    marker = reauth.reauth_marker(request, user)
+    via_sso = marker is not None or not user.has_usable_password()
+    form = AccountDeleteForm(request.POST or None, with_password=not via_sso)
     if request.method == "POST" and form.is_valid():
         if form.cleaned_data["confirm"].strip() != "DELETE":
+            if via_sso:
+                # One confirmation at the provider, one attempt.
+                reauth.reauth_discard(request=request)
+                messages.error(
+                    request, f"{services.CONFIRM_MISMATCH} {services.REAUTH_REQUIRED}"
+                )
+                return redirect("privacy:account-delete")
             form.add_error("confirm", services.CONFIRM_MISMATCH)
         else:
             try:
                 services.account_delete(
-                    actor=request.user,
-                    user=request.user,
+                    actor=user,
+                    user=user,
                     request=request,
-                    password=form.cleaned_data["password"],
+                    password=form.cleaned_data.get("password"),
+                    reauthenticated=via_sso,
                 )
             except ValidationError as exc:
+                if via_sso:
+                    messages.error(request, exc.messages[0])
+                    return redirect("privacy:account-delete")
                 form.add_error("password", exc.messages[0])
             else:
                 logout(request)
                 messages.success(request, "Your account was deleted.")
                 return redirect("accounts:login")
-    from django.conf import settings
-
     rule = services.OWNED_PROJECTS_RULE.format(days=settings.KREO_PURGE_AFTER_DAYS)
     status = 400 if form.errors else 200
-    return render(
-        request,
-        "privacy/account_delete.html",
-        {"form": form, "rule": rule},
-        status=status,
-    )
+    context = {
+        "form": form,
+        "rule": rule,
+        "confirmed_at_provider": marker is not None,
+        "reauth_offered": marker is None and reauth.reauth_available(user),
+        "password_set": user.has_usable_password(),
+        "reauth_seconds": settings.KREO_SSO_REAUTH_SECONDS,
+    }
+    return render(request, "privacy/account_delete.html", context, status=status)
