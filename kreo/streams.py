@@ -13,14 +13,18 @@ class IterReader(io.RawIOBase):
 
     def __init__(self, chunks: Iterable[bytes]):
         self._chunks = iter(chunks)
-        self._left = b""
+        self._left = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target) -> int:
         while not self._left:
-            self._left = next(self._chunks, b"")
+            piece = next(self._chunks, b"")
+            if isinstance(piece, bytearray):
+                piece = bytes(piece)  # its producer may change it after yielding
+            # A view, so that reading a large chunk piecemeal copies it once.
+            self._left = memoryview(piece)
             if not self._left:
                 return 0
         size = min(len(target), len(self._left))

@@ -10,18 +10,23 @@ data key::
 
 The AAD binds every chunk to its file, its position and whether it is the
 last one, so a chunk swapped in from another file, reordered, dropped, or a
-file cut at a chunk boundary fails authentication. Encryption reads one chunk
-ahead to know which chunk is final; both directions hold two chunks at most.
+file cut at a chunk boundary fails authentication. Both directions work a
+batch of chunks at a time and read one batch ahead to know which chunk is
+final; the cipher runs on a worker thread a batch ahead of the caller
+(``_ahead``), so a stream holds about three batches (3 MiB) at most.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import itertools
 import os
 import struct
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -34,11 +39,16 @@ HEADER = len(MAGIC) + PREFIX
 CHUNK = 64 * 1024
 TAG = 16
 SEALED_CHUNK = CHUNK + TAG
+# Chunks sealed or opened per step on the worker thread (1 MiB of plaintext).
+BATCH = 16
 MAX_CHUNKS = 2**32
 
 TAMPERED = "The stored file failed authentication at chunk {index}: it was altered."
 TRUNCATED = "The stored file is truncated: its final chunk is missing."
 NOT_ENCRYPTED = "The stored object is not a Kreo encrypted file (bad header)."
+
+
+T = TypeVar("T")
 
 
 class FileIntegrityError(Exception):
@@ -61,35 +71,97 @@ def _nonce(prefix: bytes, index: int) -> bytes:
     return prefix + struct.pack(">I", index)
 
 
+def _ahead(jobs: Iterable[Callable[[], T]]) -> Iterator[T]:
+    """Run each job one step ahead of the consumer; results come in order.
+
+    The cipher releases the GIL, so while the worker thread seals or opens
+    one batch, this thread reads the next from storage and hands the last
+    one on (to storage, or to the client's socket). A stream of one batch
+    runs inline: no thread for small files.
+    """
+    jobs = iter(jobs)
+    first = next(jobs, None)
+    if first is None:
+        return
+    second = next(jobs, None)
+    if second is None:
+        yield first()
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kreo-crypto") as pool:
+        pending = pool.submit(first)
+        for job in itertools.chain([second], jobs):
+            following = pool.submit(job)
+            yield pending.result()
+            pending = following
+        yield pending.result()
+
+
+def _plain_chunks(source: Iterable[bytes]) -> Iterator[bytes]:
+    """The bytes of ``source`` as CHUNK-sized pieces, the last one shorter.
+
+    Immutable pieces that already are one chunk (an upload read CHUNK at a
+    time) pass through without a copy; anything else is copied, since the
+    worker thread seals it later and its producer may reuse a buffer.
+    """
+    held = bytearray()
+    for piece in source:
+        if not held and isinstance(piece, bytes) and len(piece) == CHUNK:
+            yield piece
+            continue
+        held += piece
+        while len(held) >= CHUNK:
+            yield bytes(held[:CHUNK])
+            del held[:CHUNK]
+    if held:
+        yield bytes(held)
+
+
+def _batches(source: Iterable[bytes]) -> Iterator[tuple[list[bytes], bool]]:
+    """Plaintext chunks, BATCH at a time, with whether the batch is the last.
+
+    Reads one chunk ahead, so the final chunk is known as such; an empty
+    source is one empty chunk.
+    """
+    chunks = _plain_chunks(source)
+    batch: list[bytes] = [next(chunks, b"")]
+    for chunk in chunks:
+        if len(batch) == BATCH:
+            yield batch, False
+            batch = []
+        batch.append(chunk)
+    yield batch, True
+
+
 def encrypt_chunks(
     key: bytes, file_id: uuid.UUID, source: Iterable[bytes]
-) -> Iterator[bytes]:
-    """Yield the sealed form of the plaintext chunks ``source`` (any sizes)."""
+) -> Iterator[bytes | memoryview]:
+    """Yield the sealed form of the plaintext chunks ``source`` (any sizes).
+
+    The header, then one read-only-by-convention buffer per batch.
+    """
     aead = AESGCM(key)
     prefix = os.urandom(PREFIX)
     header = MAGIC + prefix
     yield header
-    buffer = bytearray()
-    index = 0
-    for piece in source:
-        buffer += piece
-        if len(buffer) <= CHUNK:
-            continue
-        # Seal every whole chunk that is surely not the last one.
-        count = (len(buffer) - 1) // CHUNK
-        view = memoryview(buffer)
-        for offset in range(0, count * CHUNK, CHUNK):
-            yield aead.encrypt(
-                _nonce(prefix, index),
-                view[offset : offset + CHUNK],
-                _aad(header, file_id, index, False),
-            )
-            index += 1
-        view.release()
-        del buffer[: count * CHUNK]
-    yield aead.encrypt(
-        _nonce(prefix, index), bytes(buffer), _aad(header, file_id, index, True)
-    )
+
+    def seal(chunks: list[bytes], start: int, last: bool) -> memoryview:
+        # One new buffer per batch, sealed in place: never changed once yielded.
+        out = memoryview(bytearray(sum(map(len, chunks)) + TAG * len(chunks)))
+        offset, final = 0, len(chunks) - 1
+        for n, chunk in enumerate(chunks):
+            index, end = start + n, offset + len(chunk) + TAG
+            aad = _aad(header, file_id, index, last and n == final)
+            aead.encrypt_into(_nonce(prefix, index), chunk, aad, out[offset:end])
+            offset = end
+        return out
+
+    def jobs() -> Iterator[Callable[[], memoryview]]:
+        start = 0
+        for chunks, last in _batches(source):
+            yield functools.partial(seal, chunks, start, last)
+            start += len(chunks)
+
+    yield from _ahead(jobs())
 
 
 def _exact_reader(source) -> Callable[[int], bytes]:
@@ -132,7 +204,8 @@ def decrypt_chunks(key: bytes, file_id: uuid.UUID, source) -> Iterator[bytes]:
 
     ``source`` is a binary file object or an iterable of byte strings. Raises
     FileIntegrityError at the first chunk that does not authenticate;
-    nothing of that chunk, or after it, is yielded.
+    nothing of that chunk, or after it, is yielded. Chunks are read and
+    opened BATCH at a time, the next batch opened while this one is yielded.
     """
     aead = AESGCM(key)
     read = _exact_reader(source)
@@ -140,26 +213,43 @@ def decrypt_chunks(key: bytes, file_id: uuid.UUID, source) -> Iterator[bytes]:
     if len(header) < HEADER or not header.startswith(MAGIC):
         raise FileIntegrityError(NOT_ENCRYPTED)
     prefix = header[len(MAGIC) :]
-    index = 0
-    current = read(SEALED_CHUNK)
-    while True:
-        following = read(SEALED_CHUNK) if len(current) == SEALED_CHUNK else b""
-        final = not following
-        if len(current) < TAG:
-            raise FileIntegrityError(TRUNCATED)
-        nonce = _nonce(prefix, index)
-        try:
-            plain = aead.decrypt(nonce, current, _aad(header, file_id, index, final))
-        except InvalidTag:
-            raise FileIntegrityError(
-                TRUNCATED
-                if final and _opens(aead, nonce, current, header, file_id, index)
-                else TAMPERED.format(index=index)
-            ) from None
-        yield plain
-        if final:
-            return
-        current, index = following, index + 1
+    size = BATCH * SEALED_CHUNK
+
+    def open_(block: bytes, start: int, last: bool):
+        """(plaintexts, error): the chunks that verified, then the failure."""
+        view = memoryview(block)
+        plains: list[bytes] = []
+        for n, offset in enumerate(range(0, max(len(block), 1), SEALED_CHUNK)):
+            index, sealed = start + n, view[offset : offset + SEALED_CHUNK]
+            final = last and offset + SEALED_CHUNK >= len(block)
+            if len(sealed) < TAG:
+                return plains, FileIntegrityError(TRUNCATED)
+            nonce = _nonce(prefix, index)
+            try:
+                plains.append(
+                    aead.decrypt(nonce, sealed, _aad(header, file_id, index, final))
+                )
+            except InvalidTag:
+                cut = final and _opens(aead, nonce, sealed, header, file_id, index)
+                return plains, FileIntegrityError(
+                    TRUNCATED if cut else TAMPERED.format(index=index)
+                )
+        return plains, None
+
+    def jobs():
+        start, block = 0, read(size)
+        while True:
+            following = read(size) if len(block) == size else b""
+            last = not following
+            yield functools.partial(open_, block, start, last)
+            if last:
+                return
+            start, block = start + BATCH, following
+
+    for plains, error in _ahead(jobs()):
+        yield from plains
+        if error is not None:
+            raise error
 
 
 def _opens(aead, nonce, sealed, header, file_id, index) -> bool:

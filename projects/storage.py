@@ -7,6 +7,7 @@ on too) only as ``projects.crypto`` ciphertext under the project's data key.
 from collections.abc import Iterator
 
 from botocore.exceptions import ClientError
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import Storage
 from django.db.models.fields.files import FieldFile
@@ -58,6 +59,11 @@ def _decrypted(data_key: bytes, item, handle) -> Iterator[bytes]:
 
 def blob_store(item, source: Iterator[bytes]) -> None:
     """Encrypt ``source`` under the project's data key into ``item.blob``."""
+    if not settings.KREO_FILE_ENCRYPTION:
+        # Only the benchmark's baseline (production pins encryption on).
+        item.blob.save("upload", File(crypto.reader(source)), save=False)
+        item.encryption = ""
+        return
     data_key = keys.data_key_create(item.project)
     sealed = crypto.encrypt_chunks(data_key, item.id, source)
     item.blob.save("upload", File(crypto.reader(sealed)), save=False)

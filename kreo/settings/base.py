@@ -207,6 +207,12 @@ STORAGES = {
 # projects.uploads); large files spool to disk rather than memory.
 KREO_MAX_UPLOAD_BYTES = env.int("KREO_MAX_UPLOAD_BYTES", default=100 * 1024 * 1024)
 
+# Project files are always encrypted (projects.storage). Not read from the
+# environment: only a settings module can switch it off, and the only one
+# that does is the benchmark's baseline (bench/settings_unencrypted.py);
+# production pins it on.
+KREO_FILE_ENCRYPTION = True
+
 # Project file encryption (projects.keys): key-encryption keys as
 # "id:base64key,..." and the id that wraps new data keys. The erasure ledger
 # lives outside the database and the file storage, so restores never undo it.

@@ -55,6 +55,8 @@ if env.bool("DJANGO_DEBUG", default=False):
     )
     raise SystemExit(1)
 DEBUG = False
+# Whatever a settings module above said: project files are encrypted.
+KREO_FILE_ENCRYPTION = True
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")

@@ -77,9 +77,12 @@ def test_production_security_settings():
         "'hasher': s.PASSWORD_HASHERS[0], 'csrf': s.CSRF_TRUSTED_ORIGINS,"
         "'frame': s.X_FRAME_OPTIONS, 'referrer': s.SECURE_REFERRER_POLICY,"
         "'csp': s.CONTENT_SECURITY_POLICY['DIRECTIVES']['default-src'],"
-        "'age': s.SESSION_COOKIE_AGE}))"
+        "'age': s.SESSION_COOKIE_AGE, 'files': s.KREO_FILE_ENCRYPTION}))"
     )
-    done = manage("shell", "--no-imports", "-c", code, env=PRODUCTION_ENV)
+    # No variable switches file encryption off (only the benchmark's own
+    # settings module does, and production pins it on).
+    tampered = {**PRODUCTION_ENV, "KREO_FILE_ENCRYPTION": "false"}
+    done = manage("shell", "--no-imports", "-c", code, env=tampered)
     assert done.returncode == 0, done.stderr
     import json
 
@@ -92,6 +95,7 @@ def test_production_security_settings():
     assert values["frame"] == "DENY" and values["referrer"] == "same-origin"
     assert values["csp"] == ["'self'"]
     assert 0 < values["age"] <= 12 * 3600
+    assert values["files"] is True
 
 
 def test_no_environment_means_the_embedded_default(tmp_path):

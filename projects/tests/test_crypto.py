@@ -1,0 +1,173 @@
+"""The KREOF1 format itself: what is stored stays readable, and every change
+to the stored bytes is caught, whatever the sizes and batch boundaries.
+
+The format is rebuilt here by hand from its documentation (projects/crypto.py)
+with the bare AES-GCM primitive, so a change to the code that changed the
+bytes on disk, and with it every file already stored, fails these tests.
+"""
+
+import io
+import os
+import random
+import struct
+import threading
+import uuid
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from projects import crypto
+
+KEY = bytes(range(32))
+FILE_ID = uuid.UUID("0b9e4f5c-6f4a-4c61-9a35-2d7d43c1e0aa")
+BATCH_BYTES = crypto.BATCH * crypto.CHUNK
+# Around the chunk and batch boundaries, where a cut is easiest to get wrong.
+SIZES = [
+    0,
+    1,
+    crypto.CHUNK - 1,
+    crypto.CHUNK,
+    crypto.CHUNK + 1,
+    BATCH_BYTES - 1,
+    BATCH_BYTES,
+    BATCH_BYTES + 1,
+    2 * BATCH_BYTES + crypto.CHUNK,
+    3 * BATCH_BYTES + 12345,
+]
+
+
+def sealed_by_hand(plaintext: bytes, prefix: bytes) -> bytes:
+    """KREOF1 as documented: header, then AES-256-GCM per 64 KiB chunk."""
+    header = crypto.MAGIC + prefix
+    pieces = [
+        plaintext[i : i + crypto.CHUNK]
+        for i in range(0, max(len(plaintext), 1), crypto.CHUNK)
+    ]
+    out = [header]
+    for index, piece in enumerate(pieces):
+        final = index == len(pieces) - 1
+        nonce = prefix + struct.pack(">I", index)
+        aad = header + FILE_ID.bytes + struct.pack(">QB", index, int(final))
+        out.append(AESGCM(KEY).encrypt(nonce, piece, aad))
+    return b"".join(out)
+
+
+def sealed(plaintext: bytes, pieces: int | None = None) -> bytes:
+    """encrypt_chunks over ``plaintext`` fed in random-sized pieces."""
+    rng = random.Random(len(plaintext))
+
+    def feed():
+        offset = 0
+        while offset < len(plaintext):
+            size = pieces or rng.choice([1, 999, crypto.CHUNK, 70_000, 2**20])
+            yield plaintext[offset : offset + size]
+            offset += size
+
+    return b"".join(crypto.encrypt_chunks(KEY, FILE_ID, feed()))
+
+
+def opened(stored: bytes) -> bytes:
+    return b"".join(crypto.decrypt_chunks(KEY, FILE_ID, io.BytesIO(stored)))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_files_sealed_by_the_documented_format_open(size):
+    """A file as the format describes it (as every stored file was written)
+    opens to its plaintext, from a file object and from an iterator."""
+    plaintext = os.urandom(size)
+    stored = sealed_by_hand(plaintext, os.urandom(crypto.PREFIX))
+    assert opened(stored) == plaintext
+    pieces = [stored[:7], stored[7 : crypto.HEADER + 5], stored[crypto.HEADER + 5 :]]
+    assert b"".join(crypto.decrypt_chunks(KEY, FILE_ID, pieces)) == plaintext
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_sealing_writes_exactly_the_documented_format(size):
+    """Whatever the piece sizes fed in, the bytes written are the documented
+    format under the file's own random nonce prefix."""
+    plaintext = os.urandom(size)
+    for pieces in (None, crypto.CHUNK, 3):
+        if pieces == 3 and size > BATCH_BYTES:
+            continue  # byte-sized pieces of megabytes only slow the suite
+        stored = sealed(plaintext, pieces)
+        prefix = stored[len(crypto.MAGIC) : crypto.HEADER]
+        assert stored == sealed_by_hand(plaintext, prefix)
+        assert len(stored) == crypto.sealed_size(size)
+
+
+def test_a_producer_reusing_its_buffer_cannot_corrupt_the_file():
+    """The cipher runs a batch behind on another thread: a producer that
+    refills one buffer must not change what gets sealed."""
+    plaintext = os.urandom(3 * BATCH_BYTES + 100)
+
+    def reused():
+        buffer = bytearray(crypto.CHUNK)
+        for offset in range(0, len(plaintext), crypto.CHUNK):
+            piece = plaintext[offset : offset + crypto.CHUNK]
+            buffer[: len(piece)] = piece
+            yield buffer if len(piece) == crypto.CHUNK else bytearray(piece)
+
+    stored = b"".join(crypto.encrypt_chunks(KEY, FILE_ID, reused()))
+    assert opened(stored) == plaintext
+
+
+@pytest.mark.parametrize("chunk", [0, 5, crypto.BATCH - 1, crypto.BATCH, 40])
+def test_a_flipped_byte_stops_the_stream_exactly_at_its_chunk(chunk):
+    """Chunks before the altered one come out (each verified); the error
+    names the chunk; nothing of it or after it is yielded. In every batch."""
+    plaintext = os.urandom(3 * BATCH_BYTES)
+    stored = bytearray(sealed(plaintext))
+    stored[crypto.HEADER + chunk * crypto.SEALED_CHUNK + 100] ^= 0x01
+    received = bytearray()
+    with pytest.raises(crypto.FileIntegrityError, match=f"at chunk {chunk}:"):
+        for piece in crypto.decrypt_chunks(KEY, FILE_ID, io.BytesIO(stored)):
+            received += piece
+    assert bytes(received) == plaintext[: chunk * crypto.CHUNK]
+
+
+@pytest.mark.parametrize("chunks_kept", [1, crypto.BATCH - 1, crypto.BATCH, 33])
+def test_a_file_cut_at_any_chunk_boundary_is_refused_as_truncated(chunks_kept):
+    """Cut after whole chunks, on a batch boundary or inside a batch: the
+    last chunk left was not sealed as final, so the file is truncated."""
+    stored = sealed(os.urandom(3 * BATCH_BYTES))
+    cut = stored[: crypto.HEADER + chunks_kept * crypto.SEALED_CHUNK]
+    with pytest.raises(crypto.FileIntegrityError, match="truncated"):
+        opened(cut)
+
+
+def test_chunks_moved_across_a_batch_boundary_are_refused():
+    """Swapping the last chunk of one batch with the first of the next."""
+    stored = bytearray(sealed(os.urandom(2 * BATCH_BYTES + 10)))
+    a = crypto.HEADER + (crypto.BATCH - 1) * crypto.SEALED_CHUNK
+    b = a + crypto.SEALED_CHUNK
+    size = crypto.SEALED_CHUNK
+    stored[a : a + size], stored[b : b + size] = (
+        stored[b : b + size],
+        stored[a : a + size],
+    )
+    with pytest.raises(
+        crypto.FileIntegrityError, match=f"at chunk {crypto.BATCH - 1}:"
+    ):
+        opened(bytes(stored))
+
+
+def test_the_wrong_key_or_file_id_opens_nothing():
+    stored = sealed(os.urandom(BATCH_BYTES + 1))
+    with pytest.raises(crypto.FileIntegrityError, match="at chunk 0:"):
+        next(crypto.decrypt_chunks(os.urandom(32), FILE_ID, io.BytesIO(stored)))
+    with pytest.raises(crypto.FileIntegrityError, match="at chunk 0:"):
+        next(crypto.decrypt_chunks(KEY, uuid.uuid4(), io.BytesIO(stored)))
+
+
+def test_an_abandoned_stream_leaves_no_thread_behind():
+    """A client that hangs up mid-download closes the generator: the worker
+    thread ends with it."""
+    stored = sealed(os.urandom(4 * BATCH_BYTES))
+    before = {t.ident for t in threading.enumerate()}
+    stream = crypto.decrypt_chunks(KEY, FILE_ID, io.BytesIO(stored))
+    next(stream)
+    next(stream)
+    assert any(t.name.startswith("kreo-crypto") for t in threading.enumerate())
+    stream.close()
+    left = [t for t in threading.enumerate() if t.ident not in before]
+    assert left == []
