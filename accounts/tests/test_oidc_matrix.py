@@ -92,6 +92,7 @@ PAGES = {
     "oidc_authentication_callback": everyone(400),
     "oidc_logout": everyone(405),
     "oidc_link": signed_in("login", 405),
+    "oidc_reauth": signed_in("login", 405),
     "privacy:export": signed_in("login", 200),
     "privacy:export-download": signed_in("login", 404),  # unknown link
     "privacy:account-delete": signed_in("login", 200),

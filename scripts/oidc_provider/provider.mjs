@@ -8,8 +8,9 @@
 // Test-only routes, never part of a real provider:
 //   PUT  /__debug/accounts/<sub>  JSON account (login, email, roles, amr...)
 //   GET  /__debug/requests        the authorization and logout requests seen
-//   POST /__debug/next-id-token   {"audience": "...", "clockOffset": -7200}:
-//                                 how the next ID token goes wrong (once)
+//   POST /__debug/next-id-token   {"audience": "...", "clockOffset": -7200,
+//                                 "authTimeOffset": -3600}: how the next ID
+//                                 token goes wrong (once)
 import crypto from 'node:crypto';
 import http from 'node:http';
 
@@ -144,11 +145,17 @@ provider.IdToken.prototype.issue = async function patchedIssue(options) {
     });
   }
   if (fault.clockOffset) Date.now = () => realNow() + fault.clockOffset * 1000;
+  // A sign-in older than it should be (an IdP that ignored prompt=login).
+  const { available } = this;
+  if (fault.authTimeOffset && available.auth_time) {
+    this.available = { ...available, auth_time: available.auth_time + fault.authTimeOffset };
+  }
   try {
     return await issue.call(this, options);
   } finally {
     Date.now = realNow;
     this.client = client;
+    this.available = available;
   }
 };
 
