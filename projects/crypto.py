@@ -10,10 +10,13 @@ data key::
 
 The AAD binds every chunk to its file, its position and whether it is the
 last one, so a chunk swapped in from another file, reordered, dropped, or a
-file cut at a chunk boundary fails authentication. Both directions work a
-batch of chunks at a time and read one batch ahead to know which chunk is
-final; the cipher runs on a worker thread a batch ahead of the caller
-(``_ahead``), so a stream holds about three batches (3 MiB) at most.
+file cut at a chunk boundary fails authentication. Both directions read one
+chunk ahead to know which chunk is final, and hand the cipher a batch of 16
+chunks at a time on a worker thread, a batch ahead of the caller
+(``_ahead``): AES-GCM releases the GIL, so it runs beside the reads from
+storage and the writes to storage or the client's socket. A stream holds
+about three batches (3 MiB) at most. Chunks stay separate 64 KiB strings
+(small allocations, no page faults on fresh 1 MiB buffers).
 """
 
 from __future__ import annotations
@@ -144,24 +147,25 @@ def encrypt_chunks(
     header = MAGIC + prefix
     yield header
 
-    def seal(chunks: list[bytes], start: int, last: bool) -> memoryview:
-        # One new buffer per batch, sealed in place: never changed once yielded.
-        out = memoryview(bytearray(sum(map(len, chunks)) + TAG * len(chunks)))
-        offset, final = 0, len(chunks) - 1
-        for n, chunk in enumerate(chunks):
-            index, end = start + n, offset + len(chunk) + TAG
-            aad = _aad(header, file_id, index, last and n == final)
-            aead.encrypt_into(_nonce(prefix, index), chunk, aad, out[offset:end])
-            offset = end
-        return out
+    def seal(chunks: list[bytes], start: int, last: bool) -> list[bytes]:
+        final = len(chunks) - 1
+        return [
+            aead.encrypt(
+                _nonce(prefix, start + n),
+                chunk,
+                _aad(header, file_id, start + n, last and n == final),
+            )
+            for n, chunk in enumerate(chunks)
+        ]
 
-    def jobs() -> Iterator[Callable[[], memoryview]]:
+    def jobs() -> Iterator[Callable[[], list[bytes]]]:
         start = 0
         for chunks, last in _batches(source):
             yield functools.partial(seal, chunks, start, last)
             start += len(chunks)
 
-    yield from _ahead(jobs())
+    for sealed in _ahead(jobs()):
+        yield from sealed
 
 
 def _exact_reader(source) -> Callable[[int], bytes]:
@@ -213,15 +217,13 @@ def decrypt_chunks(key: bytes, file_id: uuid.UUID, source) -> Iterator[bytes]:
     if len(header) < HEADER or not header.startswith(MAGIC):
         raise FileIntegrityError(NOT_ENCRYPTED)
     prefix = header[len(MAGIC) :]
-    size = BATCH * SEALED_CHUNK
 
-    def open_(block: bytes, start: int, last: bool):
+    def open_(sealed_chunks: list[bytes], start: int, last: bool):
         """(plaintexts, error): the chunks that verified, then the failure."""
-        view = memoryview(block)
         plains: list[bytes] = []
-        for n, offset in enumerate(range(0, max(len(block), 1), SEALED_CHUNK)):
-            index, sealed = start + n, view[offset : offset + SEALED_CHUNK]
-            final = last and offset + SEALED_CHUNK >= len(block)
+        final_n = len(sealed_chunks) - 1
+        for n, sealed in enumerate(sealed_chunks):
+            index, final = start + n, last and n == final_n
             if len(sealed) < TAG:
                 return plains, FileIntegrityError(TRUNCATED)
             nonce = _nonce(prefix, index)
@@ -237,14 +239,18 @@ def decrypt_chunks(key: bytes, file_id: uuid.UUID, source) -> Iterator[bytes]:
         return plains, None
 
     def jobs():
-        start, block = 0, read(size)
+        """Batches of sealed chunks, reading one chunk ahead to find the last."""
+        start, batch = 0, [read(SEALED_CHUNK)]
         while True:
-            following = read(size) if len(block) == size else b""
-            last = not following
-            yield functools.partial(open_, block, start, last)
-            if last:
+            current = batch[-1]
+            following = read(SEALED_CHUNK) if len(current) == SEALED_CHUNK else b""
+            if not following:
+                yield functools.partial(open_, batch, start, True)
                 return
-            start, block = start + BATCH, following
+            if len(batch) == BATCH:
+                yield functools.partial(open_, batch, start, False)
+                start, batch = start + BATCH, []
+            batch.append(following)
 
     for plains, error in _ahead(jobs()):
         yield from plains
