@@ -43,6 +43,16 @@ ARTIFACT_MISMATCH = "{name}: SHA-256 or size differs from the manifest."
 INTERRUPTED = "Interrupted: the worker stopped before the set was complete."
 NOTHING_TO_DRILL = "No backup set to drill: none has completed."
 FILES_CHANGED = "The project files changed while the set was written; retry."
+RESTORE_NEEDS_LEDGER = (
+    "The erasure ledger cannot be read, so nothing was restored: without it "
+    "projects erased since the backup would come back. Try again once the "
+    "ledger answers."
+)
+RESTORE_LEDGER_STALE = (
+    "The erasure ledger could not be read again after the restore: the "
+    "{count} erasures read before it were applied; run "
+    "projects.keys.after_restore() once the ledger answers for any newer one."
+)
 DRILL_MAIL_SUBJECT = "Kreo backup restore drill FAILED for set {id}"
 
 DB_ARTIFACT = {"postgresql": "db.pgdump.enc", "sqlite": "db.sqlite3.enc"}
@@ -545,7 +555,28 @@ def backup_restore(
     gone. Every artifact is checked against the manifest, and the key tried,
     before the target is touched: a wrong key or a corrupted file changes
     nothing. Returns the manifest.
+
+    The erasure ledger is read first, and an unreadable one refuses the
+    restore: read only afterwards, an outage at that moment would leave
+    erased projects restored. Its tombstones are applied once the data is
+    back, with any newer ones if it can be read again.
     """
+    from projects.keys import LedgerError, after_restore, ledger
+
+    try:
+        tombstones = ledger().tombstones()
+    except LedgerError as exc:
+        audit_record(
+            event_type="backup.restore",
+            actor=actor,
+            target=BackupSet.objects.filter(pk=set_id).first(),
+            outcome=Outcome.FAILURE,
+            error_code="erasure_ledger",
+            error_description=RESTORE_NEEDS_LEDGER,
+            details={"set_id": set_id, "copy": copy, "ledger": str(exc)},
+        )
+        raise LedgerError(RESTORE_NEEDS_LEDGER) from exc
+    _say(progress, f"erasure ledger read: {len(tombstones)} tombstones")
     with tempfile.TemporaryDirectory(prefix="kreo-restore-") as scratch:
         source_copy = copy
         if copy == 3:
@@ -569,9 +600,9 @@ def backup_restore(
         try:
             _restore_into(manifest, source_copy, folder, alias, restore_files, progress)
             # Erasures made since the backup stay erased (projects.keys).
-            from projects.keys import after_restore
-
-            after_restore(using=alias)
+            erasures = after_restore(using=alias, tombstones=tombstones)
+            if not erasures["ledger_current"]:
+                _say(progress, RESTORE_LEDGER_STALE.format(count=len(tombstones)))
         finally:
             if alias != "default":
                 databases.drop_alias(alias)
@@ -583,6 +614,7 @@ def backup_restore(
             "set_id": set_id,
             "copy": copy,
             "target": "other" if target_db else "current",
+            "erasures": erasures,
         },
     )
     return manifest

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import tempfile
 import zipfile
@@ -44,9 +45,11 @@ from audit.models import Outcome
 from audit.services import audit_record
 from privacy.models import DataExport, ExportState
 from projects import crypto, erasure
-from projects.keys import ledger_settle
+from projects.keys import LedgerError, ledger_settle
 from projects.models import Membership, Project, Role
 from projects.storage import blob_chunks, blob_delete, raw_chunks
+
+logger = logging.getLogger(__name__)
 
 EXPORT_PENDING = "An export is already being prepared; you will get an e-mail."
 EXPORT_LINK_INVALID = "This download link is not valid."
@@ -59,6 +62,11 @@ REAUTH_REQUIRED = (
     "Confirm with your sign-in provider first. The confirmation lasts a few "
     "minutes and is good for one attempt. Nothing was deleted."
 )
+PURGE_LEFT = (
+    "{left} put-aside project(s) not erased: the erasure ledger refused; "
+    "left for the next run."
+)
+PURGE_NOT_SETTLED = "The erasure ledger was not settled: left for the next run."
 OWNED_PROJECTS_RULE = (
     "Projects you are the only owner of are deleted with your account: they "
     "disappear for every member at once and are erased (cryptographically) "
@@ -386,12 +394,27 @@ def purge_run(*, now=None) -> dict:
     Soft-deleted projects are erased (certificate, ledger); accounts that
     never verified their e-mail nor signed in are deleted; exports past their
     expiry lose their archive; rolled-back erasures leave the ledger.
+
+    A project the erasure ledger refuses is skipped (nothing of it erased,
+    the refusal audited) and stays put aside for the next run, as does
+    settling; the run goes on and its own event says what was left.
     """
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.KREO_PURGE_AFTER_DAYS)
-    projects = 0
+    projects, left = 0, []
     for project in Project.objects.filter(deleted_at__lte=cutoff):
-        erasure.project_erase(actor=None, project=project, reason="purge", via="purge")
+        try:
+            erasure.project_erase(
+                actor=None, project=project, reason="purge", via="purge"
+            )
+        except LedgerError as exc:
+            # Refused before anything was erased, and audited: the project
+            # stays put aside for the next run; the others go on.
+            logger.warning(
+                "purge: project %s left for the next run: %s", project.pk, exc
+            )
+            left.append(str(project.pk))
+            continue
         projects += 1
     accounts = 0
     stale = get_user_model().objects.filter(
@@ -412,11 +435,28 @@ def purge_run(*, now=None) -> dict:
     ):
         export_discard(export, ExportState.DOWNLOADED)
         exports += 1
+    try:
+        dropped = ledger_settle(now=now)
+    except LedgerError as exc:
+        logger.warning(
+            "purge: the ledger is not settled, left for the next run: %s", exc
+        )
+        dropped = None
     summary = {
         "projects_erased": projects,
+        "projects_left": len(left),
         "accounts_deleted": accounts,
         "exports_removed": exports,
-        "tombstones_dropped": ledger_settle(now=now),
+        "tombstones_dropped": dropped,
     }
-    audit_record(event_type="privacy.purge", details=summary)
+    problem = PURGE_LEFT.format(left=len(left)) if left else ""
+    if dropped is None:
+        problem = " ".join(filter(None, [problem, PURGE_NOT_SETTLED]))
+    audit_record(
+        event_type="privacy.purge",
+        outcome=Outcome.ERROR if problem else Outcome.SUCCESS,
+        error_code=erasure.LEDGER_REFUSED if problem else "",
+        error_description=problem,
+        details={**summary, "left": left},
+    )
     return summary

@@ -1,14 +1,69 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import JsonResponse
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.http import content_disposition_header
 
 from audit.services import audit_record
-from projects import services
+from projects import erasure, services
+from projects.ledger import LedgerError
 from projects.models import ErasureCertificate, Membership, Project, ProjectFile
+
+
+def _erase_selected(modeladmin, request, queryset):
+    """Django's delete action in one transaction: a ledger refusal part-way
+    rolls back the items erased before it and the action's log entries, so
+    none of the selection is erased or logged as deleted."""
+    ids = list(queryset.values_list("pk", flat=True))
+    try:
+        with transaction.atomic():
+            return delete_selected(modeladmin, request, queryset)
+    except LedgerError as exc:
+        # Fresh rows: the instances erased before the refusal lost their pk.
+        targets = modeladmin.model._default_manager.filter(pk__in=ids)
+        modeladmin.ledger_refused(request, exc, list(targets))
+        return None
+
+
+class LedgerRefusalAdmin(admin.ModelAdmin):
+    """Admin deletion that turns an erasure ledger refusal into a message.
+
+    The admin deletes inside its own transaction, which rolls back the
+    service's audit record of the refusal with everything else; it is
+    recorded again once the transaction is over.
+    """
+
+    def ledger_refused(self, request, error: LedgerError, targets) -> None:
+        for target in targets:
+            erasure.erasure_refused(
+                actor=request.user,
+                target=target,
+                error=error,
+                request=request,
+                via="admin",
+            )
+        self.message_user(request, str(error), messages.ERROR)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except LedgerError as exc:
+            target = self.get_object(request, unquote(object_id))
+            self.ledger_refused(request, exc, [target])
+            info = self.opts.app_label, self.opts.model_name
+            return redirect(f"admin:{info[0]}_{info[1]}_change", target.pk)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions[name] = (_erase_selected, name, description)
+        return actions
 
 
 class MembershipInline(admin.TabularInline):
@@ -30,7 +85,7 @@ class ProjectFileInline(admin.TabularInline):
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(LedgerRefusalAdmin):
     list_display = ("name", "created_by", "created_at", "updated_at")
     search_fields = ("name", "memberships__user__email")
     readonly_fields = ("id", "created_by", "created_at", "updated_at")
@@ -47,7 +102,7 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(ProjectFile)
-class ProjectFileAdmin(admin.ModelAdmin):
+class ProjectFileAdmin(LedgerRefusalAdmin):
     list_display = ("name", "project", "kind", "size", "uploaded_by", "uploaded_at")
     list_filter = ("kind",)
     search_fields = ("name", "project__name", "sha256")

@@ -5,7 +5,7 @@ from datetime import timedelta
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from knox.models import AuthToken
-from rest_framework import status
+from rest_framework import exceptions, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from projects import selectors, services
 from projects.downloads import file_response
+from projects.ledger import LedgerError
 from projects.permissions import Action
 from projects.serializers import (
     FileRenameSerializer,
@@ -27,6 +28,26 @@ from projects.serializers import (
 )
 
 TOKEN_TTL = timedelta(days=30)
+
+
+LEDGER_DOWN = OpenApiResponse(
+    description="The erasure ledger cannot be written: nothing was erased."
+)
+
+
+class LedgerUnavailable(exceptions.APIException):
+    """503 with the ledger's message: nothing was erased, a retry may work."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "erasure_ledger"
+
+
+def _erasing(erase, **kwargs):
+    """Run an erasure service; a ledger refusal answers 503 with its message."""
+    try:
+        return erase(**kwargs)
+    except LedgerError as exc:
+        raise LedgerUnavailable(detail=str(exc)) from exc
 
 
 def _valid(serializer_class, request, **kwargs):
@@ -73,10 +94,15 @@ class ProjectDetailView(APIView):
         )
         return Response(ProjectSerializer(project, context={"request": request}).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, 503: LEDGER_DOWN})
     def delete(self, request, project_id):
         project = self._get(request, project_id, Action.DELETE)
-        services.project_delete(actor=request.user, project=project, request=request)
+        _erasing(
+            services.project_delete,
+            actor=request.user,
+            project=project,
+            request=request,
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -129,10 +155,12 @@ class FileDetailView(APIView):
         )
         return Response(ProjectFileSerializer(item).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, 503: LEDGER_DOWN})
     def delete(self, request, project_id, file_id):
         item = self._get(request, project_id, file_id, Action.DELETE_FILE)
-        services.project_file_delete(actor=request.user, item=item, request=request)
+        _erasing(
+            services.project_file_delete, actor=request.user, item=item, request=request
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

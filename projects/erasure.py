@@ -7,6 +7,10 @@ every object it stored is deleted. Without the data key the ciphertext is
 unreadable even where a copy survives. A single file shares its project's
 key, so it is erased by deleting every version of its object (and its
 tombstone makes a restore drop it again).
+
+The tombstone is written first: when the ledger refuses it (``LedgerError``)
+nothing is erased, the refusal is audited (``error_code`` ``erasure_ledger``)
+and the error goes to the caller, whose interface shows its message.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from functools import partial
 from django.db import transaction
 from django.utils import timezone
 
+from audit.models import Outcome
 from audit.services import audit_record
 from projects import keys
+from projects.ledger import LedgerError
 from projects.models import (
     ErasureCertificate,
     ErasureMethod,
@@ -27,6 +33,8 @@ from projects.models import (
     ProjectKey,
 )
 from projects.storage import blob_delete
+
+LEDGER_REFUSED = "erasure_ledger"  # the error_code of a refused erasure
 
 
 def _label(actor) -> str:
@@ -37,6 +45,28 @@ def _label(actor) -> str:
 
 def _requested_by(actor):
     return actor if getattr(actor, "pk", None) else None
+
+
+def erasure_refused(
+    *, actor, target, error: LedgerError, request=None, via: str = "user"
+) -> None:
+    """Audit an erasure the ledger refused: nothing was erased.
+
+    Called here, and by an interface whose own transaction rolled the first
+    record back with everything else (the admin's delete view).
+    """
+    kind = "project" if isinstance(target, Project) else "file"
+    audit_record(
+        event_type=f"{kind}.delete",
+        actor=actor,
+        actor_label="" if actor is not None else "system",
+        request=request,
+        target=target,
+        outcome=Outcome.ERROR,
+        error_code=LEDGER_REFUSED,
+        error_description=str(error),
+        details={"via": via, "erased": False},
+    )
 
 
 def _finish(certificate_id, storage, names: list[str]) -> None:
@@ -74,9 +104,15 @@ def project_erase(
         if key_row is not None
         else ""
     )
-    path = keys.ledger_record(
-        kind="project", object_id=project.pk, details={"key": fingerprint}
-    )
+    try:
+        path = keys.ledger_record(
+            kind="project", object_id=project.pk, details={"key": fingerprint}
+        )
+    except LedgerError as exc:
+        erasure_refused(
+            actor=actor, target=project, error=exc, request=request, via=via
+        )
+        raise
     try:
         with transaction.atomic():
             ProjectKey.objects.filter(pk=project.pk).delete()
@@ -116,9 +152,13 @@ def project_erase(
 def file_erase(*, actor, item: ProjectFile, request=None, via: str = "user"):
     """Delete the file's row, then every version of its object."""
     storage, name = item.blob.storage, item.blob.name
-    path = keys.ledger_record(
-        kind="file", object_id=item.pk, details={"project": str(item.project_id)}
-    )
+    try:
+        path = keys.ledger_record(
+            kind="file", object_id=item.pk, details={"project": str(item.project_id)}
+        )
+    except LedgerError as exc:
+        erasure_refused(actor=actor, target=item, error=exc, request=request, via=via)
+        raise
     try:
         with transaction.atomic():
             certificate = ErasureCertificate.objects.create(

@@ -277,24 +277,38 @@ def ledger_import(folder) -> int:
     return moved
 
 
-def after_restore(*, using: str = "default", actor=None) -> dict:
+def after_restore(
+    *,
+    using: str = "default",
+    actor=None,
+    tombstones: list[Tombstone] | None = None,
+) -> dict:
     """Apply the erasure ledger to a just-restored database and file storage.
 
     The backup restore path calls this after the database and files are back.
     Every project erased since the backup loses its data key again, then its
     rows and objects; every deleted file loses its row and every version of
-    its object. An unreadable ledger raises ``LedgerError``
-    (``RESTORE_LEDGER_UNREACHABLE``): the restored data may hold erased
-    projects until this runs again.
+    its object.
+
+    By default the ledger is read now, and an unreadable one raises
+    ``LedgerError`` (``RESTORE_LEDGER_UNREACHABLE``): the restored data may
+    hold erased projects until this runs again. ``tombstones`` are the ones
+    read before the restore touched anything: they are applied together with
+    any the ledger holds now, or alone if it cannot be read now (never fewer
+    than were read first; ``ledger_current`` in the summary says which).
     """
     from audit.services import audit_record
     from projects.models import Project, ProjectFile, ProjectKey
     from projects.storage import blob_delete_all_versions
 
+    current = True
     try:
-        tombstones = ledger().tombstones()
+        found = ledger().tombstones()
     except LedgerError as exc:
-        raise LedgerError(RESTORE_LEDGER_UNREACHABLE) from exc
+        if tombstones is None:
+            raise LedgerError(RESTORE_LEDGER_UNREACHABLE) from exc
+        found, current = [], False
+    tombstones = [*(tombstones or []), *found]
     project_ids = sorted({t.id for t in tombstones if t.kind == "project"})
     file_ids = sorted({t.id for t in tombstones if t.kind == "file"})
     with transaction.atomic(using=using):
@@ -313,8 +327,9 @@ def after_restore(*, using: str = "default", actor=None) -> dict:
         "keys_destroyed": keys,
         "rows_removed": file_rows + projects,
         "objects_removed": len(removed),
+        "ledger_current": current,
     }
-    if keys or file_rows or projects or removed:
+    if keys or file_rows or projects or removed or not current:
         audit_record(event_type="erasure.reapply", actor=actor, details=summary)
     return summary
 

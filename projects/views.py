@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from projects import selectors, services
 from projects.downloads import file_response
 from projects.forms import MemberAddForm, ProjectForm, RenameForm, RoleForm, UploadForm
+from projects.ledger import LedgerError
 from projects.permissions import ROLE_ACTIONS, Action, project_role
 
 
@@ -101,11 +102,19 @@ def project_delete(request: HttpRequest, project_id) -> HttpResponse:
     project = selectors.project_get(
         user=request.user, project_id=project_id, action=Action.DELETE
     )
+    status = 200
     if request.method == "POST":
         name = project.name
-        services.project_delete(actor=request.user, project=project, request=request)
-        messages.success(request, f"Project “{name}” and its files were deleted.")
-        return redirect("projects:list")
+        try:
+            services.project_delete(
+                actor=request.user, project=project, request=request
+            )
+        except LedgerError as exc:
+            messages.error(request, str(exc))
+            status = 503
+        else:
+            messages.success(request, f"Project “{name}” and its files were deleted.")
+            return redirect("projects:list")
     return render(
         request,
         "projects/confirm_delete.html",
@@ -114,6 +123,7 @@ def project_delete(request: HttpRequest, project_id) -> HttpResponse:
             "object_label": f"the project “{project.name}”",
             "file_count": project.files.count(),
         },
+        status=status,
     )
 
 
@@ -202,14 +212,21 @@ def file_delete(request: HttpRequest, project_id, file_id) -> HttpResponse:
         action=Action.DELETE_FILE,
     )
     project = item.project
+    status = 200
     if request.method == "POST":
-        services.project_file_delete(actor=request.user, item=item, request=request)
-        messages.success(request, f"Deleted “{item.name}”.")
-        return redirect(project)
+        try:
+            services.project_file_delete(actor=request.user, item=item, request=request)
+        except LedgerError as exc:
+            messages.error(request, str(exc))
+            status = 503
+        else:
+            messages.success(request, f"Deleted “{item.name}”.")
+            return redirect(project)
     return render(
         request,
         "projects/confirm_delete.html",
         {"project": project, "object_label": f"the file “{item.name}”"},
+        status=status,
     )
 
 

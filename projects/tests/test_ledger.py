@@ -4,6 +4,7 @@ neither overwritten nor deleted, an erasure without its tombstone is refused,
 and a rolled-back erasure is withdrawn by a void marker."""
 
 import base64
+import io
 import json
 import os
 import socket
@@ -12,6 +13,8 @@ from datetime import timedelta
 
 import pytest
 from django.core.checks import run_checks
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -213,8 +216,12 @@ def test_an_erasure_is_refused_while_the_ledger_is_unreachable(ledger_bucket, se
     )
     assert not ErasureCertificate.objects.exists()
     assert not AuditEvent.objects.filter(
-        event_type__in=["project.delete", "file.delete"]
+        event_type__in=["project.delete", "file.delete"], outcome="success"
     ).exists()
+    refusals = AuditEvent.objects.filter(
+        event_type__in=["project.delete", "file.delete"], error_code="erasure_ledger"
+    )
+    assert refusals.count() == 2
     with pytest.raises(keys.LedgerError) as restore:
         keys.after_restore()
     assert str(restore.value) == keys.RESTORE_LEDGER_UNREACHABLE
@@ -311,6 +318,41 @@ def test_a_folder_ledger_moves_into_the_bucket(ledger_bucket, settings):
     settings.KREO_KEY_LEDGER_S3_BUCKET = ""
     with pytest.raises(keys.LedgerError, match="Set KREO_KEY_LEDGER_S3_BUCKET"):
         keys.ledger_import(folder)
+
+
+def test_the_ledger_import_command_moves_a_folder_once(ledger_bucket, settings):
+    """``manage.py ledger_import <folder>`` moves the folder's tombstones into
+    the bucket and says how many; run again it moves none and duplicates
+    nothing; without a bucket, or with no such folder, it fails naming why."""
+    owner = UserFactory()
+    first = services.project_create(actor=owner, name="Erased on the folder")
+    second = services.project_create(actor=owner, name="Also on the folder")
+    erased = {str(first.pk), str(second.pk)}
+    folder = settings.KREO_KEY_LEDGER_DIR
+    settings.KREO_KEY_LEDGER_S3_BUCKET = ""
+    services.project_delete(actor=owner, project=first)
+    services.project_delete(actor=owner, project=second)
+    settings.KREO_KEY_LEDGER_S3_BUCKET = ledger_bucket
+
+    out = io.StringIO()
+    call_command("ledger_import", str(folder), stdout=out)
+    assert f"2 tombstone(s) moved from {folder} into bucket {ledger_bucket}" in (
+        out.getvalue()
+    )
+    assert {e["id"] for e in keys.ledger_entries()} == erased
+    assert list(folder.glob("*.json")) == []
+    again = io.StringIO()
+    call_command("ledger_import", str(folder), stdout=again)
+    assert "0 tombstone(s) moved" in again.getvalue()
+    assert len(keys.ledger_entries()) == 2
+
+    with pytest.raises(CommandError, match="no-such-folder: nothing to import"):
+        call_command("ledger_import", str(folder.parent / "no-such-folder"))
+    settings.KREO_KEY_LEDGER_S3_BUCKET = ""
+    with pytest.raises(CommandError) as refused:
+        call_command("ledger_import", str(folder))
+    assert str(refused.value) == keys.LEDGER_IMPORT_NEEDS_BUCKET
+    assert keys.ledger_entries() == []
 
 
 def test_production_takes_the_bucket_in_place_of_the_folder():

@@ -1,0 +1,159 @@
+"""A restore reads the erasure ledger before it touches anything: with the
+ledger unreachable it refuses and changes nothing; with the ledger lost
+half-way it still removes what was erased; erasures made while it runs are
+applied too."""
+
+import socket
+import uuid
+
+import pytest
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from audit.models import AuditEvent, Outcome
+from backups import services
+from conftest import REGION, S3_ENDPOINT
+from projects import keys
+from projects import services as project_services
+from projects.models import Project, ProjectFile, ProjectKey
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def ledger_bucket(settings, s3_client):
+    """A ledger bucket of its own with Object Lock on the run's S3 server."""
+    bucket = f"kreo-ledger-{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(
+        Bucket=bucket,
+        CreateBucketConfiguration={"LocationConstraint": REGION},
+        ObjectLockEnabledForBucket=True,
+    )
+    settings.KREO_KEY_LEDGER_S3_BUCKET = bucket
+    settings.KREO_KEY_LEDGER_S3_PREFIX = "kreo/"
+    settings.KREO_KEY_LEDGER_S3_ENDPOINT_URL = S3_ENDPOINT
+    return bucket
+
+
+def _cut_ledger(settings) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.KREO_KEY_LEDGER_S3_ENDPOINT_URL = f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def erased_since_backup(seeded, ledger_bucket):
+    """A backup of three projects, then one of them erased."""
+    backup_set = services.backup_create()
+    owner = seeded["owner"]
+    item = seeded["files"][0]
+    erased = item.project
+    project_services.project_delete(actor=owner, project=erased, staff=True)
+    return {
+        "set": backup_set,
+        "owner": owner,
+        "project_id": erased.pk,
+        "file_id": item.pk,
+        "blob": item.blob.name,
+    }
+
+
+def _still_erased(case) -> None:
+    assert not Project.objects.filter(pk=case["project_id"]).exists()
+    assert not ProjectKey.objects.filter(pk=case["project_id"]).exists()
+    assert not ProjectFile.objects.filter(pk=case["file_id"]).exists()
+    assert not default_storage.exists(case["blob"])
+
+
+def test_an_unreachable_ledger_refuses_the_restore_before_it_starts(
+    erased_since_backup, settings
+):
+    """With the ledger down, backup_restore refuses naming the ledger and
+    restores nothing: a project made after the backup (which a restore would
+    remove) is still there, the erased one is not back, the refusal is
+    audited; once the ledger answers the same restore runs and keeps the
+    erased project erased."""
+    case = erased_since_backup
+    newer = project_services.project_create(actor=case["owner"], name="After")
+    _cut_ledger(settings)
+
+    with pytest.raises(CommandError) as refused:
+        call_command("backup_restore", id=case["set"].pk, copy=1, yes=True)
+    assert services.RESTORE_NEEDS_LEDGER in str(refused.value)
+    with pytest.raises(keys.LedgerError) as direct:
+        services.backup_restore(set_id=case["set"].pk, copy=1)
+    assert str(direct.value) == services.RESTORE_NEEDS_LEDGER
+
+    assert Project.objects.filter(pk=newer.pk).exists()
+    assert Project.objects.count() == 3
+    _still_erased(case)
+    failures = AuditEvent.objects.filter(
+        event_type="backup.restore", outcome=Outcome.FAILURE
+    )
+    assert failures.count() == 2
+    assert {e.error_code for e in failures} == {"erasure_ledger"}
+    assert not AuditEvent.objects.filter(
+        event_type="backup.restore", outcome=Outcome.SUCCESS
+    ).exists()
+
+    settings.KREO_KEY_LEDGER_S3_ENDPOINT_URL = S3_ENDPOINT
+    services.backup_restore(set_id=case["set"].pk, copy=1)
+    assert not Project.objects.filter(pk=newer.pk).exists()
+    assert Project.objects.count() == 2
+    _still_erased(case)
+
+
+def test_a_ledger_lost_during_the_restore_still_removes_the_erased_project(
+    erased_since_backup, settings
+):
+    """The ledger is read, then S3 goes away while the database is being
+    restored: the tombstones read first are applied, so the erased project,
+    its key, rows and objects stay gone; the restore says the ledger could not
+    be read again and the audit trail records it."""
+    case = erased_since_backup
+    said = []
+
+    def progress(message: str) -> None:
+        said.append(message)
+        if message.startswith("restoring the database"):
+            _cut_ledger(settings)
+
+    services.backup_restore(set_id=case["set"].pk, copy=1, progress=progress)
+
+    assert any(m.startswith("restoring the database") for m in said)
+    _still_erased(case)
+    assert Project.objects.count() == 2
+    assert said[-1] == services.RESTORE_LEDGER_STALE.format(count=1)
+    reapply = AuditEvent.objects.get(event_type="erasure.reapply")
+    assert reapply.details["ledger_current"] is False
+    assert reapply.details["keys_destroyed"] == 1
+    restore = AuditEvent.objects.get(event_type="backup.restore")
+    assert restore.details["erasures"]["ledger_current"] is False
+
+
+def test_an_erasure_made_during_the_restore_is_applied_too(
+    erased_since_backup, settings
+):
+    """A project erased after the ledger was first read (while the restore
+    runs) comes back with the backup, and the second reading of the ledger
+    removes it: the first reading is not the only one."""
+    case = erased_since_backup
+    late = Project.objects.exclude(pk=case["project_id"]).order_by("name").first()
+
+    def progress(message: str) -> None:
+        if message.startswith("erasure ledger read"):
+            project_services.project_delete(
+                actor=case["owner"], project=late, staff=True
+            )
+
+    services.backup_restore(set_id=case["set"].pk, copy=1, progress=progress)
+
+    _still_erased(case)
+    assert not Project.objects.filter(pk=late.pk).exists()
+    assert not ProjectKey.objects.filter(pk=late.pk).exists()
+    assert Project.objects.count() == 1
+    reapply = AuditEvent.objects.get(event_type="erasure.reapply")
+    assert reapply.details["ledger_entries"] == 2
+    assert reapply.details["ledger_current"] is True
