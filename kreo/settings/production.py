@@ -9,6 +9,9 @@ import sys
 # A production process also needs its real database and a shared cache (rate
 # limits and sessions must hold across processes): no silent SQLite fallback.
 REQUIRED = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL")
+# Project files live in object storage (S3 in eu-west-2, or compatible): on a
+# pod's disk they would die with it and no other pod would see them.
+REQUIRED = (*REQUIRED, "AWS_STORAGE_BUCKET_NAME")
 # reCAPTCHA keys for sign-up, password reset and the adaptive login CAPTCHA.
 REQUIRED = (*REQUIRED, "RECAPTCHA_PUBLIC_KEY", "RECAPTCHA_PRIVATE_KEY")
 # Key-encryption keys of project files, and where erasure tombstones live: a
