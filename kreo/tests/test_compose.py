@@ -261,7 +261,8 @@ def test_production_shape(compose):
 
 
 def test_buckets_are_created_with_object_lock_in_london(compose):
-    """Backups and audit archives get object lock; all three are in eu-west-2."""
+    """Backups, audit archives and the erasure ledger get object lock; all
+    four buckets are in eu-west-2."""
     init = compose["services"]["minio-init"]
     script = init["entrypoint"][-1]
     environment = init["environment"]
@@ -269,13 +270,14 @@ def test_buckets_are_created_with_object_lock_in_london(compose):
     assert environment["FILES_BUCKET"].endswith(":-kreo-files}")
     assert environment["BACKUP_BUCKET"].endswith(":-kreo-backups}")
     assert environment["ARCHIVE_BUCKET"].endswith(":-kreo-audit-archive}")
+    assert environment["LEDGER_BUCKET"].endswith(":-kreo-key-ledger}")
     made = [line for line in script.splitlines() if line.startswith("mc mb ")]
-    assert len(made) == 3
+    assert len(made) == 4
     assert all('--region "$$REGION"' in line for line in made)
     locked = {
         line.rsplit("/", 1)[-1].strip('"') for line in made if "--with-lock" in line
     }
-    assert locked == {"$$BACKUP_BUCKET", "$$ARCHIVE_BUCKET"}
+    assert locked == {"$$BACKUP_BUCKET", "$$ARCHIVE_BUCKET", "$$LEDGER_BUCKET"}
     # Encrypted at rest by default (the app also asks for SSE on each object).
     assert 'mc encrypt set sse-s3 "kreo/$$bucket"' in script
     assert compose["services"]["minio"]["environment"]["MINIO_KMS_SECRET_KEY"]
