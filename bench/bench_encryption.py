@@ -297,7 +297,7 @@ def run(options) -> list[dict]:
             "AWS_S3_ENDPOINT_URL": endpoint,
             "AWS_S3_REGION_NAME": "eu-west-2",
             "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",  # nosec B105 - moto
         }
         for backend, env in (("disk", {}), ("s3", s3)):
             rows.extend(_rows(backend, size, measure(backend, env, size, rounds)))
