@@ -97,6 +97,8 @@ class KreoOIDCBackend(OIDCAuthenticationBackend):
             )
         except requests.RequestException as exc:
             raise errors.SSOFailure("code_rejected") from exc
+        if not isinstance(token_info, dict):
+            raise errors.SSOFailure("bad_token")  # JSON, but not a token response
         id_token = token_info.get("id_token")
         if not isinstance(id_token, str):
             raise errors.SSOFailure("bad_token")

@@ -1,6 +1,9 @@
 """Bad SSO responses are refused with a clear page and an audit event with
 the reason; nobody ends up signed in. The tokens come from a real provider."""
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -200,3 +203,35 @@ def test_stray_callback_link_does_not_sign_anyone_out(sso, live_server):
     event = AuditEvent.objects.filter(event_type="auth.sso.failure").last()
     assert event.error_code == "state_mismatch"
     assert session.get(f"{live_server.url}/projects/").status_code == 200
+
+
+class _ListTokenEndpoint(BaseHTTPRequestHandler):
+    """A broken token endpoint: 200 with JSON that is not a token response."""
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps(["not", "a", "token"]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_token_response_that_is_not_an_object_is_refused(sso, live_server, settings):
+    """The code exchange answers 200 with a JSON list: a refusal page with
+    the reason, not a server error."""
+    _account(sso, "s-list", login="lister")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ListTokenEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings.OIDC_OP_TOKEN_ENDPOINT = f"http://127.0.0.1:{server.server_port}/"
+        session = requests.Session()
+        page = session.get(idp_login(session, live_server, "lister"))
+        check_refused(session, live_server, page, "bad_token")
+    finally:
+        server.shutdown()
+        server.server_close()
