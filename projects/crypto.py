@@ -196,9 +196,9 @@ def _exact_reader(source) -> Callable[[int], bytes]:
 
     def read_iter(size: int) -> bytes:
         while len(buffer) < size:
-            piece = next(stream, b"")
-            if not piece:
-                break
+            piece = next(stream, None)
+            if piece is None:
+                break  # the end; an empty piece before it is just skipped
             buffer.extend(piece)
         out = bytes(buffer[:size])
         del buffer[:size]
