@@ -83,6 +83,11 @@ class ProjectFileInline(admin.TabularInline):
         # Files arrive through the upload checks only.
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # Files go through the erasure path (tombstone, every object version,
+        # certificate): from their own admin page, not as an inline row.
+        return False
+
 
 @admin.register(Project)
 class ProjectAdmin(LedgerRefusalAdmin):

@@ -238,3 +238,39 @@ def test_a_rolled_back_erasure_leaves_no_tombstone_behind(settings):
     later = timezone.now() + timedelta(hours=2)
     assert keys.ledger_settle(now=later) == 1
     assert [e["id"] for e in keys.ledger_entries("project")] == [str(erased_id)]
+
+
+def test_the_project_admin_cannot_delete_a_file_around_the_erasure_path(
+    client, otp_login
+):
+    """A file row deleted as an inline of its project would skip the
+    tombstone, the object versions and the certificate: the inline offers no
+    delete box, and a forged one deletes nothing."""
+    owner = UserFactory()
+    project = services.project_create(actor=owner, name="Inline")
+    item = stored_file(project)
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    otp_login(client, staff)
+    url = reverse("admin:projects_project_change", args=[project.pk])
+    page = client.get(url)
+    assert page.status_code == 200
+    (files,) = [
+        inline
+        for inline in page.context["inline_admin_formsets"]
+        if inline.formset.model is ProjectFile
+    ]
+    prefix = files.formset.prefix
+    assert f'name="{prefix}-0-DELETE"'.encode() not in page.content
+    form = {
+        "name": project.name,
+        "description": project.description,
+        f"{prefix}-TOTAL_FORMS": "1",
+        f"{prefix}-INITIAL_FORMS": "1",
+        f"{prefix}-0-id": str(item.pk),
+        f"{prefix}-0-project": str(project.pk),
+        f"{prefix}-0-name": item.name,
+        f"{prefix}-0-DELETE": "on",
+    }
+    client.post(url, form)
+    assert ProjectFile.objects.filter(pk=item.pk).exists()
+    assert not ErasureCertificate.objects.filter(subject_id=str(item.pk)).exists()
