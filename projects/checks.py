@@ -1,4 +1,5 @@
-"""System checks: the keyring parses, and the erasure ledger is writable.
+"""System checks: the keyring parses, the erasure ledger is writable, and no
+tombstones are left behind in a folder once the ledger moved to a bucket.
 
 A bad keyring would otherwise surface only at the first upload or download;
 a ledger that cannot be written would make every erasure fail.
@@ -26,7 +27,9 @@ def keyring_check(app_configs=None, **kwargs):
 def ledger_check(app_configs=None, **kwargs):
     if settings.KREO_KEY_LEDGER_S3_BUCKET:
         problem = ledger.bucket_problem()
-        return [Error(problem, id="projects.E003")] if problem else []
+        if problem:
+            return [Error(problem, id="projects.E003")]
+        return _folder_left_behind(Path(settings.KREO_KEY_LEDGER_DIR))
     folder = Path(settings.KREO_KEY_LEDGER_DIR)
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -42,3 +45,23 @@ def ledger_check(app_configs=None, **kwargs):
             )
         ]
     return []
+
+
+def _folder_left_behind(folder: Path) -> list:
+    """Tombstones still in the folder once the bucket is the ledger would be
+    ignored: a restore would bring those erased projects back."""
+    try:
+        left = sum(1 for _ in folder.glob("*.json")) if folder.is_dir() else 0
+    except OSError:
+        left = 0
+    if not left:
+        return []
+    return [
+        Error(
+            f"KREO_KEY_LEDGER_S3_BUCKET is the erasure ledger, but {left} "
+            f"tombstone(s) are still in the folder {folder}, which is no longer "
+            "read: a restore would bring those erased projects back.",
+            hint=f"Run `manage.py ledger_import {folder}`.",
+            id="projects.E004",
+        )
+    ]
