@@ -32,3 +32,19 @@ def lockout_send(*, user, until, reset_link: str) -> None:
     _send(
         user.email, "lockout", {"user": user, "until": until, "reset_link": reset_link}
     )
+
+
+def password_reset_send(
+    *, user, protocol: str, domain: str, uid: str, token: str
+) -> None:
+    _send(
+        user.email,
+        "password_reset",
+        {
+            "user": user,
+            "protocol": protocol,
+            "domain": domain,
+            "uid": uid,
+            "token": token,
+        },
+    )

@@ -7,16 +7,21 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from importlib import import_module
 
 from django.conf import settings
 from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth.forms import PasswordResetForm
 from django.contrib.auth.hashers import make_password
+from django.contrib.auth.tokens import default_token_generator
 from django.core.cache import caches
 from django.db import transaction
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 from django_otp import login as otp_login
 from django_otp.plugins.otp_static.models import StaticDevice
 
@@ -447,12 +452,52 @@ def password_reset_done(*, request: HttpRequest, user: User) -> None:
     audit_record(event_type="auth.password.reset", request=request, actor=user)
 
 
-def password_reset_requested(*, request: HttpRequest, email: str) -> None:
+@transaction.atomic
+def password_reset_request(*, request: HttpRequest, email: str) -> None:
+    """Record the request and queue the reset mail if the address has an account.
+
+    The mail leaves from a Celery task after commit, never on the request
+    path: sending it inline made a known address answer an SMTP round trip
+    slower than an unknown one, which told an attacker who has an account.
+    Only the account id and the site's address go to the broker; the token is
+    made when the mail is sent.
+    """
+    from accounts import tasks
+
     audit_record(
         event_type="auth.password.reset_requested",
         request=request,
         details={"email": limits.normalise_email(email)[:254]},
     )
+    # Django's own rule (active, usable password, Unicode-safe address match).
+    for user in PasswordResetForm().get_users(email):
+        transaction.on_commit(
+            partial(
+                tasks.password_reset_send.delay,
+                user_id=user.pk,
+                protocol=request.scheme,
+                domain=request.get_host(),
+            )
+        )
+
+
+def password_reset_mail(*, user_id: int, protocol: str, domain: str) -> bool:
+    """Mail a single-use reset link to the account, if it may still reset.
+
+    The account is checked again because it may have been deactivated, or
+    its password made unusable, since the request was queued.
+    """
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None or not user.has_usable_password():
+        return False
+    emails.password_reset_send(
+        user=user,
+        protocol=protocol,
+        domain=domain,
+        uid=urlsafe_base64_encode(force_bytes(user.pk)),
+        token=default_token_generator.make_token(user),
+    )
+    return True
 
 
 # Two-factor ---------------------------------------------------------------

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -213,10 +213,10 @@ def resend_view(request: HttpRequest) -> HttpResponse:
 
 
 class PasswordResetView(auth_views.PasswordResetView):
+    """Django's reset page, with the mail handed to a task (see the service)."""
+
     form_class = CaptchaPasswordResetForm
     template_name = "accounts/password_reset.html"
-    email_template_name = "accounts/email/password_reset.txt"
-    subject_template_name = "accounts/email/password_reset_subject.txt"
     success_url = reverse_lazy("accounts:password-reset-done")
 
     def post(self, request, *args, **kwargs):
@@ -233,10 +233,11 @@ class PasswordResetView(auth_views.PasswordResetView):
         return form
 
     def form_valid(self, form):
-        services.password_reset_requested(
+        # Not super(): Django's form_valid sends the mail inside the request.
+        services.password_reset_request(
             request=self.request, email=form.cleaned_data["email"]
         )
-        return super().form_valid(form)
+        return HttpResponseRedirect(self.get_success_url())
 
     def form_invalid(self, form):
         _captcha_failed(self.request, form, "reset")

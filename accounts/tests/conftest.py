@@ -4,12 +4,15 @@ import email
 import json
 import socket
 import threading
+from contextlib import contextmanager
 from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 import pytest
 from aiosmtpd.controller import Controller
+
+from kreo.celery import app as celery_app
 
 SITE_SECRET = "test-recaptcha-secret"  # noqa: S105
 GOOD_TOKEN = "solved-captcha"  # noqa: S105
@@ -26,7 +29,13 @@ class Inbox:
 
     def __init__(self):
         self.messages = []
+        self.sessions = 0  # SMTP conversations (EHLO), mail or not
         self.arrived = threading.Condition()
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        self.sessions += 1
+        return responses
 
     async def handle_DATA(self, server, session, envelope):
         message = email.message_from_bytes(envelope.content, policy=policy.default)
@@ -45,6 +54,12 @@ class Inbox:
     @staticmethod
     def body(message) -> str:
         return message.get_body(preferencelist=("plain",)).get_content()
+
+    def wait_for(self, count: int, seconds: float = 30) -> list:
+        """Block until ``count`` messages have arrived (a worker sends them)."""
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.messages) >= count, seconds)
+        return self.messages
 
 
 @pytest.fixture
@@ -120,9 +135,19 @@ def siteverify(settings):
 
 @pytest.fixture
 def mail_now(django_capture_on_commit_callbacks):
-    """Run on-commit callbacks (mail) of what happens inside the block."""
+    """Run on-commit callbacks (mail) of what happens inside the block, and the
+    Celery tasks they queue, in this process (as ``backups`` tests do); the
+    worker path itself is covered by the ``celery``-marked tests."""
 
+    @contextmanager
     def run():
-        return django_capture_on_commit_callbacks(execute=True)
+        celery_app.conf.task_always_eager = True
+        celery_app.conf.task_eager_propagates = True  # a failing task fails the test
+        try:
+            with django_capture_on_commit_callbacks(execute=True) as callbacks:
+                yield callbacks
+        finally:
+            celery_app.conf.task_always_eager = False
+            celery_app.conf.task_eager_propagates = False
 
     return run

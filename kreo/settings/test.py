@@ -23,6 +23,9 @@ else:
     DATABASES["default"]["TEST"] = {  # noqa: F405
         "NAME": str(VAR_DIR / f"test-{env.str('KREO_TEST_RUN', default='0')}.sqlite3")  # noqa: F405
     }
+# Nor a Celery queue: on the shared Redis a worker of one run would take
+# (and fail) the tasks another run queued.
+CELERY_TASK_DEFAULT_QUEUE = f"kreo-test-{env.str('KREO_TEST_RUN', default='0')}"
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 STATIC_ROOT = None

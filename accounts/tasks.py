@@ -1,0 +1,18 @@
+"""Account jobs: mail that must not be sent on the request path."""
+
+from celery import shared_task
+
+from accounts import services
+
+
+@shared_task(
+    name="accounts.tasks.password_reset_send",
+    autoretry_for=(OSError,),  # smtplib's errors and refused connections
+    retry_backoff=True,
+    max_retries=5,
+)
+def password_reset_send(*, user_id: int, protocol: str, domain: str) -> bool:
+    """Mail the reset link; retried with backoff while the relay is unreachable."""
+    return services.password_reset_mail(
+        user_id=user_id, protocol=protocol, domain=domain
+    )
