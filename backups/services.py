@@ -559,9 +559,14 @@ def backup_restore(
     The erasure ledger is read first, and an unreadable one refuses the
     restore: read only afterwards, an outage at that moment would leave
     erased projects restored. Its tombstones are applied once the data is
-    back, with any newer ones if it can be read again.
+    back, with any newer ones if it can be read again. Tombstones of erasures
+    that certainly rolled back (past settling's grace, their project or file
+    still in the live database) are left out, as settling would withdraw
+    them: applied, they would erase live data. Objects are removed from the
+    file storage only when the restore wrote its files there or restored the
+    live database.
     """
-    from projects.keys import LedgerError, after_restore, ledger
+    from projects.keys import LedgerError, after_restore, ledger, ledger_rolled_back
 
     try:
         tombstones = ledger().tombstones()
@@ -576,6 +581,8 @@ def backup_restore(
             details={"set_id": set_id, "copy": copy, "ledger": str(exc)},
         )
         raise LedgerError(RESTORE_NEEDS_LEDGER) from exc
+    rolled_back = ledger_rolled_back(tombstones)
+    tombstones = [t for t in tombstones if t not in rolled_back]
     _say(progress, f"erasure ledger read: {len(tombstones)} tombstones")
     with tempfile.TemporaryDirectory(prefix="kreo-restore-") as scratch:
         source_copy = copy
@@ -600,7 +607,12 @@ def backup_restore(
         try:
             _restore_into(manifest, source_copy, folder, alias, restore_files, progress)
             # Erasures made since the backup stay erased (projects.keys).
-            erasures = after_restore(using=alias, tombstones=tombstones)
+            erasures = after_restore(
+                using=alias,
+                tombstones=tombstones,
+                withdrawn=rolled_back,
+                remove_objects=restore_files or alias == "default",
+            )
             if not erasures["ledger_current"]:
                 _say(progress, RESTORE_LEDGER_STALE.format(count=len(tombstones)))
         finally:

@@ -437,7 +437,9 @@ def purge_run(*, now=None) -> dict:
         exports += 1
     try:
         dropped = ledger_settle(now=now)
-    except LedgerError as exc:
+    except (LedgerError, OSError) as exc:
+        # The bucket raises LedgerError, the folder ledger OSError (a full or
+        # unreadable volume): either way the rest of the run stands.
         logger.warning(
             "purge: the ledger is not settled, left for the next run: %s", exc
         )

@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from django.utils.http import content_disposition_header
 
 from audit.services import audit_record
-from projects import erasure, services
+from projects import erasure, keys, services
 from projects.ledger import LedgerError
 from projects.models import ErasureCertificate, Membership, Project, ProjectFile
 
@@ -18,16 +18,25 @@ from projects.models import ErasureCertificate, Membership, Project, ProjectFile
 def _erase_selected(modeladmin, request, queryset):
     """Django's delete action in one transaction: a ledger refusal part-way
     rolls back the items erased before it and the action's log entries, so
-    none of the selection is erased or logged as deleted."""
+    none of the selection is erased or logged as deleted.
+
+    The tombstones of the items rolled back were written before their
+    erasures committed; they are withdrawn here (best effort, logged), or
+    else a restore within settling's grace would erase the live items."""
     ids = list(queryset.values_list("pk", flat=True))
-    try:
-        with transaction.atomic():
-            return delete_selected(modeladmin, request, queryset)
-    except LedgerError as exc:
-        # Fresh rows: the instances erased before the refusal lost their pk.
-        targets = modeladmin.model._default_manager.filter(pk__in=ids)
-        modeladmin.ledger_refused(request, exc, list(targets))
-        return None
+    with keys.ledger_recording() as written:
+        try:
+            with transaction.atomic():
+                return delete_selected(modeladmin, request, queryset)
+        except LedgerError as exc:
+            keys.ledger_withdraw(written)
+            # Fresh rows: the instances erased before the refusal lost their pk.
+            targets = modeladmin.model._default_manager.filter(pk__in=ids)
+            modeladmin.ledger_refused(request, exc, list(targets))
+            return None
+        except BaseException:
+            keys.ledger_withdraw(written)
+            raise
 
 
 class LedgerRefusalAdmin(admin.ModelAdmin):

@@ -32,8 +32,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -56,8 +60,13 @@ from projects.ledger import (  # noqa: F401 - the ledger's interface, re-exporte
     ledger,
 )
 
+logger = logging.getLogger(__name__)
+
 DATA_KEY_BYTES = 32
 NONCE = 12
+# An erasure commits well within this; a tombstone older than it whose project
+# or file still exists belongs to an erasure that rolled back.
+SETTLE_GRACE_SECONDS = 3600
 
 KEYRING_EMPTY = "KREO_KEYRING is empty: set it to id:base64key[,id:base64key...]."
 KEYRING_BAD = "KREO_KEYRING entry {entry!r} is not id:base64 of 32 bytes."
@@ -211,6 +220,44 @@ def data_key_rewrap(row) -> bool:
 # The erasure ledger -------------------------------------------------------------
 
 
+_written: ContextVar[list[Tombstone] | None] = ContextVar(
+    "ledger_written", default=None
+)
+
+
+@contextmanager
+def ledger_recording() -> Iterator[list[Tombstone]]:
+    """Collect the tombstones written inside the block, in order.
+
+    For a caller whose own transaction wraps several erasures: each erasure
+    withdraws its tombstone when it fails itself, but not when the caller
+    rolls back erasures that had succeeded; the caller withdraws those.
+    """
+    written: list[Tombstone] = []
+    token = _written.set(written)
+    try:
+        yield written
+    finally:
+        _written.reset(token)
+
+
+def ledger_withdraw(tombstones: Iterable[Tombstone]) -> int:
+    """Withdraw tombstones whose erasure rolled back, best effort; return how
+    many were tried. One that cannot be withdrawn now is logged and left for
+    ``ledger_settle``."""
+    count = 0
+    for tombstone in tombstones:
+        logger.warning(
+            "erasure ledger: %s %s rolled back, withdrawing %s",
+            tombstone.kind,
+            tombstone.id,
+            tombstone.name,
+        )
+        tombstone.unlink(missing_ok=True)
+        count += 1
+    return count
+
+
 def ledger_record(*, kind: str, object_id, details: dict) -> Tombstone:
     """Write a tombstone for an erased project or file, durably, before erasing.
 
@@ -221,7 +268,11 @@ def ledger_record(*, kind: str, object_id, details: dict) -> Tombstone:
     back.
     """
     body = {"kind": kind, "id": str(object_id), "at": timezone.now().isoformat()}
-    return ledger().record(kind=kind, object_id=object_id, body={**body, **details})
+    store = ledger()
+    tombstone = store.record(kind=kind, object_id=object_id, body={**body, **details})
+    if (written := _written.get()) is not None:
+        written.append(tombstone)
+    return tombstone
 
 
 def ledger_entries(kind: str | None = None) -> list[dict]:
@@ -230,7 +281,30 @@ def ledger_entries(kind: str | None = None) -> list[dict]:
     return [store.read(tombstone) for tombstone in store.tombstones(kind)]
 
 
-def ledger_settle(*, now=None, grace_seconds: int = 3600) -> int:
+def ledger_rolled_back(
+    tombstones: Iterable[Tombstone],
+    *,
+    now=None,
+    grace_seconds: int = SETTLE_GRACE_SECONDS,
+    using: str = "default",
+) -> list[Tombstone]:
+    """The tombstones whose erasure certainly rolled back: older than the
+    grace period, and their project or file still exists in ``using``.
+    Younger ones may belong to an erasure still in flight."""
+    from projects.models import Project, ProjectFile
+
+    now = now or timezone.now()
+    found = []
+    for tombstone in tombstones:
+        if (now - tombstone.at).total_seconds() <= grace_seconds:
+            continue
+        model = Project if tombstone.kind == "project" else ProjectFile
+        if model.objects.using(using).filter(pk=tombstone.id).exists():
+            found.append(tombstone)
+    return found
+
+
+def ledger_settle(*, now=None, grace_seconds: int = SETTLE_GRACE_SECONDS) -> int:
     """Withdraw tombstones of erasures that rolled back; return how many.
 
     A tombstone is written before its erasure commits. One older than the
@@ -241,17 +315,9 @@ def ledger_settle(*, now=None, grace_seconds: int = 3600) -> int:
     bucket that means no pod settles while a restore into the live database
     runs (stop beat and the workers for a restore).
     """
-    from projects.models import Project, ProjectFile
-
-    now = now or timezone.now()
     store = ledger()
-    dropped = 0
-    for tombstone in store.tombstones():
-        age = (now - tombstone.at).total_seconds()
-        model = Project if tombstone.kind == "project" else ProjectFile
-        if age > grace_seconds and model.objects.filter(pk=tombstone.id).exists():
-            dropped += int(store.void(tombstone))
-    return dropped
+    stale = ledger_rolled_back(store.tombstones(), now=now, grace_seconds=grace_seconds)
+    return sum(int(store.void(tombstone)) for tombstone in stale)
 
 
 def ledger_import(folder) -> int:
@@ -282,6 +348,8 @@ def after_restore(
     using: str = "default",
     actor=None,
     tombstones: list[Tombstone] | None = None,
+    withdrawn: Iterable[Tombstone] = (),
+    remove_objects: bool = True,
 ) -> dict:
     """Apply the erasure ledger to a just-restored database and file storage.
 
@@ -296,6 +364,14 @@ def after_restore(
     read before the restore touched anything: they are applied together with
     any the ledger holds now, or alone if it cannot be read now (never fewer
     than were read first; ``ledger_current`` in the summary says which).
+    ``withdrawn`` are tombstones known to be rolled back (``ledger_rolled_back``
+    before the restore): left out of the reading made now too.
+
+    The objects live in the one file storage, the live one. With
+    ``remove_objects`` False (a restore into another database that wrote no
+    files) none is deleted: those objects are the live site's, and a
+    tombstone of an erasure still in flight or rolled back would take a file
+    the live database still holds.
     """
     from audit.services import audit_record
     from projects.models import Project, ProjectFile, ProjectKey
@@ -308,7 +384,8 @@ def after_restore(
         if tombstones is None:
             raise LedgerError(RESTORE_LEDGER_UNREACHABLE) from exc
         found, current = [], False
-    tombstones = [*(tombstones or []), *found]
+    skip = {t.name for t in withdrawn}
+    tombstones = [*(tombstones or []), *(t for t in found if t.name not in skip)]
     project_ids = sorted({t.id for t in tombstones if t.kind == "project"})
     file_ids = sorted({t.id for t in tombstones if t.kind == "file"})
     with transaction.atomic(using=using):
@@ -320,7 +397,7 @@ def after_restore(
         file_rows = files.delete()[0]
         projects = Project.objects.using(using).filter(pk__in=project_ids).delete()[0]
     removed = []
-    for name in names:
+    for name in names if remove_objects else []:
         removed.extend(blob_delete_all_versions(name))
     summary = {
         "ledger_entries": len(project_ids) + len(file_ids),

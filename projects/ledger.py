@@ -22,7 +22,14 @@ of the data ever contains the ledger):
   marker, ``<prefix>voids/<same path>``, never by deleting it. Voids carry no
   retention: the only harm a wrongly written void could do is let a restore
   bring a project back, and an operator must be able to delete it to undo
-  that. Deleting a void only makes erasure reach further.
+  that. Deleting a void only makes erasure reach further. So, unlike
+  tombstones, a void counts only while it is a current object: in a
+  versioned bucket deleting it leaves a delete marker, which reinstates the
+  tombstone.
+
+A key under ``tombstones/`` that is not ``<kind>/<uuid>/<stamp>-<random>.json``
+(the empty "folder" object an S3 console creates, a stray upload) is no
+tombstone: it is logged and left out, so it cannot stop every reader.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import json
 import logging
 import os
 import secrets
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,6 +66,7 @@ LEDGER_BUCKET_SHARED = (
 )
 STAMP = "%Y%m%dT%H%M%S.%fZ"
 TOMBSTONES, VOIDS = "tombstones/", "voids/"
+KINDS = ("project", "file")
 
 
 class LedgerError(Exception):
@@ -225,24 +234,56 @@ class S3Ledger:
     def _versions(self, folder: str) -> dict[str, str]:
         """Each key under ``folder`` with its first stored version, page by
         page: a delete marker hides nothing, a later version replaces
-        nothing."""
+        nothing.
+
+        LastModified has one-second resolution, so two versions can tie; S3
+        lists a key's versions newest first, so of equal times the one listed
+        later is the older and wins.
+        """
         first: dict[str, tuple] = {}
         paginator = self.client.get_paginator("list_object_versions")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=folder):
             for version in page.get("Versions", []):
                 seen = first.get(version["Key"])
-                if seen is None or version["LastModified"] < seen[0]:
+                if seen is None or version["LastModified"] <= seen[0]:
                     first[version["Key"]] = (
                         version["LastModified"],
                         version["VersionId"],
                     )
         return {key: version for key, (_, version) in first.items()}
 
+    def _current(self, folder: str) -> set[str]:
+        """Keys under ``folder`` whose latest version is an object, not a
+        delete marker: what an operator deleted no longer counts."""
+        found: set[str] = set()
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=folder):
+            found.update(item["Key"] for item in page.get("Contents", []))
+        return found
+
+    def _parse(self, key: str, version: str) -> Tombstone | None:
+        """The tombstone ``key`` names, or None (logged) when it names none."""
+        path = key[len(self.prefix + TOMBSTONES) :]
+        parts = path.split("/")
+        try:
+            entry_kind, entry_id, leaf = parts
+            if entry_kind not in KINDS or not leaf.endswith(".json"):
+                raise ValueError(path)
+            entry_id = str(uuid.UUID(entry_id))
+            stamp, _, rand = leaf[: -len(".json")].rpartition("-")
+            if not rand:
+                raise ValueError(path)
+            at = datetime.strptime(stamp, STAMP).replace(tzinfo=UTC)
+        except ValueError:
+            logger.warning("erasure ledger: %s is not a tombstone, skipped", key)
+            return None
+        return Tombstone(entry_kind, entry_id, at, key, self, version)
+
     def tombstones(self, kind: str | None = None) -> list[Tombstone]:
         under = f"{kind}/" if kind else ""
         try:
             recorded = self._versions(self.prefix + TOMBSTONES + under)
-            voided = self._versions(self.prefix + VOIDS + under)
+            voided = self._current(self.prefix + VOIDS + under)
         except (BotoCoreError, ClientError) as exc:
             logger.error("erasure ledger: cannot list %s: %s", self.bucket, exc)
             raise LedgerError(LEDGER_UNAVAILABLE) from exc
@@ -251,9 +292,8 @@ class S3Ledger:
             path = key[len(self.prefix + TOMBSTONES) :]
             if self.prefix + VOIDS + path in voided:
                 continue
-            entry_kind, entry_id, leaf = path.split("/", 2)
-            at = datetime.strptime(leaf.rsplit("-", 1)[0], STAMP).replace(tzinfo=UTC)
-            found.append(Tombstone(entry_kind, entry_id, at, key, self, version))
+            if (tombstone := self._parse(key, version)) is not None:
+                found.append(tombstone)
         return sorted(found, key=lambda t: (t.at, t.name))
 
     def read(self, tombstone: Tombstone) -> dict:

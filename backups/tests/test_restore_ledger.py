@@ -5,14 +5,16 @@ applied too."""
 
 import socket
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 from audit.models import AuditEvent, Outcome
-from backups import services
+from backups import databases, services
 from conftest import REGION, S3_ENDPOINT
 from projects import keys
 from projects import services as project_services
@@ -157,3 +159,74 @@ def test_an_erasure_made_during_the_restore_is_applied_too(
     reapply = AuditEvent.objects.get(event_type="erasure.reapply")
     assert reapply.details["ledger_entries"] == 2
     assert reapply.details["ledger_current"] is True
+
+
+def _rolled_back(kind: str, object_id, *, hours: float) -> None:
+    """A tombstone ``hours`` old of an erasure that rolled back: the project
+    or file is still live, only the tombstone is left (not yet settled)."""
+    at = (timezone.now() - timedelta(hours=hours)).isoformat()
+    body = {"kind": kind, "id": str(object_id), "at": at}
+    keys.ledger().record(kind=kind, object_id=object_id, body=body)
+
+
+def test_a_restore_leaves_out_tombstones_of_erasures_that_rolled_back(
+    erased_since_backup, seeded
+):
+    """Tombstones past settling's grace whose project or file is still live
+    are no erasure (settling would withdraw them): the restore keeps that
+    project with its key and that file with its bytes, and erases only what
+    was erased."""
+    case = erased_since_backup
+    live_project, live_file = seeded["files"][1].project, seeded["files"][2]
+    _rolled_back("project", live_project.pk, hours=2)
+    _rolled_back("file", live_file.pk, hours=3)
+    content = b"".join(default_storage.open(live_file.blob.name, "rb").chunks())
+
+    services.backup_restore(set_id=case["set"].pk, copy=1)
+
+    _still_erased(case)
+    assert Project.objects.filter(pk=live_project.pk).exists()
+    assert ProjectKey.objects.filter(pk=live_project.pk).exists()
+    assert ProjectFile.objects.filter(pk=live_file.pk).exists()
+    stored = b"".join(default_storage.open(live_file.blob.name, "rb").chunks())
+    assert stored == content
+    reapply = AuditEvent.objects.get(event_type="erasure.reapply")
+    assert reapply.details["ledger_entries"] == 1
+    assert reapply.details["ledger_current"] is True
+
+
+def test_a_restore_into_another_database_leaves_the_live_files_alone(
+    erased_since_backup, seeded, tmp_path
+):
+    """A drill restores the database alone into another database, while an
+    erasure of a live file is in flight (its tombstone is minutes old): the
+    tombstone is applied to the restored database, but the live file storage,
+    which the restore did not write, keeps the live file's object."""
+    case = erased_since_backup
+    live_file = seeded["files"][2]
+    name = live_file.blob.name
+    content = b"".join(default_storage.open(name, "rb").chunks())
+    _rolled_back("file", live_file.pk, hours=0.1)
+    target = tmp_path / "drill.sqlite3"
+
+    services.backup_restore(
+        set_id=case["set"].pk,
+        copy=2,
+        target_db=f"sqlite:///{target}",
+        restore_files=False,
+    )
+
+    assert b"".join(default_storage.open(name, "rb").chunks()) == content
+    assert ProjectFile.objects.filter(pk=live_file.pk).exists()
+    alias = databases.register_alias(
+        {"ENGINE": "django.db.backends.sqlite3", "NAME": str(target)}
+    )
+    try:
+        restored = set(ProjectFile.objects.using(alias).values_list("pk", flat=True))
+    finally:
+        databases.drop_alias(alias)
+    assert live_file.pk not in restored
+    assert case["file_id"] not in restored
+    assert len(restored) == 1
+    reapply = AuditEvent.objects.get(event_type="erasure.reapply")
+    assert reapply.details["objects_removed"] == 0

@@ -371,3 +371,102 @@ def test_production_takes_the_bucket_in_place_of_the_folder():
     )
     assert shared.returncode != 0
     assert "projects.E003" in shared.stderr
+
+
+STRAYS = (
+    "kreo/tombstones/",  # the empty "folder" object an S3 console makes
+    "kreo/tombstones/project/",
+    "kreo/tombstones/notes.txt",
+    "kreo/tombstones/user/{id}/20260101T000000.000000Z-abcdef.json",
+    "kreo/tombstones/project/not-a-uuid/20260101T000000.000000Z-abcdef.json",
+    "kreo/tombstones/project/{id}/yesterday-abcdef.json",
+    "kreo/tombstones/project/{id}/20260101T000000.000000Z-abcdef.json/extra",
+)
+
+
+def test_stray_keys_under_tombstones_are_skipped_not_fatal(
+    ledger_bucket, s3_client, backup_settings, settings, tmp_path, caplog
+):
+    """Objects under ``tombstones/`` that are no tombstone (a console folder,
+    a stray upload, a foreign kind, a non-UUID id, a bad stamp), present or
+    deleted (their old versions still listed), are logged and left out:
+    listing, settling, a restore and an import all work and see only the
+    real tombstones."""
+    owner = UserFactory()
+    erased = services.project_create(actor=owner, name="Really erased")
+    live = services.project_create(actor=owner, name="Live")
+    erased_id = erased.pk
+    backup_set = backup_services.backup_create()
+    services.project_delete(actor=owner, project=erased)
+    for stray in STRAYS:
+        key = stray.format(id=live.pk)
+        s3_client.put_object(Bucket=ledger_bucket, Key=key, Body=b"")
+        if stray.endswith("/"):
+            s3_client.delete_object(Bucket=ledger_bucket, Key=key)
+
+    assert [e["id"] for e in keys.ledger_entries()] == [str(erased_id)]
+    assert keys.ledger_settle(now=timezone.now() + timedelta(hours=2)) == 0
+    backup_services.backup_restore(set_id=backup_set.pk, copy=1)
+    assert not Project.objects.filter(pk=erased_id).exists()
+    assert Project.objects.filter(pk=live.pk).exists()
+    folder = tmp_path / "old-folder-ledger"
+    folder.mkdir()
+    assert keys.ledger_import(folder) == 0
+    skipped = [r.getMessage() for r in caplog.records if "not a tombstone" in r.msg]
+    assert "erasure ledger: kreo/tombstones/ is not a tombstone, skipped" in skipped
+
+
+def test_deleting_a_void_reinstates_its_tombstone(ledger_bucket, s3_client):
+    """Voids are the one thing an operator may delete: in the versioned bucket
+    that leaves a delete marker, and the tombstone is in force again (settling
+    may void it afresh, and then it is withdrawn again)."""
+    owner = UserFactory()
+    project = services.project_create(actor=owner, name="Voided by mistake")
+    project_id = project.pk
+    with pytest.raises(RuntimeError), transaction.atomic():
+        services.project_delete(actor=owner, project=project)
+        raise RuntimeError("rolled back")
+    later = timezone.now() + timedelta(hours=2)
+    assert keys.ledger_settle(now=later) == 1
+    assert keys.ledger_entries() == []
+    (void,) = stored_keys(s3_client, ledger_bucket, "kreo/voids/")
+
+    s3_client.delete_object(Bucket=ledger_bucket, Key=void)
+
+    assert [e["id"] for e in keys.ledger_entries()] == [str(project_id)]
+    assert keys.ledger_settle(now=later) == 1
+    assert keys.ledger_entries() == []
+
+
+def _tied_overwrite(s3_client, bucket):
+    """A tombstone and a forged later version of its key, stored within the
+    same second (LastModified has one-second resolution), or None."""
+    tombstone = keys.ledger_record(kind="file", object_id=uuid.uuid4(), details={})
+    forged = json.dumps({"kind": "file", "id": "forged"}).encode()
+    s3_client.put_object(Bucket=bucket, Key=tombstone.name, Body=forged)
+    page = s3_client.list_object_versions(Bucket=bucket, Prefix=tombstone.name)
+    if len({v["LastModified"] for v in page["Versions"]}) == 1:
+        return tombstone
+    return None
+
+
+def test_a_later_version_in_the_same_second_does_not_replace_a_tombstone(
+    ledger_bucket, s3_client
+):
+    """A version written over a tombstone within the same second ties on
+    LastModified: the ledger still reads the first one written."""
+    for _attempt in range(5):
+        if (tombstone := _tied_overwrite(s3_client, ledger_bucket)) is not None:
+            break
+    else:
+        pytest.fail("no two versions stored within the same second")
+
+    entries = [e for e in keys.ledger_entries() if e["id"] == tombstone.id]
+    assert entries and entries[0]["kind"] == "file"
+    (listed,) = [t for t in keys.ledger().tombstones() if t.name == tombstone.name]
+    assert listed.version == tombstone_first_version(s3_client, ledger_bucket, listed)
+
+
+def tombstone_first_version(s3_client, bucket, tombstone) -> str:
+    page = s3_client.list_object_versions(Bucket=bucket, Prefix=tombstone.name)
+    return page["Versions"][-1]["VersionId"]  # listed newest first

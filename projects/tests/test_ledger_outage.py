@@ -250,10 +250,95 @@ def test_the_admin_delete_action_refused_half_way_erases_none(
     assert not LogEntry.objects.filter(action_flag=DELETION).exists()
     refused = _refusals("project.delete")
     assert {e.target_id for e in refused} == {str(project.pk), str(other.pk)}
-    (tombstone,) = keys.ledger_entries()
-    assert tombstone["id"] in {str(project.pk), str(other.pk)}
-    assert keys.ledger_settle(now=timezone.now() + timedelta(hours=2)) == 1
+    # The rolled-back erasure's tombstone is withdrawn by the action (through
+    # the client that wrote it, connected before the outage); settling has
+    # nothing left to do.
     assert keys.ledger_entries() == []
+    assert keys.ledger_settle(now=timezone.now() + timedelta(hours=2)) == 0
+
+
+@pytest.fixture
+def refuse_after_first_delete(settings):
+    """Once the first project row of a run is deleted, the ledger refuses
+    (it is configured as a bucket the backups share), while the store that
+    wrote the first tombstone still answers."""
+    fired = []
+
+    def cut(sender, instance, **kwargs):
+        if not fired:
+            fired.append(instance.pk)
+            shared = settings.KREO_KEY_LEDGER_S3_BUCKET or "kreo-shared"
+            settings.KREO_KEY_LEDGER_S3_BUCKET = shared
+            settings.BACKUP_S3_BUCKET = shared
+
+    post_delete.connect(cut, sender=Project, weak=False)
+    yield fired
+    post_delete.disconnect(cut, sender=Project)
+
+
+@pytest.mark.parametrize("store", ["bucket", "folder"])
+def test_the_admin_delete_action_withdraws_the_tombstones_it_rolled_back(
+    client, owned, otp_login, ledger_bucket, settings, refuse_after_first_delete, store
+):
+    """The ledger refuses the second of two projects in the changelist's
+    delete action: the first erasure rolls back with the action and its
+    tombstone is withdrawn at once (a void beside the locked object in the
+    bucket, the file removed from the folder), so a restore made before
+    settling would not erase a project that is still live."""
+    owner, project, _item = owned
+    other = services.project_create(actor=owner, name="Second")
+    if store == "folder":
+        settings.KREO_KEY_LEDGER_S3_BUCKET = ""
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    otp_login(client, staff)
+
+    changelist = reverse("admin:projects_project_changelist")
+    selected = {
+        "action": "delete_selected",
+        "_selected_action": [str(project.pk), str(other.pk)],
+        "post": "yes",
+    }
+    response = client.post(changelist, selected, follow=True)
+    (message,) = _messages(response)
+    assert "needs a bucket of its own" in message
+
+    (first_id,) = refuse_after_first_delete
+    settings.BACKUP_S3_BUCKET = ""
+    settings.KREO_KEY_LEDGER_S3_BUCKET = ledger_bucket if store == "bucket" else ""
+    assert Project.objects.filter(pk__in=[project.pk, other.pk]).count() == 2
+    assert keys.ledger_entries() == []
+    if store == "bucket":
+        s3 = keys.ledger()
+        page = s3.client.list_objects_v2(Bucket=ledger_bucket, Prefix="kreo/")
+        stored = sorted(item["Key"] for item in page["Contents"])
+        assert [k.split("/")[1:4] for k in stored] == [
+            ["tombstones", "project", str(first_id)],
+            ["voids", "project", str(first_id)],
+        ]
+    else:
+        assert list(settings.KREO_KEY_LEDGER_DIR.glob("*.json")) == []
+    assert keys.ledger_settle(now=timezone.now() + timedelta(hours=2)) == 0
+
+
+def test_the_purge_survives_a_folder_ledger_it_cannot_read(settings, tmp_path):
+    """Settling a folder ledger that fails with an OS error (here an entry it
+    cannot read) does not crash the purge: the put-aside project is erased,
+    the run completes and says the ledger was not settled."""
+    settings.KREO_PURGE_AFTER_DAYS = 30
+    settings.KREO_KEY_LEDGER_S3_BUCKET = ""
+    settings.KREO_KEY_LEDGER_DIR = tmp_path / "folder-ledger"
+    (settings.KREO_KEY_LEDGER_DIR / "unreadable.json").mkdir(parents=True)
+    owner = UserFactory()
+    project = _put_aside(owner, "Put aside", days=31)
+
+    summary = privacy_services.purge_run()
+
+    assert summary["projects_erased"] == 1
+    assert summary["tombstones_dropped"] is None
+    assert not Project.objects.filter(pk=project.pk).exists()
+    run = AuditEvent.objects.get(event_type="privacy.purge")
+    assert run.outcome == Outcome.ERROR
+    assert privacy_services.PURGE_NOT_SETTLED in run.error_description
 
 
 def _put_aside(owner, name: str, *, days: int) -> Project:
