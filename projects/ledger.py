@@ -67,6 +67,11 @@ LEDGER_BUCKET_SHARED = (
 STAMP = "%Y%m%dT%H%M%S.%fZ"
 TOMBSTONES, VOIDS = "tombstones/", "voids/"
 KINDS = ("project", "file")
+TOMBSTONE_UNREADABLE = (
+    "Tombstone {path} in the erasure ledger is unreadable and its name does "
+    "not say what was erased: restore it from the ledger's own backup or "
+    "remove it knowingly."
+)
 
 
 class LedgerError(Exception):
@@ -139,10 +144,29 @@ class FolderLedger:
             return []
         found = []
         for path in sorted(self.folder.glob("*.json")):
-            body = json.loads(path.read_text(encoding="utf-8"))
-            if kind is None or body.get("kind") == kind:
-                found.append(self._tombstone(path, body))
+            tombstone = self._load(path)
+            if kind is None or tombstone.kind == kind:
+                found.append(tombstone)
         return found
+
+    def _load(self, path: Path) -> Tombstone:
+        """A tombstone whose body is damaged still names what was erased in
+        its file name (``kind-id.json``): it keeps applying, dated by the
+        file. One that names nothing stops the reader (LedgerError), rather
+        than let a restore skip an erasure."""
+        try:
+            return self._tombstone(path, json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            kind, _, object_id = path.stem.partition("-")
+            try:
+                object_id = str(uuid.UUID(object_id))
+                at = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+            except (ValueError, OSError):
+                raise LedgerError(TOMBSTONE_UNREADABLE.format(path=path)) from exc
+            if kind not in KINDS:
+                raise LedgerError(TOMBSTONE_UNREADABLE.format(path=path)) from exc
+            logger.warning("erasure ledger: %s is damaged, read from its name", path)
+            return Tombstone(kind, object_id, at, str(path), self)
 
     def read(self, tombstone: Tombstone) -> dict:
         return json.loads(Path(tombstone.name).read_text(encoding="utf-8"))
