@@ -96,6 +96,21 @@ def _isolated_key_ledger(settings, tmp_path):
 
 
 @pytest.fixture
+def ledger_bucket(settings, s3_client):
+    """An erasure ledger bucket of its own, with Object Lock, on the S3 server."""
+    bucket = f"kreo-ledger-{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(
+        Bucket=bucket,
+        CreateBucketConfiguration={"LocationConstraint": REGION},
+        ObjectLockEnabledForBucket=True,
+    )
+    settings.KREO_KEY_LEDGER_S3_BUCKET = bucket
+    settings.KREO_KEY_LEDGER_S3_PREFIX = "kreo/"
+    settings.KREO_KEY_LEDGER_S3_ENDPOINT_URL = S3_ENDPOINT
+    return bucket
+
+
+@pytest.fixture
 def s3_storage(settings, s3_client):
     """Point the default storage at a fresh bucket on the S3 server."""
     bucket = make_bucket(s3_client, f"kreo-files-{uuid.uuid4().hex[:12]}")

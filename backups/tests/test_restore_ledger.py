@@ -4,7 +4,6 @@ half-way it still removes what was erased; erasures made while it runs are
 applied too."""
 
 import socket
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -15,27 +14,12 @@ from django.utils import timezone
 
 from audit.models import AuditEvent, Outcome
 from backups import databases, services
-from conftest import REGION, S3_ENDPOINT
+from conftest import S3_ENDPOINT
 from projects import keys
 from projects import services as project_services
 from projects.models import Project, ProjectFile, ProjectKey
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def ledger_bucket(settings, s3_client):
-    """A ledger bucket of its own with Object Lock on the run's S3 server."""
-    bucket = f"kreo-ledger-{uuid.uuid4().hex[:10]}"
-    s3_client.create_bucket(
-        Bucket=bucket,
-        CreateBucketConfiguration={"LocationConstraint": REGION},
-        ObjectLockEnabledForBucket=True,
-    )
-    settings.KREO_KEY_LEDGER_S3_BUCKET = bucket
-    settings.KREO_KEY_LEDGER_S3_PREFIX = "kreo/"
-    settings.KREO_KEY_LEDGER_S3_ENDPOINT_URL = S3_ENDPOINT
-    return bucket
 
 
 def _cut_ledger(settings) -> None:

@@ -139,7 +139,7 @@ def _with_query(url: str, **changes) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _refused_delete(session, live_server, user, code: str) -> None:
+def check_delete_refused(session, live_server, user, code: str) -> None:
     """DELETE without a good marker: refused, account intact, audited."""
     response = _post_delete(session, live_server, confirm="DELETE")
     assert urlsplit(response.url).path == DELETE_PATH
@@ -180,7 +180,7 @@ def test_sso_user_deletes_after_a_fresh_login_at_the_provider(sso, live_server):
 def test_post_without_confirmation_is_refused(sso, live_server):
     """DELETE from an SSO account that has not confirmed at the IdP."""
     session, user = _sso_user(sso, live_server, "s-del-2", "dan")
-    _refused_delete(session, live_server, user, "reauth_missing")
+    check_delete_refused(session, live_server, user, "reauth_missing")
 
 
 def test_wrong_and_replayed_state_are_refused(sso, live_server):
@@ -191,7 +191,7 @@ def test_wrong_and_replayed_state_are_refused(sso, live_server):
     forged = session.get(_with_query(callback, state="forged-state"))
     assert forged.status_code == 400
     assert _last("auth.sso.failure").error_code == "state_mismatch"
-    _refused_delete(session, live_server, user, "reauth_missing")
+    check_delete_refused(session, live_server, user, "reauth_missing")
 
     session.get(callback)  # the genuine answer: confirmed
     replay = session.get(callback)
@@ -218,7 +218,7 @@ def test_login_as_someone_else_at_the_provider_is_refused(sso, live_server):
     event = _last("auth.sso.reauth")
     assert event.outcome == "denied" and event.error_code == "reauth_wrong_user"
     assert event.actor_id == user.pk
-    _refused_delete(session, live_server, user, "reauth_missing")
+    check_delete_refused(session, live_server, user, "reauth_missing")
 
 
 @pytest.mark.parametrize("offset", [-3600, -90], ids=["hour-old", "before-request"])
@@ -231,7 +231,7 @@ def test_old_auth_time_is_refused(sso, live_server, offset):
     back = session.get(callback)
     assert errors.REAUTH_STALE in _text(back)
     assert _last("auth.sso.reauth").error_code == "reauth_stale"
-    _refused_delete(session, live_server, user, "reauth_missing")
+    check_delete_refused(session, live_server, user, "reauth_missing")
 
 
 def test_sign_in_older_than_the_window_is_refused(sso, live_server, settings):
@@ -256,12 +256,12 @@ def test_confirmation_works_once_even_from_a_restored_session(sso, live_server):
 
     typo = _post_delete(session, live_server, confirm="DELET")
     assert services.CONFIRM_MISMATCH in _text(typo)
-    _refused_delete(session, live_server, user, "reauth_missing")
+    check_delete_refused(session, live_server, user, "reauth_missing")
 
     store = _session_store(session)
     store[reauth.MARKER] = spent
     store.save()
-    _refused_delete(session, live_server, user, "reauth_replayed")
+    check_delete_refused(session, live_server, user, "reauth_replayed")
 
 
 def test_expired_confirmation_is_refused(sso, live_server):
@@ -273,7 +273,7 @@ def test_expired_confirmation_is_refused(sso, live_server):
     marker["at"] = time.time() - settings.KREO_SSO_REAUTH_SECONDS - 1
     store[reauth.MARKER] = marker
     store.save()
-    _refused_delete(session, live_server, user, "reauth_expired")
+    check_delete_refused(session, live_server, user, "reauth_expired")
 
 
 def test_password_account_cannot_skip_its_password(sso, live_server):
@@ -306,7 +306,7 @@ def test_password_account_cannot_skip_its_password(sso, live_server):
         "at": time.time(),
     }
     store.save()
-    _refused_delete(session, live_server, user, "reauth_unlinked")
+    check_delete_refused(session, live_server, user, "reauth_unlinked")
 
 
 def test_confirmation_of_another_user_is_refused(sso, live_server):
@@ -317,7 +317,7 @@ def test_confirmation_of_another_user_is_refused(sso, live_server):
     store = _session_store(session)
     store[reauth.MARKER] = _session_store(other_session)[reauth.MARKER]
     store.save()
-    _refused_delete(session, live_server, user, "reauth_wrong_user")
+    check_delete_refused(session, live_server, user, "reauth_wrong_user")
     assert User.objects.filter(pk=other.pk).exists()
 
 

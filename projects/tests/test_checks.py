@@ -6,7 +6,6 @@ from django.core.management import call_command
 
 from accounts.tests.factories import UserFactory
 from projects import services
-from projects.tests.test_ledger import ledger_bucket  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,8 +17,7 @@ def _ledger_errors():
 
 
 def test_tombstones_left_in_the_folder_after_the_move_to_a_bucket_fail_the_check(
-    ledger_bucket,  # noqa: F811 - fixture
-    settings,
+    ledger_bucket, settings
 ):
     """Switching the ledger to a bucket stops reading the folder: until
     ``ledger_import`` has moved its tombstones, the deploy check says so."""

@@ -22,7 +22,7 @@ from django.utils import timezone
 from accounts.tests.factories import UserFactory
 from audit.models import AuditEvent
 from backups import services as backup_services
-from conftest import REGION, S3_ENDPOINT
+from conftest import S3_ENDPOINT
 from kreo.tests.test_settings import PRODUCTION_ENV, manage
 from projects import keys, services
 from projects.ledger import S3Ledger
@@ -31,22 +31,6 @@ from projects.storage import blob_chunks
 from projects.tests.factories import PDF, stored_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def ledger_bucket(settings, s3_client, tmp_path):
-    """A bucket of its own with Object Lock, as the ledger of "pod A"."""
-    bucket = f"kreo-ledger-{uuid.uuid4().hex[:10]}"
-    s3_client.create_bucket(
-        Bucket=bucket,
-        CreateBucketConfiguration={"LocationConstraint": REGION},
-        ObjectLockEnabledForBucket=True,
-    )
-    settings.KREO_KEY_LEDGER_S3_BUCKET = bucket
-    settings.KREO_KEY_LEDGER_S3_PREFIX = "kreo/"
-    settings.KREO_KEY_LEDGER_S3_ENDPOINT_URL = S3_ENDPOINT
-    settings.KREO_KEY_LEDGER_DIR = tmp_path / "pod-a-ledger"
-    return bucket
 
 
 def stored_keys(s3_client, bucket, prefix):

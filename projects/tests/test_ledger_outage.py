@@ -4,7 +4,6 @@ says so, the purge job skips the project and carries on; nothing is erased,
 each refusal is audited, and the same erasure succeeds once S3 answers."""
 
 import socket
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -18,7 +17,7 @@ from knox.models import AuthToken
 from accounts.models import User
 from accounts.tests.factories import UserFactory
 from audit.models import AuditEvent, Outcome
-from conftest import REGION, S3_ENDPOINT
+from conftest import S3_ENDPOINT
 from privacy import services as privacy_services
 from privacy import tasks as privacy_tasks
 from projects import keys, services
@@ -27,21 +26,6 @@ from projects.models import ErasureCertificate, Project, ProjectFile, ProjectKey
 from projects.tests.factories import PDF, stored_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def ledger_bucket(settings, s3_client):
-    """A ledger bucket of its own with Object Lock on the run's S3 server."""
-    bucket = f"kreo-ledger-{uuid.uuid4().hex[:10]}"
-    s3_client.create_bucket(
-        Bucket=bucket,
-        CreateBucketConfiguration={"LocationConstraint": REGION},
-        ObjectLockEnabledForBucket=True,
-    )
-    settings.KREO_KEY_LEDGER_S3_BUCKET = bucket
-    settings.KREO_KEY_LEDGER_S3_PREFIX = "kreo/"
-    settings.KREO_KEY_LEDGER_S3_ENDPOINT_URL = S3_ENDPOINT
-    return bucket
 
 
 def _closed_port() -> int:
