@@ -8,6 +8,7 @@ set, which the next run marks failed and whose folders it removes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import hashlib
@@ -566,7 +567,13 @@ def backup_restore(
     file storage only when the restore wrote its files there or restored the
     live database.
     """
-    from projects.keys import LedgerError, after_restore, ledger, ledger_rolled_back
+    from projects.keys import (
+        LedgerError,
+        after_restore,
+        ledger,
+        ledger_rolled_back,
+        restoring,
+    )
 
     try:
         tombstones = ledger().tombstones()
@@ -604,15 +611,20 @@ def backup_restore(
             if size != expected["size"] or digest != expected["sha256"]:
                 raise ValueError(ARTIFACT_MISMATCH.format(name=name))
         alias = databases.alias_for_url(target_db) if target_db else "default"
+        # A restore into the live database: no pod settles the ledger meanwhile.
+        marked = restoring() if alias == "default" else contextlib.nullcontext()
         try:
-            _restore_into(manifest, source_copy, folder, alias, restore_files, progress)
-            # Erasures made since the backup stay erased (projects.keys).
-            erasures = after_restore(
-                using=alias,
-                tombstones=tombstones,
-                withdrawn=rolled_back,
-                remove_objects=restore_files or alias == "default",
-            )
+            with marked:
+                _restore_into(
+                    manifest, source_copy, folder, alias, restore_files, progress
+                )
+                # Erasures made since the backup stay erased (projects.keys).
+                erasures = after_restore(
+                    using=alias,
+                    tombstones=tombstones,
+                    withdrawn=rolled_back,
+                    remove_objects=restore_files or alias == "default",
+                )
             if not erasures["ledger_current"]:
                 _say(progress, RESTORE_LEDGER_STALE.format(count=len(tombstones)))
         finally:

@@ -46,6 +46,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
+from django.core.cache import cache
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -67,6 +68,11 @@ NONCE = 12
 # An erasure commits well within this; a tombstone older than it whose project
 # or file still exists belongs to an erasure that rolled back.
 SETTLE_GRACE_SECONDS = 3600
+# Set in the shared cache (Redis in production) while a restore rewrites the
+# live database: settling then would withdraw the tombstones of projects the
+# restore just brought back. Expires on its own after a crashed restore.
+RESTORING_KEY = "projects.keys.restoring"
+RESTORING_SECONDS = 6 * 3600
 
 KEYRING_EMPTY = "KREO_KEYRING is empty: set it to id:base64key[,id:base64key...]."
 KEYRING_BAD = "KREO_KEYRING entry {entry!r} is not id:base64 of 32 bytes."
@@ -313,11 +319,27 @@ def ledger_settle(*, now=None, grace_seconds: int = SETTLE_GRACE_SECONDS) -> int
     bucket, whose tombstones are locked, writes a void marker beside it. Never
     call this between a database restore and ``after_restore``: with a shared
     bucket that means no pod settles while a restore into the live database
-    runs (stop beat and the workers for a restore).
+    runs. ``backup_restore`` marks such a restore (``restoring``) in the
+    shared cache and settling skips while the mark is there.
     """
+    if cache.get(RESTORING_KEY):
+        logger.warning("erasure ledger: a restore is running, settling skipped")
+        return 0
     store = ledger()
     stale = ledger_rolled_back(store.tombstones(), now=now, grace_seconds=grace_seconds)
     return sum(int(store.void(tombstone)) for tombstone in stale)
+
+
+@contextmanager
+def restoring():
+    """Mark a restore into the live database: no process that shares the
+    cache settles the ledger meanwhile (the embedded default's cache is per
+    process: there, stop the worker for a restore)."""
+    cache.set(RESTORING_KEY, timezone.now().isoformat(), RESTORING_SECONDS)
+    try:
+        yield
+    finally:
+        cache.delete(RESTORING_KEY)
 
 
 def ledger_import(folder) -> int:

@@ -36,14 +36,17 @@ def erased_since_backup(seeded, ledger_bucket):
     owner = seeded["owner"]
     item = seeded["files"][0]
     erased = item.project
-    project_services.project_delete(actor=owner, project=erased, staff=True)
-    return {
+    # Read before the deletion: Django clears a deleted instance's pk.
+    case = {
         "set": backup_set,
         "owner": owner,
         "project_id": erased.pk,
         "file_id": item.pk,
         "blob": item.blob.name,
     }
+    project_services.project_delete(actor=owner, project=erased, staff=True)
+    assert case["project_id"] is not None and case["file_id"] is not None
+    return case
 
 
 def _still_erased(case) -> None:
@@ -214,3 +217,26 @@ def test_a_restore_into_another_database_leaves_the_live_files_alone(
     assert len(restored) == 1
     reapply = AuditEvent.objects.get(event_type="erasure.reapply")
     assert reapply.details["objects_removed"] == 0
+
+
+def test_no_settling_while_a_restore_rewrites_the_live_database(erased_since_backup):
+    """Mid-restore the erased project is back in the live database, its
+    tombstone older than any grace: settling then (another pod's purge) would
+    withdraw the tombstone for good. The restore's mark makes it skip."""
+    from projects import keys
+
+    case = erased_since_backup
+    settled = []
+
+    def progress(message: str) -> None:
+        if message.startswith("restoring files from"):
+            assert Project.objects.filter(pk=case["project_id"]).exists()
+            settled.append(keys.ledger_settle(grace_seconds=0))
+
+    services.backup_restore(set_id=case["set"].pk, copy=1, progress=progress)
+
+    assert settled == [0]
+    _still_erased(case)
+    ids = {t.id for t in keys.ledger().tombstones("project")}
+    assert str(case["project_id"]) in ids
+    assert keys.ledger_settle(grace_seconds=0) == 0  # the mark is gone, nothing stale

@@ -165,16 +165,17 @@ def test_restoring_an_older_backup_does_not_bring_an_erased_project_back(
     stays = stored_file(kept, content=PDF + b"keep-me")
     dropped = stored_file(kept, name="dropped.pdf", content=PDF + b"drop-me")
     dropped_id, dropped_name = dropped.pk, dropped.blob.name
+    erased_id = erased.pk  # Django clears a deleted instance's pk
     backup_set = backup_services.backup_create()
 
     services.project_delete(actor=owner, project=erased)
     services.project_file_delete(actor=owner, item=dropped)
-    assert not ProjectKey.objects.filter(pk=erased.pk).exists()
+    assert not ProjectKey.objects.filter(pk=erased_id).exists()
 
     backup_services.backup_restore(set_id=backup_set.pk, copy=1)
 
-    assert not Project.objects.filter(pk=erased.pk).exists()
-    assert not ProjectKey.objects.filter(pk=erased.pk).exists()
+    assert not Project.objects.filter(pk=erased_id).exists()
+    assert not ProjectKey.objects.filter(pk=erased_id).exists()
     assert not ProjectFile.objects.filter(pk=gone.pk).exists()
     storage = ProjectFile._meta.get_field("blob").storage
     assert not storage.exists(gone.blob.name)
