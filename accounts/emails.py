@@ -1,4 +1,8 @@
-"""Account mail. Sent after the transaction commits, never inside it."""
+"""Account mail. Sent after the transaction commits, never inside it.
+
+Mail whose timing would tell who has an account (sign-up, verification,
+password reset) is sent only from ``accounts.tasks``, off the request path.
+"""
 
 from django.conf import settings
 from django.core.mail import send_mail

@@ -60,20 +60,20 @@ def _abs(request: HttpRequest, name: str, **kwargs) -> str:
 
 @transaction.atomic
 def user_signup(*, request: HttpRequest, email: str, password: str) -> User | None:
-    """Create an inactive account and mail its verification link.
+    """Create an inactive account and queue its verification link.
 
     An address that already has an account gets a notice instead; the caller
     answers the same either way, so sign-up tells nobody which addresses exist.
+    Both mails leave from a Celery task after commit, so the two paths do the
+    same request-path work and neither waits on the mail server.
     """
+    from accounts import tasks
+
     email = limits.normalise_email(email)
     existing = User.objects.filter(email__iexact=email).first()
     if existing is not None:
         make_password(password)  # same work as a real sign-up
-        emails.signup_existing_send(
-            user=existing,
-            login_link=_abs(request, "accounts:login"),
-            reset_link=_abs(request, "accounts:password-reset"),
-        )
+        _mail_queue(request, tasks.signup_existing_send, existing)
         audit_record(
             event_type="auth.signup",
             request=request,
@@ -84,13 +84,62 @@ def user_signup(*, request: HttpRequest, email: str, password: str) -> User | No
         )
         return None
     user = User.objects.create_user(email=email, password=password, is_active=False)
-    emails.verification_send(user=user, link=_verify_link(request, user))
+    _mail_queue(request, tasks.verification_send, user)
     audit_record(event_type="auth.signup", request=request, actor=user, target=user)
     return user
 
 
-def _verify_link(request: HttpRequest, user: User) -> str:
-    return _abs(request, "accounts:verify", token=tokens.verify_token_make(user))
+def _mail_queue(request: HttpRequest, task, user: User) -> None:
+    """Queue ``task`` for ``user`` once the transaction commits.
+
+    Only the account id and the site's address go to the broker; the task
+    loads the account, checks it again and makes any link when it sends.
+    """
+    transaction.on_commit(
+        partial(
+            task.delay,
+            user_id=user.pk,
+            protocol=request.scheme,
+            domain=request.get_host(),
+        )
+    )
+
+
+def _site_link(protocol: str, domain: str, name: str, **kwargs) -> str:
+    return f"{protocol}://{domain}{reverse(name, kwargs=kwargs or None)}"
+
+
+def _awaiting_verification():
+    return User.objects.filter(email_verified_at__isnull=True, is_active=False)
+
+
+def verification_mail(*, user_id: int, protocol: str, domain: str) -> bool:
+    """Mail a fresh verification link, if the account still awaits one.
+
+    The account is checked again because it may have been verified, or
+    activated by staff, since the mail was queued; the link is made now.
+    """
+    user = _awaiting_verification().filter(pk=user_id).first()
+    if user is None:
+        return False
+    token = tokens.verify_token_make(user)
+    emails.verification_send(
+        user=user, link=_site_link(protocol, domain, "accounts:verify", token=token)
+    )
+    return True
+
+
+def signup_existing_mail(*, user_id: int, protocol: str, domain: str) -> bool:
+    """Tell the owner of an address that someone tried to sign up with it."""
+    user = User.objects.filter(pk=user_id).first()
+    if user is None:
+        return False
+    emails.signup_existing_send(
+        user=user,
+        login_link=_site_link(protocol, domain, "accounts:login"),
+        reset_link=_site_link(protocol, domain, "accounts:password-reset"),
+    )
+    return True
 
 
 def user_verify_email(*, request: HttpRequest, token: str) -> User:
@@ -123,14 +172,21 @@ def user_verify_email(*, request: HttpRequest, token: str) -> User:
 
 @transaction.atomic
 def verification_resend(*, request: HttpRequest, email: str) -> None:
-    """Mail a new link if the address has an unverified account; else nothing."""
-    user = User.objects.filter(
-        email__iexact=limits.normalise_email(email),
-        email_verified_at__isnull=True,
-        is_active=False,
-    ).first()
+    """Queue a new link if the address has an unverified account; else nothing.
+
+    As with a password reset, the mail leaves from a Celery task after
+    commit: sent inline, it made an unverified address answer an SMTP round
+    trip slower than any other, which told an attacker who had signed up.
+    """
+    from accounts import tasks
+
+    user = (
+        _awaiting_verification()
+        .filter(email__iexact=limits.normalise_email(email))
+        .first()
+    )
     if user is not None:
-        emails.verification_send(user=user, link=_verify_link(request, user))
+        _mail_queue(request, tasks.verification_send, user)
         audit_record(
             event_type="auth.verify.resent", request=request, actor=user, target=user
         )
@@ -471,14 +527,7 @@ def password_reset_request(*, request: HttpRequest, email: str) -> None:
     )
     # Django's own rule (active, usable password, Unicode-safe address match).
     for user in PasswordResetForm().get_users(email):
-        transaction.on_commit(
-            partial(
-                tasks.password_reset_send.delay,
-                user_id=user.pk,
-                protocol=request.scheme,
-                domain=request.get_host(),
-            )
-        )
+        _mail_queue(request, tasks.password_reset_send, user)
 
 
 def password_reset_mail(*, user_id: int, protocol: str, domain: str) -> bool:

@@ -16,3 +16,27 @@ def password_reset_send(*, user_id: int, protocol: str, domain: str) -> bool:
     return services.password_reset_mail(
         user_id=user_id, protocol=protocol, domain=domain
     )
+
+
+@shared_task(
+    name="accounts.tasks.verification_send",
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def verification_send(*, user_id: int, protocol: str, domain: str) -> bool:
+    """Mail a verification link (sign-up or resend); retried like the reset mail."""
+    return services.verification_mail(user_id=user_id, protocol=protocol, domain=domain)
+
+
+@shared_task(
+    name="accounts.tasks.signup_existing_send",
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def signup_existing_send(*, user_id: int, protocol: str, domain: str) -> bool:
+    """Tell an account's owner of a sign-up with their address; retried likewise."""
+    return services.signup_existing_mail(
+        user_id=user_id, protocol=protocol, domain=domain
+    )

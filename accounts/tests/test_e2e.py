@@ -6,6 +6,7 @@ import re
 from contextlib import contextmanager
 
 import pytest
+from celery.contrib.testing.worker import start_worker
 from django.urls import reverse
 from django_otp.oath import totp
 
@@ -13,6 +14,7 @@ from accounts.models import User
 from accounts.tests.conftest import GOOD_TOKEN
 from accounts.views import OTP_INVALID
 from audit.models import AuditEvent
+from kreo.celery import app as celery_app
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -74,6 +76,7 @@ def sign_out(page):
     page.wait_for_url(re.compile(r"/accounts/login/"))
 
 
+@pytest.mark.celery
 def test_signup_verify_login_2fa_and_recovery_in_chromium(
     live_server, smtp, siteverify
 ):
@@ -81,9 +84,13 @@ def test_signup_verify_login_2fa_and_recovery_in_chromium(
 
     The site runs in pytest-django's live server, the browser is Debian's
     Chromium, the mail comes over SMTP, the CAPTCHA is checked by the local
-    siteverify server. The database is read only once the browser is closed.
+    siteverify server, the verification mail is sent by a real Celery worker.
+    The database is read only once the browser is closed.
     """
-    with chromium() as browser:
+    worker = start_worker(
+        celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10
+    )
+    with worker, chromium() as browser:
         _journey(browser, live_server.url, smtp)
     user = User.objects.get(email=EMAIL)
     assert user.is_active and user.email_verified_at is not None
@@ -114,6 +121,7 @@ def _journey(browser, base, smtp) -> None:
     page.click("button:has-text('Sign up')")
     page.wait_for_url(re.compile(r"/accounts/signup/done/"))
 
+    smtp.wait_for(1)  # the worker sends it after the sign-up commits
     (mail,) = smtp.to(EMAIL)
     link = re.search(r"https?://\S+", smtp.body(mail)).group(0)
     assert link.startswith(base)
