@@ -22,8 +22,6 @@ import zlib
 from collections.abc import Iterator
 from datetime import timedelta
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -33,6 +31,7 @@ from django.utils import timezone
 
 from audit import chain, keys, serialise
 from audit.models import ArchiveState, AuditArchive, AuditEvent, AuditSeal
+from kreo import s3 as kreo_s3
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +48,10 @@ class ArchiveError(Exception):
 
 
 def s3_client():
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.AUDIT_ARCHIVE_S3_ENDPOINT_URL or None,
-        region_name=settings.AUDIT_ARCHIVE_S3_REGION,
-        config=Config(
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
-        ),
+    return kreo_s3.client(
+        settings.AUDIT_ARCHIVE_S3_ENDPOINT_URL,
+        settings.AUDIT_ARCHIVE_S3_REGION,
+        attempts=3,
     )
 
 

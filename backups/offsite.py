@@ -9,13 +9,13 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.utils import timezone
+
+from kreo import s3 as kreo_s3
 
 PART = 8 * 1024 * 1024
 CHECKSUM_MISMATCH = "S3 object {key} does not match what was uploaded."
@@ -26,17 +26,8 @@ class OffsiteError(Exception):
 
 
 def client():
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.BACKUP_S3_ENDPOINT_URL or None,
-        region_name=settings.BACKUP_S3_REGION_NAME,
-        config=Config(
-            connect_timeout=5,
-            read_timeout=60,
-            retries={"max_attempts": 2, "mode": "standard"},
-            s3={"addressing_style": "path"},
-            signature_version="s3v4",
-        ),
+    return kreo_s3.client(
+        settings.BACKUP_S3_ENDPOINT_URL, settings.BACKUP_S3_REGION_NAME
     )
 
 

@@ -44,11 +44,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.utils import timezone
+
+from kreo import s3 as kreo_s3
 
 logger = logging.getLogger(__name__)
 
@@ -179,17 +179,10 @@ class FolderLedger:
 
 
 def s3_client():
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.KREO_KEY_LEDGER_S3_ENDPOINT_URL or None,
-        region_name=settings.KREO_KEY_LEDGER_S3_REGION,
-        config=Config(
-            connect_timeout=5,
-            read_timeout=20,
-            retries={"max_attempts": 2, "mode": "standard"},
-            s3={"addressing_style": "path"},
-            signature_version="s3v4",
-        ),
+    return kreo_s3.client(
+        settings.KREO_KEY_LEDGER_S3_ENDPOINT_URL,
+        settings.KREO_KEY_LEDGER_S3_REGION,
+        read_timeout=20,
     )
 
 

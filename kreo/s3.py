@@ -1,0 +1,27 @@
+"""One way to build a boto3 S3 client for the app's own buckets (audit
+archives, backups' copy 3, the erasure ledger); project files go through
+django-storages, which builds its own.
+
+Path-style addressing (MinIO and other S3-compatible servers), SigV4, short
+connect timeout and standard retries, so an unreachable S3 fails in seconds.
+"""
+
+import boto3
+from botocore.config import Config
+
+
+def client(
+    endpoint_url: str, region: str, *, read_timeout: int = 60, attempts: int = 2
+):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url or None,
+        region_name=region,
+        config=Config(
+            connect_timeout=5,
+            read_timeout=read_timeout,
+            retries={"max_attempts": attempts, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            signature_version="s3v4",
+        ),
+    )
