@@ -1,5 +1,6 @@
 """Fixtures shared by every app's tests: real S3, real Redis, users and projects."""
 
+import base64
 import os
 import uuid
 
@@ -93,6 +94,23 @@ def _isolated_storage(settings, tmp_path):
 def _isolated_key_ledger(settings, tmp_path):
     """Each test has its own erasure ledger (projects.keys), outside the database."""
     settings.KREO_KEY_LEDGER_DIR = tmp_path / "key-ledger"
+
+
+def new_key() -> str:
+    return base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+
+
+@pytest.fixture
+def backup_settings(settings, tmp_path):
+    """Backups into this test's own folders, under fresh keys, no copy 3."""
+    settings.BACKUP_COPY1_DIR = tmp_path / "copy1"
+    settings.BACKUP_COPY2_DIR = tmp_path / "copy2"
+    settings.BACKUP_ENCRYPTION_KEY = new_key()
+    settings.BACKUP_MANIFEST_KEY = new_key()
+    settings.BACKUP_AGE_RECIPIENT = ""
+    settings.BACKUP_AGE_IDENTITY_FILE = str(tmp_path / "keys" / "age-identity")
+    settings.BACKUP_S3_BUCKET = ""
+    return settings
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Backup fixtures: private copy folders and keys per test, a seeded database,
 and an Object Lock bucket on the run's real S3 server."""
 
-import base64
 import os
 import uuid
 
@@ -16,20 +15,9 @@ from projects.tests.factories import MembershipFactory, ProjectFactory, stored_f
 S3_ENDPOINT = os.environ.get("KREO_TEST_S3_ENDPOINT", "")
 
 
-def new_key() -> str:
-    return base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
-
-
 @pytest.fixture(autouse=True)
-def backup_settings(settings, tmp_path):
-    settings.BACKUP_COPY1_DIR = tmp_path / "copy1"
-    settings.BACKUP_COPY2_DIR = tmp_path / "copy2"
-    settings.BACKUP_ENCRYPTION_KEY = new_key()
-    settings.BACKUP_MANIFEST_KEY = new_key()
-    settings.BACKUP_AGE_RECIPIENT = ""
-    settings.BACKUP_AGE_IDENTITY_FILE = str(tmp_path / "keys" / "age-identity")
-    settings.BACKUP_S3_BUCKET = ""
-    return settings
+def _every_backup_test_has_its_own_copies(backup_settings):
+    return backup_settings
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pyrage import x25519
 
 from backups import crypto, services
 from backups.models import BackupCopy, BackupSet, CopyState, SetState
-from backups.tests.conftest import new_key
+from conftest import new_key
 from projects.models import Project
 
 

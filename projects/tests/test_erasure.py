@@ -2,9 +2,7 @@
 first, a certificate records it all, and restoring an older backup does not
 bring erased data back."""
 
-import base64
 import json
-import os
 from datetime import timedelta
 
 import pytest
@@ -15,6 +13,7 @@ from django.utils import timezone
 from accounts.tests.factories import UserFactory
 from audit.models import AuditEvent
 from backups import services as backup_services
+from conftest import new_key
 from projects import keys, services
 from projects.models import (
     ErasureCertificate,
@@ -133,22 +132,6 @@ def test_staff_see_and_download_the_certificate(client, otp_login):
     assert client.get(url).status_code == 302
 
 
-def _key() -> str:
-    return base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
-
-
-@pytest.fixture
-def backup_settings(settings, tmp_path):
-    settings.BACKUP_COPY1_DIR = tmp_path / "copy1"
-    settings.BACKUP_COPY2_DIR = tmp_path / "copy2"
-    settings.BACKUP_ENCRYPTION_KEY = _key()
-    settings.BACKUP_MANIFEST_KEY = _key()
-    settings.BACKUP_AGE_RECIPIENT = ""
-    settings.BACKUP_AGE_IDENTITY_FILE = str(tmp_path / "keys" / "age-identity")
-    settings.BACKUP_S3_BUCKET = ""
-    return settings
-
-
 def test_restoring_an_older_backup_does_not_bring_an_erased_project_back(
     client, backup_settings
 ):
@@ -194,7 +177,7 @@ def test_an_old_wrapped_key_is_useless_once_its_kek_is_retired(settings):
     """After keys_rotate and removing the old KEK from the keyring, a wrapped
     key copied out of an older backup no longer unwraps: erasure then reaches
     backups that are read outside the restore path too."""
-    old, new = _key(), _key()
+    old, new = new_key(), new_key()
     settings.KREO_KEYRING = f"old:{old}"
     settings.KREO_ACTIVE_KEY_ID = "old"
     owner = UserFactory()

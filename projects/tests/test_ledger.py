@@ -3,11 +3,9 @@ tombstones, a restore on another host re-applies them, a tombstone can be
 neither overwritten nor deleted, an erasure without its tombstone is refused,
 and a rolled-back erasure is withdrawn by a void marker."""
 
-import base64
 import io
 import json
 import logging
-import os
 import socket
 import uuid
 from datetime import timedelta
@@ -91,22 +89,6 @@ def test_two_pods_see_each_others_tombstones(ledger_bucket, settings, tmp_path):
     settings.KREO_KEY_LEDGER_S3_BUCKET = ""
     as_pod(settings, tmp_path, "pod-b")
     assert keys.ledger_entries() == []
-
-
-def _key() -> str:
-    return base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
-
-
-@pytest.fixture
-def backup_settings(settings, tmp_path):
-    settings.BACKUP_COPY1_DIR = tmp_path / "copy1"
-    settings.BACKUP_COPY2_DIR = tmp_path / "copy2"
-    settings.BACKUP_ENCRYPTION_KEY = _key()
-    settings.BACKUP_MANIFEST_KEY = _key()
-    settings.BACKUP_AGE_RECIPIENT = ""
-    settings.BACKUP_AGE_IDENTITY_FILE = str(tmp_path / "keys" / "age-identity")
-    settings.BACKUP_S3_BUCKET = ""
-    return settings
 
 
 def test_a_restore_on_a_second_host_keeps_an_erased_project_erased(
