@@ -113,7 +113,7 @@ def test_no_environment_means_the_embedded_default(tmp_path):
         "sqlite",
         "django.core.files.storage.FileSystemStorage",
         "filesystem://",
-        "django.core.cache.backends.locmem.LocMemCache",
+        "kreo.cache.SharedCache",
     ]
     key = tmp_path / "keys" / "django-secret-key"
     assert key.exists() and oct(key.stat().st_mode & 0o777) == "0o600"

@@ -1,0 +1,42 @@
+"""System check: the caches that hold counters are shared by every process.
+
+Rate limits, sign-in failure and lockout counters (the ``ratelimit`` cache)
+and single-use markers (``default``: ``cache.add``) are only worth anything
+if every gunicorn worker and Celery process sees the same value and ``add``
+and ``incr`` are atomic. django-ratelimit's own check knows three backends;
+this one names the backends that Kreo has measured to hold (see
+``kreo/cache.py`` and ``bench/bench_cache.py``) and refuses the rest.
+"""
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+
+SHARED_ATOMIC_BACKENDS = frozenset(
+    {
+        "django_redis.cache.RedisCache",  # production: ratelimit
+        "django.core.cache.backends.redis.RedisCache",  # production: default
+        "kreo.cache.SharedCache",  # the embedded default (SQLite files)
+    }
+)
+NOT_SHARED = (
+    "The {alias!r} cache ({backend}) is not one that every process shares with "
+    "atomic add() and incr(): rate limits, lockouts and single-use markers "
+    "would count per process."
+)
+
+
+@register(Tags.caches)
+def shared_cache_check(app_configs=None, **kwargs):
+    errors = []
+    for alias in sorted({"default", settings.RATELIMIT_USE_CACHE}):
+        backend = settings.CACHES.get(alias, {}).get("BACKEND", "(none)")
+        if backend not in SHARED_ATOMIC_BACKENDS:
+            errors.append(
+                Error(
+                    NOT_SHARED.format(alias=alias, backend=backend),
+                    hint="Set REDIS_URL, or keep the embedded default's "
+                    "kreo.cache.SharedCache (kreo/settings/base.py).",
+                    id="kreo.E010",
+                )
+            )
+    return errors
