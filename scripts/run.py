@@ -24,20 +24,29 @@ def manage(*args: str) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, check=True)
 
 
-def main() -> int:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kreo.settings.local")
-    manage("migrate", "--noinput", "-v", "0")
-    manage("demo_seed")
-    commands = {
+# Gunicorn's default format plus the worker's pid: which process answered.
+ACCESS_LOG_FORMAT = (
+    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" pid=%(p)s'
+)
+
+
+def process_commands(host: str, port: str) -> dict[str, list[str]]:
+    """The processes of the embedded default: web (gunicorn), worker, beat.
+
+    The multi-process tests start the same ``web`` command.
+    """
+    return {
         "web": [
             str(BIN / "gunicorn"),
             "kreo.wsgi",
             "--bind",
-            f"{HOST}:{PORT}",
+            f"{host}:{port}",
             "--workers",
             "2",
             "--access-logfile",
             "-",
+            "--access-logformat",
+            ACCESS_LOG_FORMAT,
         ],
         "worker": [
             str(BIN / "celery"),
@@ -51,6 +60,13 @@ def main() -> int:
         ],
         "beat": [str(BIN / "celery"), "-A", "kreo", "beat", "--loglevel", "INFO"],
     }
+
+
+def main() -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kreo.settings.local")
+    manage("migrate", "--noinput", "-v", "0")
+    manage("demo_seed")
+    commands = process_commands(HOST, PORT)
     processes = {
         name: subprocess.Popen(cmd, cwd=ROOT) for name, cmd in commands.items()
     }
