@@ -161,8 +161,9 @@ def redis_url():
 def _isolated_rate_limits(settings):
     """Each test counts rate limits and sign-in failures from zero.
 
-    A fresh key prefix (Redis) or store (LocMem) for the ``ratelimit`` cache,
-    so no test inherits another's attempts and nothing is flushed.
+    A fresh key prefix for the ``ratelimit`` cache (Redis, or the embedded
+    default's shared SQLite cache), so no test inherits another's attempts
+    and nothing is flushed.
     """
     run = uuid.uuid4().hex[:12]
     caches = {**settings.CACHES}
