@@ -116,7 +116,7 @@ class Site:
     def pid_of(self, tagged: str) -> int:
         """The pid of the worker that answered, from the access log."""
         pattern = re.compile(re.escape(f" {tagged} HTTP/1.1") + r'".* pid=<?(\d+)')
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             found = pattern.search(self.log.read_text(errors="replace"))
             if found:
@@ -153,13 +153,13 @@ def start_site(seeded, tmp_path):
             )
         started.append(process)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180
         while True:
             assert process.poll() is None, log.read_text(errors="replace")
             try:
-                if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                if requests.get(f"{url}/healthz", timeout=30).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or slow
                 pass
             assert time.monotonic() < deadline, log.read_text(errors="replace")
             time.sleep(0.2)
