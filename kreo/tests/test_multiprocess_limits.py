@@ -229,6 +229,8 @@ def test_captcha_shown_exactly_when_required_across_workers(seeded, start_site):
         workers.append(right.worker)
         assert right.status_code == 200, "signed in without the CAPTCHA it asked for"
         assert CAPTCHA_MARKER.search(right.text)
+        # Refused for the missing CAPTCHA, before any password check.
+        assert LOGIN_INVALID not in right.text
     # An empty sign-in page asks only once the IP itself has 10 failures.
     assert not CAPTCHA_MARKER.search(site.login_page().text)
     for n in range(7):  # 3 + 7 = 10 failures from this IP
