@@ -283,3 +283,51 @@ def test_password_reset_takes_a_solved_altcha_once(client):
     assert replay.status_code == 400
     assert ALTCHA_REPLAYED in replay.content.decode()
     assert failures() == [("altcha_replayed", "reset")]
+
+
+@pytest.mark.parametrize(
+    "change, refusal",
+    [
+        pytest.param(
+            {"KREO_ALTCHA_HMAC_KEY": None}, "set KREO_ALTCHA_HMAC_KEY", id="no-key"
+        ),
+        pytest.param(
+            {"KREO_ALTCHA_HMAC_KEY": "short-key"},
+            "KREO_ALTCHA_HMAC_KEY must be at least 32 characters",
+            id="short-key",
+        ),
+        pytest.param(
+            {"KREO_CAPTCHA": "recaptcha", "KREO_ALTCHA_HMAC_KEY": None},
+            "set RECAPTCHA_PUBLIC_KEY, RECAPTCHA_PRIVATE_KEY",
+            id="recaptcha-without-keys",
+        ),
+        pytest.param(
+            {"KREO_CAPTCHA": "hcaptcha"},
+            "KREO_CAPTCHA must be altcha or recaptcha, not 'hcaptcha'",
+            id="unknown",
+        ),
+    ],
+)
+def test_production_refuses_a_captcha_it_cannot_run(change, refusal):
+    """Production names what is missing for the chosen CAPTCHA, exit 1."""
+    from kreo.tests.test_settings import PRODUCTION_ENV, manage
+
+    env = {**PRODUCTION_ENV, **change}
+    done = manage("check", env={k: v for k, v in env.items() if v is not None})
+    assert done.returncode == 1
+    assert refusal in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_production_runs_recaptcha_with_its_keys_and_no_altcha_key():
+    """Choosing reCAPTCHA needs its keys, not the ALTCHA key."""
+    from kreo.tests.test_settings import PRODUCTION_ENV, manage
+
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "KREO_ALTCHA_HMAC_KEY"}
+    env.update(
+        KREO_CAPTCHA="recaptcha",
+        RECAPTCHA_PUBLIC_KEY="ci-site-key",
+        RECAPTCHA_PRIVATE_KEY="ci-secret-key",
+    )
+    done = manage("check", env=env)
+    assert done.returncode == 0, done.stderr
