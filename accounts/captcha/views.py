@@ -3,13 +3,13 @@
 from django.conf import settings
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from accounts.captcha.altcha import challenge_create
 
 
 @never_cache
-@require_GET
+@require_safe
 def altcha_challenge_view(request: HttpRequest) -> JsonResponse:
     """A fresh signed challenge; nothing is stored until one is redeemed."""
     if settings.KREO_CAPTCHA != "altcha":

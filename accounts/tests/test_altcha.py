@@ -100,6 +100,8 @@ def test_the_challenge_is_signed_expires_and_sets_no_cookie(client, settings):
     assert expires_in <= settings.KREO_ALTCHA_EXPIRES_SECONDS
     assert "no-store" in response["Cache-Control"]
     assert not response.cookies
+    assert client.head(reverse("accounts:captcha-challenge")).status_code == 200
+    assert client.post(reverse("accounts:captcha-challenge")).status_code == 405
     settings.KREO_CAPTCHA = "recaptcha"
     assert client.get(reverse("accounts:captcha-challenge")).status_code == 404
 
