@@ -21,7 +21,6 @@ import hashlib
 import json
 import secrets
 import time
-from dataclasses import dataclass
 
 import altcha
 from django import forms
@@ -57,15 +56,13 @@ REFUSED = {
 }
 
 
-@dataclass(frozen=True)
 class Refused(Exception):
     """A payload this site does not accept; ``code`` is a key of ``REFUSED``."""
 
-    code: str
-
-    @property
-    def message(self) -> str:
-        return REFUSED[self.code]
+    def __init__(self, code: str):
+        super().__init__(code)
+        self.code = code
+        self.message = REFUSED[code]
 
 
 def challenge_create() -> dict:
