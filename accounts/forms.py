@@ -2,14 +2,18 @@ from django import forms
 from django.contrib.auth import password_validation
 from django.contrib.auth.forms import PasswordResetForm
 
-from accounts.captcha import CaptchaField
+from accounts.captcha import captcha_field
 from accounts.models import User
 
 PASSWORDS_DIFFER = "The two passwords do not match."
 
 
 class CaptchaMixin:
-    """Forms with a CAPTCHA get the client IP to send to the verify endpoint."""
+    """Forms with a CAPTCHA: the field of the configured kind (``KREO_CAPTCHA``,
+    read when the form is built), and the client IP for reCAPTCHA's verify call."""
+
+    def add_captcha(self) -> None:
+        self.fields["captcha"] = captcha_field()
 
     def set_remote_ip(self, ip: str) -> None:
         if "captcha" in self.fields:
@@ -34,7 +38,7 @@ class EmailAuthenticationForm(CaptchaMixin, forms.Form):
     def __init__(self, *args, captcha: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         if captcha:
-            self.fields["captcha"] = CaptchaField(label="")
+            self.add_captcha()
 
 
 class SignupForm(CaptchaMixin, forms.Form):
@@ -54,7 +58,10 @@ class SignupForm(CaptchaMixin, forms.Form):
         max_length=4096,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
-    captcha = CaptchaField(label="")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_captcha()
 
     def clean(self):
         data = super().clean()
@@ -78,7 +85,9 @@ class EmailForm(CaptchaMixin, forms.Form):
 
 
 class CaptchaPasswordResetForm(CaptchaMixin, PasswordResetForm):
-    captcha = CaptchaField(label="")
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_captcha()
 
 
 class OTPForm(forms.Form):

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from accounts import views
+from accounts.captcha.views import altcha_challenge_view
 
 app_name = "accounts"
 
@@ -28,6 +29,7 @@ urlpatterns = [
     path(
         "password/change/", views.PasswordChangeView.as_view(), name="password-change"
     ),
+    path("captcha/challenge/", altcha_challenge_view, name="captcha-challenge"),
     path("security/", views.security_view, name="security"),
     path(
         "security/sessions/<int:record_id>/revoke/",

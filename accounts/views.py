@@ -18,7 +18,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import limits, selectors, services
-from accounts.captcha import CAPTCHA_UNAVAILABLE, CaptchaField
+from accounts.captcha import (
+    CAPTCHA_UNAVAILABLE,
+    captcha_csp,
+    captcha_refused_as_bad_input,
+)
+from accounts.captcha.services import captcha_failure_record
 from accounts.forms import (
     CaptchaPasswordResetForm,
     EmailAuthenticationForm,
@@ -48,28 +53,27 @@ def _next(request: HttpRequest) -> str:
     return reverse(settings.LOGIN_REDIRECT_URL)
 
 
-def _captcha_csp(response: HttpResponse) -> HttpResponse:
-    """Let the reCAPTCHA script and frame load on pages that show one."""
-    origins = [f"https://{settings.RECAPTCHA_DOMAIN}", "https://www.gstatic.com"]
-    response._csp_update = {"script-src": origins, "frame-src": origins}
-    return response
+def _captcha_failed(request: HttpRequest, form, scope: str) -> int:
+    """Record a CAPTCHA the form refused; return the status to answer with.
 
-
-def _captcha_failed(request: HttpRequest, form, scope: str) -> None:
-    errors = form.errors.get("captcha")
-    if errors:
-        # The widget is a hidden input, whose errors the form template does
-        # not show: repeat them at the top of the form.
-        form.add_error(None, errors[0])
-        unavailable = CAPTCHA_UNAVAILABLE in errors
-        audit_record(
-            event_type="auth.captcha.failed",
-            request=request,
-            outcome=Outcome.FAILURE,
-            error_code="unavailable" if unavailable else "rejected",
-            error_description=errors[0],
-            details={"scope": scope},
-        )
+    A crafted or stale ALTCHA payload is bad input (400); an unsolved CAPTCHA
+    is an ordinary form error (200).
+    """
+    errors = form.errors.as_data().get("captcha")
+    if not errors:
+        return 200
+    error = errors[0]
+    message = error.messages[0]
+    # The widget is a hidden input, whose errors the form template does not
+    # show: repeat them at the top of the form.
+    form.add_error(None, message)
+    bad_input = captcha_refused_as_bad_input(error.code)
+    if bad_input:
+        code = error.code
+    else:
+        code = "unavailable" if message == CAPTCHA_UNAVAILABLE else "rejected"
+    captcha_failure_record(request=request, scope=scope, code=code, description=message)
+    return 400 if bad_input else 200
 
 
 # Sign-in ------------------------------------------------------------------
@@ -103,14 +107,20 @@ def login_view(request: HttpRequest) -> HttpResponse:
             if result.user is not None:
                 return redirect(next_url)
             form.add_error(None, result.error)
-        _captcha_failed(request, form, "login")
+        status = _captcha_failed(request, form, "login")
         if "captcha" not in form.fields and limits.captcha_needed(email=email, ip=ip):
             # Failures just crossed the threshold: ask from the next try on.
-            form.fields["captcha"] = CaptchaField(label="")
+            form.add_captcha()
     else:
+        status = 200
         form = EmailAuthenticationForm(captcha=limits.captcha_needed(email="", ip=ip))
-    response = render(request, "accounts/login.html", {"form": form, "next": next_url})
-    return _captcha_csp(response) if "captcha" in form.fields else response
+    response = render(
+        request,
+        "accounts/login.html",
+        {"form": form, "next": next_url},
+        status=status,
+    )
+    return captcha_csp(response) if "captcha" in form.fields else response
 
 
 @never_cache
@@ -164,8 +174,12 @@ def signup_view(request: HttpRequest) -> HttpResponse:
                 password=form.cleaned_data["password1"],
             )
             return redirect("accounts:signup-done")
-        _captcha_failed(request, form, "signup")
-    return _captcha_csp(render(request, "accounts/signup.html", {"form": form}))
+        status = _captcha_failed(request, form, "signup")
+    else:
+        status = 200
+    return captcha_csp(
+        render(request, "accounts/signup.html", {"form": form}, status=status)
+    )
 
 
 def signup_done_view(request: HttpRequest) -> HttpResponse:
@@ -240,11 +254,11 @@ class PasswordResetView(auth_views.PasswordResetView):
         return HttpResponseRedirect(self.get_success_url())
 
     def form_invalid(self, form):
-        _captcha_failed(self.request, form, "reset")
-        return super().form_invalid(form)
+        status = _captcha_failed(self.request, form, "reset")
+        return self.render_to_response(self.get_context_data(form=form), status=status)
 
     def render_to_response(self, context, **kwargs):
-        return _captcha_csp(super().render_to_response(context, **kwargs))
+        return captcha_csp(super().render_to_response(context, **kwargs))
 
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):

@@ -90,13 +90,15 @@ class SiteVerify:
 
 @pytest.fixture
 def siteverify(settings):
-    """A local HTTP server speaking reCAPTCHA's siteverify protocol.
+    """reCAPTCHA as the CAPTCHA, checked by a local server speaking its
+    siteverify protocol.
 
     It accepts ``GOOD_TOKEN`` (or any token with ``accept_all``) when the
     secret is right, and answers like Google: JSON with ``success`` and
     ``error-codes``.
     """
     state = SiteVerify()
+    settings.KREO_CAPTCHA = "recaptcha"
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):

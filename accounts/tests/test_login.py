@@ -298,11 +298,11 @@ def test_each_lockout_in_a_row_doubles_the_cool_off(client, settings, siteverify
 
 
 def test_failures_from_one_ip_bring_the_captcha_for_any_account(client):
-    """After 10 failures from an IP, its login page asks for a CAPTCHA."""
+    """After 10 failures from an IP, its login page asks for a CAPTCHA (ALTCHA)."""
     for n in range(9):
         attempt(client, f"person{n}@example.test", "not the password")
-    assert "g-recaptcha" not in client.get(reverse(LOGIN)).content.decode()
+    assert "<altcha-widget" not in client.get(reverse(LOGIN)).content.decode()
     attempt(client, "person9@example.test", "not the password")
-    assert "g-recaptcha" in client.get(reverse(LOGIN)).content.decode()
+    assert "<altcha-widget" in client.get(reverse(LOGIN)).content.decode()
     other_ip = client.get(reverse(LOGIN), REMOTE_ADDR="192.0.2.44")
-    assert "g-recaptcha" not in other_ip.content.decode()
+    assert "<altcha-widget" not in other_ip.content.decode()

@@ -77,6 +77,7 @@ PAGES = {
     "accounts:logout": everyone(405),
     "accounts:signup": signed_in(200, "302:/projects/"),
     "accounts:signup-done": everyone(200),
+    "accounts:captcha-challenge": everyone(200),  # ALTCHA: a signed challenge
     "accounts:resend": everyone(200),
     "accounts:verify": everyone(200),
     "accounts:password-reset": everyone(200),

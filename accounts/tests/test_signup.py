@@ -154,6 +154,7 @@ def test_signup_needs_a_solved_captcha(client, siteverify):
 
 def test_captcha_service_down_fails_closed(client, settings):
     """An unreachable verify endpoint refuses the form with a clear message."""
+    settings.KREO_CAPTCHA = "recaptcha"
     port_nobody_listens = 9
     settings.RECAPTCHA_VERIFY_URL = f"http://127.0.0.1:{port_nobody_listens}/verify"
     response = signup(client, "someone@example.test", token="anything")

@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from kreo.settings.localkeys import local_secret
 
@@ -394,6 +395,25 @@ RECAPTCHA_VERIFY_URL = env.str(
     "RECAPTCHA_VERIFY_URL", default="https://www.google.com/recaptcha/api/siteverify"
 )
 RECAPTCHA_VERIFY_TIMEOUT = env.float("RECAPTCHA_VERIFY_TIMEOUT", default=5.0)
+# The CAPTCHA (accounts/captcha/): "altcha", self-hosted proof of work that
+# needs no third party (the default, and a production choice), or
+# "recaptcha" (Google; production then requires the RECAPTCHA_* keys).
+KREO_CAPTCHA = env.str("KREO_CAPTCHA", default="altcha")
+if KREO_CAPTCHA not in ("altcha", "recaptcha"):
+    raise ImproperlyConfigured(
+        f"KREO_CAPTCHA must be altcha or recaptcha, not {KREO_CAPTCHA!r}."
+    )
+# ALTCHA challenges are HMAC-signed with this key (production requires it).
+KREO_ALTCHA_HMAC_KEY = env.str("KREO_ALTCHA_HMAC_KEY", default="") or local_secret(
+    VAR_DIR, "altcha-hmac-key"
+)
+# The browser's work: it tries between ATTEMPTS and 2 x ATTEMPTS counters, one
+# PBKDF2-SHA256 of COST iterations each (the server derives one key to issue
+# a challenge and one to check it). A challenge must be redeemed within
+# EXPIRES_SECONDS of being fetched, and only once.
+KREO_ALTCHA_COST = env.int("KREO_ALTCHA_COST", default=1000)
+KREO_ALTCHA_ATTEMPTS = env.int("KREO_ALTCHA_ATTEMPTS", default=1000)
+KREO_ALTCHA_EXPIRES_SECONDS = env.int("KREO_ALTCHA_EXPIRES_SECONDS", default=600)
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"

@@ -12,8 +12,20 @@ REQUIRED = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_
 # Project files live in object storage (S3 in eu-west-2, or compatible): on a
 # pod's disk they would die with it and no other pod would see them.
 REQUIRED = (*REQUIRED, "AWS_STORAGE_BUCKET_NAME")
-# reCAPTCHA keys for sign-up, password reset and the adaptive login CAPTCHA.
-REQUIRED = (*REQUIRED, "RECAPTCHA_PUBLIC_KEY", "RECAPTCHA_PRIVATE_KEY")
+# The CAPTCHA of sign-up, password reset and the adaptive login CAPTCHA:
+# ALTCHA (the default) signs its challenges with a key of its own; reCAPTCHA
+# needs Google's keys.
+_captcha = os.environ.get("KREO_CAPTCHA", "").strip() or "altcha"
+if _captcha not in ("altcha", "recaptcha"):
+    sys.stderr.write(
+        "kreo: production settings refuse to start: KREO_CAPTCHA must be "
+        f"altcha or recaptcha, not {_captcha!r}.\n"
+    )
+    raise SystemExit(1)
+if _captcha == "recaptcha":
+    REQUIRED = (*REQUIRED, "RECAPTCHA_PUBLIC_KEY", "RECAPTCHA_PRIVATE_KEY")
+else:
+    REQUIRED = (*REQUIRED, "KREO_ALTCHA_HMAC_KEY")
 # Key-encryption keys of project files, and where erasure tombstones live: a
 # folder on one host, or else a bucket all pods share.
 REQUIRED = (*REQUIRED, "KREO_KEYRING", "KREO_ACTIVE_KEY_ID")
@@ -52,11 +64,24 @@ if _missing:
 from kreo.settings.base import *  # noqa: E402, F403
 from kreo.settings.base import env  # noqa: E402
 
+# A short key could be found from one signed challenge, and then challenges
+# forged offline.
+if _captcha == "altcha" and len(KREO_ALTCHA_HMAC_KEY) < 32:  # noqa: F405
+    sys.stderr.write(
+        "kreo: production settings refuse to start: KREO_ALTCHA_HMAC_KEY must "
+        "be at least 32 characters (openssl rand -base64 48).\n"
+    )
+    raise SystemExit(1)
+
 if env.bool("DJANGO_DEBUG", default=False):
     sys.stderr.write(
         "kreo: production settings refuse to start with DJANGO_DEBUG on.\n"
     )
     raise SystemExit(1)
+# Never Google's public test keys (the embedded default's): with ALTCHA chosen
+# the reCAPTCHA keys stay blank.
+RECAPTCHA_PUBLIC_KEY = env.str("RECAPTCHA_PUBLIC_KEY", default="")
+RECAPTCHA_PRIVATE_KEY = env.str("RECAPTCHA_PRIVATE_KEY", default="")
 DEBUG = False
 # Whatever a settings module above said: project files are encrypted.
 KREO_FILE_ENCRYPTION = True

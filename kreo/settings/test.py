@@ -47,3 +47,8 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
 # pytest-django's live_server wraps the app in a media handler that parses
 # MEDIA_URL, and fails on None. No URL serves files: this prefix routes nowhere.
 MEDIA_URL = "/media-not-served/"
+
+# ALTCHA (the default CAPTCHA): little work per challenge, so tests and the
+# browser test solve it in milliseconds; the protocol is the same.
+KREO_ALTCHA_COST = env.int("KREO_ALTCHA_COST", default=1)
+KREO_ALTCHA_ATTEMPTS = env.int("KREO_ALTCHA_ATTEMPTS", default=20)

@@ -20,13 +20,9 @@ from django.core.exceptions import ValidationError
 from django_recaptcha.fields import ReCaptchaField
 from django_recaptcha.widgets import ReCaptchaV2Checkbox
 
-logger = logging.getLogger(__name__)
+from accounts.captcha.messages import CAPTCHA_REJECTED, CAPTCHA_UNAVAILABLE
 
-CAPTCHA_REJECTED = "The CAPTCHA was not solved. Please try again."
-CAPTCHA_UNAVAILABLE = (
-    "The CAPTCHA check could not be completed just now, so the form was not "
-    "accepted. Please try again in a few minutes."
-)
+logger = logging.getLogger(__name__)
 
 
 class CaptchaUnavailable(Exception):
@@ -64,14 +60,14 @@ def siteverify(*, token: str, remote_ip: str) -> bool:
     return data["success"] is True
 
 
-class CaptchaWidget(ReCaptchaV2Checkbox):
+class RecaptchaWidget(ReCaptchaV2Checkbox):
     """The v2 checkbox without the library's inline script (CSP forbids it)."""
 
     template_name = "accounts/captcha_widget.html"
 
 
-class CaptchaField(ReCaptchaField):
-    widget = CaptchaWidget
+class RecaptchaField(ReCaptchaField):
+    widget = RecaptchaWidget
     default_error_messages = {
         "captcha_invalid": CAPTCHA_REJECTED,
         "captcha_error": CAPTCHA_UNAVAILABLE,
