@@ -237,6 +237,11 @@ def prep_value(field, value):
     """``value`` as read by the ORM for ``field``, ready for ``encode_row``."""
     if value is None or type(value) in NATIVE:
         return value
+    base = getattr(field, "base_field", None)
+    if base is not None and isinstance(value, list):
+        # ArrayField prepares its items only for a connection; item by item
+        # here, as the restore reads them (logical.decode_value).
+        return [prep_value(base, item) for item in value]
     return field.get_prep_value(value)
 
 

@@ -69,8 +69,8 @@ def decode_value(field, value):
     """The Python value of ``field`` spelled ``value`` in the export.
 
     ``to_python`` reads each field's own spelling back; an array's items are
-    read by its base field's (ArrayField's ``to_python`` leaves a list as it
-    is, and psycopg would send date strings in it as text).
+    read by its base field's, since ArrayField's ``to_python`` leaves a list's
+    items as they are (a BinaryField's base64 text would be stored as bytes).
     """
     if value is None:
         return None

@@ -81,7 +81,7 @@ VALUES = {
     models.DateField: lambda f, n: dt.date(1999, 12, 31) - dt.timedelta(days=n),
     models.TimeField: lambda f, n: dt.time(23, 59, 58, 123456),
     models.DurationField: lambda f, n: dt.timedelta(
-        days=3, seconds=7 + n, microseconds=11
+        days=-3 if n % 2 else 3, seconds=7 + n, microseconds=11
     ),
     models.FileField: lambda f, n: f"projects/{n}/dräwing ü.pdf",
     TimeZoneField: lambda f, n: KATHMANDU,
@@ -167,6 +167,8 @@ def fill_every_model(using: str = "default") -> dict:
 
 
 def _plain(value):
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
     if isinstance(value, memoryview | bytearray):
         return bytes(value)
     if isinstance(value, FieldFile):
