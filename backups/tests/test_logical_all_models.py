@@ -160,7 +160,10 @@ def _round_trip(model, source: str, target: str) -> tuple[list, list]:
         for alias in (source, target)
     ]
     spelled = [
-        sorted(map(databases.encode_row, databases.model_rows(model, alias)))
+        sorted(
+            databases.encode_model_row(model, row)
+            for row in databases.model_rows(model, alias)
+        )
         for alias in (source, target)
     ]
     assert spelled[0] == spelled[1]
@@ -235,3 +238,33 @@ def test_arrays_round_trip_between_postgresql_databases(db):
     assert after[0][2] == [allmodels.KATHMANDU, allmodels.KATHMANDU]
     assert isinstance(after[0][1][0], dt.date)
     assert after[0][5][0] == bytes(range(256)) + (1).to_bytes(4, "big")
+
+
+class _Opaque:
+    """A value with no JSON spelling, from a field that forgot to give one."""
+
+
+class OpaqueField(models.CharField):
+    def from_db_value(self, value, expression, connection):
+        return _Opaque()
+
+    def get_prep_value(self, value):
+        return value if isinstance(value, _Opaque) else super().get_prep_value(value)
+
+
+def test_a_value_with_no_spelling_is_refused_naming_its_field(db, tmp_path):
+    """The export refuses a value it cannot write with a message naming the
+    model, the field and its class, instead of a bare TypeError."""
+    fields = {"thing": OpaqueField(max_length=10)}
+    with (
+        _temporary_model("Opaque", fields) as model,
+        _sqlite_database(tmp_path) as lite,
+    ):
+        with databases.connections[lite].schema_editor() as editor:
+            editor.create_model(model)
+        model._base_manager.using(lite).create(thing="x")
+        with pytest.raises(ValueError) as refused:
+            b"".join(logical.export_lines(lite))
+    assert str(refused.value) == databases.UNWRITABLE.format(
+        label="kreo.Opaque", field="thing", kind="OpaqueField", value_type="_Opaque"
+    )
