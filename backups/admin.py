@@ -1,6 +1,8 @@
 """Backups in the admin: sets and the state of each copy, "back up now",
 "verify", restore drills, and the age of the last good set."""
 
+import uuid
+
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -8,14 +10,19 @@ from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from backups import selectors, services, tasks
-from backups.models import BackupCopy, BackupSet, RestoreDrill
+from backups.models import BackupCopy, BackupSet, CopyState, RestoreDrill
 
-QUEUED = "Backup queued: it appears here when the worker has taken it."
+QUEUED = (
+    "Backup queued as task {task} (id {task_id}) for {actor}: it appears in "
+    "this list as a new set when the worker has taken it."
+)
 VERIFIED = "Set {id}: every artifact of every copy matches the manifest."
 VERIFY_FAILED = "Set {id}: {count} faulty artifact(s): {names}."
 NOT_ALLOWED = "Only superusers may start backups or verify them."
+FAILURE_CHARS = 160  # the list shows the start of an error; hover for more
 
 COLOURS = {
     "good": "#1a7f37",
@@ -49,6 +56,7 @@ class ReadOnly:
 
 class BackupCopyInline(ReadOnly, admin.TabularInline):
     model = BackupCopy
+    verbose_name_plural = "backup copies"  # not Django's "backup copys"
     fields = ["number", "state", "location", "size", "locked_until", "attempts"]
     readonly_fields = fields + ["error"]
     extra = 0
@@ -65,6 +73,7 @@ class BackupSetAdmin(ReadOnly, admin.ModelAdmin):
         "copy_3",
         "verified",
         "trigger",
+        "failure",
     ]
     list_filter = ["state", "trigger"]
     readonly_fields = [
@@ -106,6 +115,29 @@ class BackupSetAdmin(ReadOnly, admin.ModelAdmin):
     def copy_3(self, obj):
         return self._copy(obj, 3)
 
+    @admin.display(description="why it failed")
+    def failure(self, obj):
+        """The error of each failed copy (the same error once), else the set's."""
+        reasons: dict[str, list[int]] = {}
+        for copy in sorted(obj.copies.all(), key=lambda c: c.number):
+            if copy.state == CopyState.FAILED and copy.error:
+                reasons.setdefault(copy.error, []).append(copy.number)
+        if not reasons and obj.error:
+            reasons[obj.error] = []
+        if not reasons:
+            return "-"
+        lines = []
+        for error, numbers in reasons.items():
+            which = ", ".join(map(str, numbers))
+            prefix = f"copy {which}: " if len(numbers) == 1 else f"copies {which}: "
+            lines.append((prefix if numbers else "") + " ".join(error.split()))
+        full = " | ".join(lines)
+        return format_html(
+            '<span class="backup-failure" title="{}">{}</span>',
+            Truncator(full).chars(1000),
+            Truncator(full).chars(FAILURE_CHARS),
+        )
+
     @admin.display(description="verified")
     def verified(self, obj):
         if obj.verify_ok is None:
@@ -128,8 +160,19 @@ class BackupSetAdmin(ReadOnly, admin.ModelAdmin):
         if not request.user.is_superuser:
             raise PermissionDenied(NOT_ALLOWED)
         actor_id = request.user.pk
-        transaction.on_commit(lambda: tasks.backup_manual.delay(actor_id=actor_id))
-        self.message_user(request, QUEUED, messages.SUCCESS)
+        task_id = str(uuid.uuid4())
+        transaction.on_commit(
+            lambda: tasks.backup_manual.apply_async(
+                kwargs={"actor_id": actor_id}, task_id=task_id
+            )
+        )
+        self.message_user(
+            request,
+            QUEUED.format(
+                task=tasks.backup_manual.name, task_id=task_id, actor=request.user
+            ),
+            messages.SUCCESS,
+        )
         return HttpResponseRedirect(reverse("admin:backups_backupset_changelist"))
 
     @admin.action(description="Verify selected sets (decrypt every copy)")

@@ -46,6 +46,11 @@ PG_TOOLS_MISSING = (
     "matching the server's major version."
 )
 BAD_TARGET = "--target-db must be a postgres:// or sqlite:/// URL."
+UNWRITABLE = (
+    "The logical export cannot write {label}.{field} ({kind}): its value, a "
+    "{value_type}, has no JSON spelling. Give the field a get_prep_value that "
+    "returns one."
+)
 
 
 BLANK = {
@@ -204,13 +209,82 @@ def _attnames(model) -> list[str]:
     return [f.attname for f in model._meta.local_concrete_fields]
 
 
+# Values of these types are spelled by ``CanonicalEncoder`` as they are. Any
+# other value (a ZoneInfo from django-timezone-field, an IP address object, a
+# third-party field's object) is first turned into its database
+# representation by its field's ``get_prep_value``, which each field defines
+# and its ``to_python`` reads back (logical.decode_value).
+NATIVE = frozenset(
+    (
+        str,
+        int,
+        float,
+        bool,
+        dt.datetime,
+        dt.date,
+        dt.time,
+        dt.timedelta,
+        decimal.Decimal,
+        uuid.UUID,
+        bytes,
+        memoryview,
+    )
+)
+
+
+def prep_value(field, value):
+    """``value`` as read by the ORM for ``field``, ready for ``encode_row``."""
+    if value is None or type(value) in NATIVE:
+        return value
+    base = getattr(field, "base_field", None)
+    if base is not None and isinstance(value, list):
+        # ArrayField prepares its items only for a connection; item by item
+        # here, as the restore reads them (logical.decode_value).
+        return [prep_value(base, item) for item in value]
+    return field.get_prep_value(value)
+
+
 def model_rows(model, using: str) -> Iterator[tuple]:
+    """Every row of ``model``, one value per local concrete field, as the ORM
+    reads them; ``encode_model_row`` spells them."""
     return (
         model._base_manager.using(using)
         .values_list(*_attnames(model))
         .order_by()
         .iterator(chunk_size=2000)
     )
+
+
+def encode_model_row(model, row) -> bytes:
+    """The canonical JSON of one row of ``model`` from ``model_rows``.
+
+    A row of plain values is spelled as it is (measured: preparing every
+    value first costs 40-55% more per audit row); a row holding any other
+    value is spelled through each field's ``prep_value``. A value that still
+    has no spelling is refused, naming its model and field.
+    """
+    try:
+        return encode_row(row)
+    except TypeError:
+        pass
+    fields = model._meta.local_concrete_fields
+    prepared = tuple(map(prep_value, fields, row))
+    try:
+        return encode_row(prepared)
+    except (TypeError, ValueError) as exc:
+        for field, value in zip(fields, prepared, strict=True):
+            try:
+                encode_row([value])
+            except (TypeError, ValueError):
+                raise ValueError(
+                    UNWRITABLE.format(
+                        label=model._meta.label,
+                        field=field.name,
+                        kind=type(field).__name__,
+                        value_type=type(value).__name__,
+                    )
+                ) from exc
+        raise
 
 
 class TableTally:
@@ -236,7 +310,7 @@ def table_stats(using: str) -> dict[str, dict]:
     for model in backed_up_models(using):
         tally = TableTally()
         for row in model_rows(model, using):
-            tally.add(encode_row(row))
+            tally.add(encode_model_row(model, row))
         stats[model._meta.db_table] = tally.as_dict()
     return stats
 

@@ -22,7 +22,7 @@ from backups.databases import (
     TableTally,
     _attnames,
     backed_up_models,
-    encode_row,
+    encode_model_row,
     model_rows,
 )
 from kreo.streams import IterReader
@@ -53,7 +53,7 @@ def export_lines(using: str, stats: dict | None = None) -> Iterator[bytes]:
         buffer += json.dumps(header).encode() + b"\n"
         tally = TableTally()
         for row in model_rows(model, using):
-            line = encode_row(row)
+            line = encode_model_row(model, row)
             tally.add(line)
             buffer += line + b"\n"
             if len(buffer) >= 1024 * 1024:
@@ -65,14 +65,27 @@ def export_lines(using: str, stats: dict | None = None) -> Iterator[bytes]:
     yield bytes(buffer)
 
 
+def decode_value(field, value):
+    """The Python value of ``field`` spelled ``value`` in the export.
+
+    ``to_python`` reads each field's own spelling back; an array's items are
+    read by its base field's, since ArrayField's ``to_python`` leaves a list's
+    items as they are (a BinaryField's base64 text would be stored as bytes).
+    """
+    if value is None:
+        return None
+    base = getattr(field, "base_field", None)
+    if base is not None and isinstance(value, list):
+        return [decode_value(base, item) for item in value]
+    return field.to_python(value)
+
+
 def _flush(model, fields, rows: list[list], using: str) -> None:
     objs = []
     for values in rows:
         obj = model()
         for field, value in zip(fields, values, strict=True):
-            setattr(
-                obj, field.attname, None if value is None else field.to_python(value)
-            )
+            setattr(obj, field.attname, decode_value(field, value))
         objs.append(obj)
     if objs:
         # raw=True: auto_now fields keep the exported values, as loaddata does.
