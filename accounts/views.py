@@ -76,7 +76,7 @@ def _captcha_failed(request: HttpRequest, form, scope: str) -> None:
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def login_view(request: HttpRequest) -> HttpResponse:
     next_url = _next(request)
     if request.user.is_authenticated:
@@ -114,7 +114,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def login_otp_view(request: HttpRequest) -> HttpResponse:
     user = services.login_pending_user(request)
     if user is None:
@@ -145,7 +145,7 @@ def logout_view(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def signup_view(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect(settings.LOGIN_REDIRECT_URL)
@@ -173,7 +173,7 @@ def signup_done_view(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def verify_view(request: HttpRequest, token: str) -> HttpResponse:
     """GET shows a button; only the POST verifies (mail scanners follow GETs)."""
     if request.method == "POST":
@@ -192,7 +192,7 @@ def verify_view(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def resend_view(request: HttpRequest) -> HttpResponse:
     form = EmailForm(request.POST or None)
     if request.method == "POST":
@@ -329,7 +329,7 @@ def _qr_data_uri(text: str) -> str:
 
 @login_required
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def otp_enrol_view(request: HttpRequest) -> HttpResponse:
     user = request.user
     if selectors.otp_status(user=user)["enabled"]:
