@@ -179,7 +179,7 @@ class FileDownloadView(APIView):
             file_id=file_id,
             action=Action.VIEW,
         )
-        return file_response(request, item, sandbox=False)
+        return file_response(request, item)
 
 
 class MemberListView(APIView):

@@ -171,7 +171,7 @@ def file_download(request: HttpRequest, project_id, file_id) -> HttpResponse:
     item = selectors.project_file_get(
         user=request.user, project_id=project_id, file_id=file_id, action=Action.VIEW
     )
-    return file_response(request, item, sandbox=True)
+    return file_response(request, item)
 
 
 @login_required
