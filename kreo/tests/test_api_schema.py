@@ -9,6 +9,7 @@ must all be in the schema for that operation. Requests the schema calls valid
 string field must be refused, not converted.
 """
 
+import socket
 import uuid
 
 import pytest
@@ -338,3 +339,24 @@ def test_schema_throttled_is_json(world, settings):
     assert response["Content-Type"] == "application/json"
     assert "throttled" in response.json()["detail"]
     assert int(response["Retry-After"]) > 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "op", [op for op in OPERATIONS if op.method == "DELETE"], ids=str
+)
+def test_deletes_document_what_they_answer_when_the_ledger_is_down(
+    op, ledger_bucket, settings
+):
+    """With the erasure ledger unreachable, each DELETE's answer is documented."""
+    world = make_world()
+    schema = world.client().get("/api/schema/", HTTP_ACCEPT=SCHEMA_ACCEPT).json()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    settings.KREO_KEY_LEDGER_S3_ENDPOINT_URL = f"http://127.0.0.1:{closed}"
+    response = world.client().delete(world.url(op.path))
+    assert response.status_code in (204, 503)
+    assert not _documented(schema, op, response, "ledger down")
+    if "{membership_id}" not in op.path:
+        assert response.status_code == 503, "an erasure went ahead without its ledger"
