@@ -21,7 +21,7 @@ ERROR_DESCRIPTIONS = {
     404: "No such object, or the caller is not a member of its project.",
     406: "The Accept header names no type this endpoint can answer with.",
     413: "The body is larger than the limit (uploads: KREO_MAX_UPLOAD_BYTES; "
-    "JSON: 2 MiB).",
+    "JSON: DATA_UPLOAD_MAX_MEMORY_SIZE, 2 MiB).",
     415: "The Content-Type is not one this endpoint reads.",
     429: "Too many requests from this account: wait for Retry-After seconds.",
 }
