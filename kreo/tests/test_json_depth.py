@@ -119,3 +119,8 @@ def test_too_deep_scan():
     assert not parsers.too_deep("[[[]]]", 3)
     assert not parsers.too_deep('["[[[[", {"a": "}}}{{{{"}]', 2)
     assert not parsers.too_deep('["\\"[[[["]', 1)
+    assert not parsers.too_deep('["\\\\", "[[[["]', 1), "an escaped backslash"
+    assert parsers.too_deep('["\\\\", [[[]]]]', 3)
+    assert parsers.too_deep("[]" * 10 + "[" * 33 + "]" * 33, 32)
+    assert not parsers.too_deep("[]" * 40 + "[" * 32 + "]" * 32, 32)
+    assert not parsers.too_deep('["' + "[" * 40, 32), "unterminated string"
