@@ -20,7 +20,6 @@ from projects.models import (
 )
 from projects.permissions import Action, forget_roles, require
 from projects.storage import blob_delete, blob_store
-from projects.validators import refuse_control_characters
 
 LAST_OWNER = "A project needs at least one owner: add another owner first."
 ALREADY_MEMBER = "{email} is already a member of this project."
@@ -34,13 +33,13 @@ def _clean_project_name(name: str) -> str:
         raise ValidationError({"name": NAME_REQUIRED}, code="name_required")
     if len(name) > 200:
         raise ValidationError({"name": "At most 200 characters."}, code="too_long")
-    return refuse_control_characters(
+    return validators.refuse_control_characters(
         name, message=validators.PROJECT_NAME_CONTROL, field="name"
     )
 
 
 def _clean_description(description: str | None) -> str:
-    return refuse_control_characters(
+    return validators.refuse_control_characters(
         (description or "").strip()[:2000],
         message=validators.DESCRIPTION_CONTROL,
         field="description",

@@ -405,7 +405,7 @@ REST_FRAMEWORK = {
     # Requests per account (KREO_API_RATE), counted on the rate-limit cache.
     "DEFAULT_THROTTLE_CLASSES": ["kreo.throttles.APIRateThrottle"],
     "DEFAULT_PARSER_CLASSES": [
-        # JSON with a nesting and size bound: 400/413, never a RecursionError.
+        # JSON nested past 32 levels is a 400, never a RecursionError (a 500).
         "kreo.parsers.BoundedJSONParser",
         "rest_framework.parsers.MultiPartParser",
     ],
