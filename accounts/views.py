@@ -80,7 +80,7 @@ def _captcha_failed(request: HttpRequest, form, scope: str) -> int:
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def login_view(request: HttpRequest) -> HttpResponse:
     next_url = _next(request)
     if request.user.is_authenticated:
@@ -124,7 +124,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def login_otp_view(request: HttpRequest) -> HttpResponse:
     user = services.login_pending_user(request)
     if user is None:
@@ -155,7 +155,7 @@ def logout_view(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def signup_view(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect(settings.LOGIN_REDIRECT_URL)
@@ -187,7 +187,7 @@ def signup_done_view(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def verify_view(request: HttpRequest, token: str) -> HttpResponse:
     """GET shows a button; only the POST verifies (mail scanners follow GETs)."""
     if request.method == "POST":
@@ -206,7 +206,7 @@ def verify_view(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def resend_view(request: HttpRequest) -> HttpResponse:
     form = EmailForm(request.POST or None)
     if request.method == "POST":
@@ -343,7 +343,7 @@ def _qr_data_uri(text: str) -> str:
 
 @login_required
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def otp_enrol_view(request: HttpRequest) -> HttpResponse:
     user = request.user
     if selectors.otp_status(user=user)["enabled"]:

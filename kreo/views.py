@@ -2,7 +2,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 ERROR_TEXTS = {
     400: "The request could not be understood.",
@@ -13,7 +13,7 @@ ERROR_TEXTS = {
 }
 
 
-@require_GET
+@require_safe
 @never_cache
 def healthz(request: HttpRequest) -> HttpResponse:
     """Liveness for load balancers: no detail, no authentication."""

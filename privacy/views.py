@@ -8,7 +8,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import content_disposition_header
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_http_methods, require_safe
 
 from accounts.oidc import reauth
 from kreo.views import error_response
@@ -18,7 +18,7 @@ from privacy.models import DataExport
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def export_page(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         try:
@@ -35,7 +35,7 @@ def export_page(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@require_GET
+@require_safe
 def export_download(request: HttpRequest, export_id, token: str) -> HttpResponse:
     try:
         export, chunks = services.export_open(
@@ -54,7 +54,7 @@ def export_download(request: HttpRequest, export_id, token: str) -> HttpResponse
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def account_delete(request: HttpRequest) -> HttpResponse:
     """Delete one's account after re-authenticating: the password, or for an
     account linked to SSO a fresh sign-in at the provider (accounts.oidc)."""

@@ -8,9 +8,11 @@ from knox.models import AuthToken
 from rest_framework import exceptions, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.parsers import MultiPartParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from kreo.api import AnyMediaRenderer
 from projects import selectors, services
 from projects.downloads import file_response
 from projects.ledger import LedgerError
@@ -26,12 +28,22 @@ from projects.serializers import (
     ProjectWriteSerializer,
     TokenSerializer,
 )
+from projects.uploads import KINDS
 
 TOKEN_TTL = timedelta(days=30)
 
 
 LEDGER_DOWN = OpenApiResponse(
     description="The erasure ledger cannot be written: nothing was erased."
+)
+LAST_OWNER = OpenApiResponse(
+    description="The last owner cannot be removed: add another owner first."
+)
+FILE_ALTERED_DOC = OpenApiResponse(
+    description="The stored file failed its integrity check: nothing was sent."
+)
+FILE_KEY_GONE_DOC = OpenApiResponse(
+    description="The file's key was destroyed (erased): it cannot be decrypted."
 )
 
 
@@ -150,9 +162,10 @@ class FileDetailView(APIView):
     def patch(self, request, project_id, file_id):
         item = self._get(request, project_id, file_id, Action.RENAME_FILE)
         data = _valid(FileRenameSerializer, request)
-        services.project_file_rename(
-            actor=request.user, item=item, name=data["name"], request=request
-        )
+        if "name" in data:
+            services.project_file_rename(
+                actor=request.user, item=item, name=data["name"], request=request
+            )
         return Response(ProjectFileSerializer(item).data)
 
     @extend_schema(responses={204: None, 503: LEDGER_DOWN})
@@ -165,11 +178,20 @@ class FileDetailView(APIView):
 
 
 class FileDownloadView(APIView):
+    # Any Accept header: the answer is the file's own type (errors stay JSON).
+    renderer_classes = [JSONRenderer, AnyMediaRenderer]
+
     @extend_schema(
         responses={
-            (200, "application/octet-stream"): OpenApiResponse(
-                OpenApiTypes.BINARY, description="The file's bytes."
-            )
+            **{
+                (200, content_type): OpenApiResponse(
+                    OpenApiTypes.BINARY,
+                    description="The file's bytes, with the type it was stored as.",
+                )
+                for content_type in sorted({kind.content_type for kind in KINDS})
+            },
+            409: FILE_ALTERED_DOC,
+            410: FILE_KEY_GONE_DOC,
         }
     )
     def get(self, request, project_id, file_id):
@@ -179,7 +201,7 @@ class FileDownloadView(APIView):
             file_id=file_id,
             action=Action.VIEW,
         )
-        return file_response(request, item, sandbox=False)
+        return file_response(request, item)
 
 
 class MemberListView(APIView):
@@ -223,15 +245,16 @@ class MemberDetailView(APIView):
             request, project_id, membership_id, Action.MANAGE_MEMBERS
         )
         data = _valid(MemberRoleSerializer, request)
-        membership = services.membership_change_role(
-            actor=request.user,
-            membership=membership,
-            role=data["role"],
-            request=request,
-        )
+        if "role" in data:
+            membership = services.membership_change_role(
+                actor=request.user,
+                membership=membership,
+                role=data["role"],
+                request=request,
+            )
         return Response(MembershipSerializer(membership).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, 400: LAST_OWNER})
     def delete(self, request, project_id, membership_id):
         membership = self._get(
             request, project_id, membership_id, Action.MANAGE_MEMBERS

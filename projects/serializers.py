@@ -3,6 +3,29 @@ from rest_framework import serializers
 from projects.models import Membership, Project, ProjectFile, Role
 
 
+class StrictCharField(serializers.CharField):
+    """A string, and only a string: a JSON number is refused, not converted."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictEmailField(serializers.EmailField):
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictChoiceField(serializers.ChoiceField):
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=data)
+        return super().to_internal_value(data)
+
+
 class ProjectSerializer(serializers.ModelSerializer):
     role = serializers.SerializerMethodField()
 
@@ -18,10 +41,8 @@ class ProjectSerializer(serializers.ModelSerializer):
 
 
 class ProjectWriteSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(
-        max_length=2000, required=False, allow_blank=True
-    )
+    name = StrictCharField(max_length=200)
+    description = StrictCharField(max_length=2000, required=False, allow_blank=True)
 
 
 class ProjectFileSerializer(serializers.ModelSerializer):
@@ -51,11 +72,13 @@ class ProjectFileSerializer(serializers.ModelSerializer):
 
 class FileUploadSerializer(serializers.Serializer):
     file = serializers.FileField(allow_empty_file=True)
-    name = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    name = StrictCharField(max_length=255, required=False, allow_blank=True)
 
 
 class FileRenameSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=255)
+    """Without name, a PATCH changes nothing."""
+
+    name = StrictCharField(max_length=255, required=False)
 
 
 class MembershipSerializer(serializers.ModelSerializer):
@@ -68,12 +91,14 @@ class MembershipSerializer(serializers.ModelSerializer):
 
 
 class MemberAddSerializer(serializers.Serializer):
-    email = serializers.EmailField()
-    role = serializers.ChoiceField(choices=Role.choices)
+    email = StrictEmailField()
+    role = StrictChoiceField(choices=Role.choices)
 
 
 class MemberRoleSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=Role.choices)
+    """Without role, a PATCH changes nothing."""
+
+    role = StrictChoiceField(choices=Role.choices, required=False)
 
 
 class TokenSerializer(serializers.Serializer):

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from audit.models import Outcome
 from audit.services import audit_record
-from projects import crypto, erasure, uploads
+from projects import crypto, erasure, uploads, validators
 from projects.models import (
     ErasureCertificate,
     Membership,
@@ -33,7 +33,18 @@ def _clean_project_name(name: str) -> str:
         raise ValidationError({"name": NAME_REQUIRED}, code="name_required")
     if len(name) > 200:
         raise ValidationError({"name": "At most 200 characters."}, code="too_long")
-    return name
+    return validators.refuse_control_characters(
+        name, message=validators.PROJECT_NAME_CONTROL, field="name"
+    )
+
+
+def _clean_description(description: str | None) -> str:
+    return validators.refuse_control_characters(
+        (description or "").strip()[:2000],
+        message=validators.DESCRIPTION_CONTROL,
+        field="description",
+        allow=validators.LINE_BREAKS_AND_TABS,
+    )
 
 
 @transaction.atomic
@@ -41,7 +52,7 @@ def project_create(*, actor, name: str, description: str = "", request=None) -> 
     """Create a project with ``actor`` as its first owner."""
     project = Project.objects.create(
         name=_clean_project_name(name),
-        description=(description or "").strip()[:2000],
+        description=_clean_description(description),
         created_by=actor,
     )
     Membership.objects.create(project=project, user=actor, role=Role.OWNER)
@@ -68,7 +79,7 @@ def project_update(
         project.name = changed["name"][1]
     if description is not None and description.strip() != project.description:
         changed["description"] = True
-        project.description = description.strip()[:2000]
+        project.description = _clean_description(description)
     if changed:
         project.save()
         audit_record(

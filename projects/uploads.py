@@ -15,6 +15,8 @@ import filetype
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from projects.validators import has_control_characters
+
 NAME_EMPTY = "The file name is empty."
 NAME_PATH = "The file name must not contain a path (/, \\ or ..)."
 NAME_CONTROL = "The file name contains control characters."
@@ -86,7 +88,7 @@ def sanitize_name(raw: str) -> str:
         raise ValidationError(NAME_EMPTY, code="name_empty")
     if "/" in name or "\\" in name or name in {".", ".."} or ".." in name.split("."):
         raise ValidationError(NAME_PATH, code="name_path")
-    if any(unicodedata.category(ch).startswith("C") for ch in name):
+    if has_control_characters(name):
         raise ValidationError(NAME_CONTROL, code="name_control")
     if len(name) > 255:
         raise ValidationError(NAME_TOO_LONG, code="name_too_long")

@@ -5,7 +5,11 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import (
+    require_http_methods,
+    require_POST,
+    require_safe,
+)
 
 from projects import selectors, services
 from projects.downloads import file_response
@@ -36,14 +40,14 @@ def _detail_context(request: HttpRequest, project, **forms) -> dict:
 
 
 @login_required
-@require_GET
+@require_safe
 def project_list(request: HttpRequest) -> HttpResponse:
     projects = selectors.project_list(user=request.user)
     return render(request, "projects/list.html", {"projects": projects})
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def project_create(request: HttpRequest) -> HttpResponse:
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -61,7 +65,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@require_GET
+@require_safe
 def project_detail(request: HttpRequest, project_id) -> HttpResponse:
     project = selectors.project_get(
         user=request.user, project_id=project_id, action=Action.VIEW
@@ -70,7 +74,7 @@ def project_detail(request: HttpRequest, project_id) -> HttpResponse:
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def project_edit(request: HttpRequest, project_id) -> HttpResponse:
     project = selectors.project_get(
         user=request.user, project_id=project_id, action=Action.EDIT
@@ -97,7 +101,7 @@ def project_edit(request: HttpRequest, project_id) -> HttpResponse:
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def project_delete(request: HttpRequest, project_id) -> HttpResponse:
     project = selectors.project_get(
         user=request.user, project_id=project_id, action=Action.DELETE
@@ -162,16 +166,16 @@ def file_upload(request: HttpRequest, project_id) -> HttpResponse:
 
 
 @login_required
-@require_GET
+@require_safe
 def file_download(request: HttpRequest, project_id, file_id) -> HttpResponse:
     item = selectors.project_file_get(
         user=request.user, project_id=project_id, file_id=file_id, action=Action.VIEW
     )
-    return file_response(request, item, sandbox=True)
+    return file_response(request, item)
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def file_rename(request: HttpRequest, project_id, file_id) -> HttpResponse:
     item = selectors.project_file_get(
         user=request.user,
@@ -203,7 +207,7 @@ def file_rename(request: HttpRequest, project_id, file_id) -> HttpResponse:
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def file_delete(request: HttpRequest, project_id, file_id) -> HttpResponse:
     item = selectors.project_file_get(
         user=request.user,
@@ -231,7 +235,7 @@ def file_delete(request: HttpRequest, project_id, file_id) -> HttpResponse:
 
 
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def member_list(request: HttpRequest, project_id) -> HttpResponse:
     project = selectors.project_get(
         user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS

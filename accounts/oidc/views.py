@@ -24,6 +24,8 @@ REAUTHENTICATED = "Your sign-in provider confirmed it is you."
 class AuthenticationRequestView(OIDCAuthenticationRequestView):
     """Send the browser to the IdP; ``?idp=google`` adds its kc_idp_hint."""
 
+    http_method_names = ["get", "head"]  # HEAD wherever GET (monitors, checkers)
+
     def __init__(self, *args, **kwargs):
         View.__init__(self, *args, **kwargs)
         self.OIDC_OP_AUTH_ENDPOINT = settings.OIDC_OP_AUTHORIZATION_ENDPOINT
@@ -46,7 +48,7 @@ class AuthenticationRequestView(OIDCAuthenticationRequestView):
 class CallbackView(View):
     """Finish the code flow; any refusal gets a clear page and an audit event."""
 
-    http_method_names = ["get"]
+    http_method_names = ["get", "head"]
 
     def get(self, request: HttpRequest) -> HttpResponse:
         if not settings.KREO_OIDC_ENABLED:

@@ -448,15 +448,21 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus the error responses each operation can give.
+    "DEFAULT_SCHEMA_CLASS": "kreo.schema.AutoSchema",
+    # Requests per account (KREO_API_RATE), counted on the rate-limit cache.
+    "DEFAULT_THROTTLE_CLASSES": ["kreo.throttles.APIRateThrottle"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        # JSON nested past 32 levels is a 400, never a RecursionError (a 500).
+        "kreo.parsers.BoundedJSONParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "kreo.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
+# DRF's rate syntax: "count/second|minute|hour|day".
+KREO_API_RATE = env.str("KREO_RATE_API", default="600/minute")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Kreo API",
     "DESCRIPTION": "Projects, members and files of construction estimates.",

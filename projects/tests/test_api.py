@@ -123,7 +123,7 @@ def test_upload_errors_name_the_problem(api, project, settings):
     settings.KREO_MAX_UPLOAD_BYTES = 10
     response = api.post(url, {"file": SimpleUploadedFile("a.pdf", PDF)})
     assert response.status_code == 413
-    assert "larger than the" in response.json()[0]
+    assert "larger than the" in response.json()["detail"]
     assert not ProjectFile.objects.exists()
 
 
