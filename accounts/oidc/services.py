@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+import jwt
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import transaction
@@ -17,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_otp import devices_for_user
 
+from accounts import api_tokens
 from accounts import services as account_services
 from accounts.models import User
 from accounts.oidc import errors, roles
@@ -121,6 +123,11 @@ def identity_resolve(*, request: HttpRequest, claims: dict, link_to=None) -> Use
             # Access removed at the IdP: take the groups away now, so no
             # other way in (API tokens, other sessions) keeps them.
             roles_apply(request=request, user=user, claim_roles=claim_roles)
+            identity.roles = claim_roles
+            identity.save(update_fields=["roles"])
+            api_tokens.tokens_revoke_sso(
+                identity=identity, request=request, reason="sso_roles_removed"
+            )
         raise errors.SSOFailure("no_allowed_role", user=user or link_to)
     with transaction.atomic():
         if identity is None:
@@ -257,3 +264,32 @@ def logout_url(*, request: HttpRequest) -> str:
         }
     )
     return f"{settings.OIDC_OP_LOGOUT_ENDPOINT}?{query}"
+
+
+def session_identity(request: HttpRequest) -> Identity | None:
+    """The SSO identity this session signed in with, or None (a password
+    sign-in). The ID token is the one verified at sign-in, kept server-side."""
+    id_token = request.session.get(ID_TOKEN) if hasattr(request, "session") else None
+    if not id_token or not request.user.is_authenticated:
+        return None
+    try:
+        claims = jwt.decode(id_token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    return Identity.objects.filter(
+        user=request.user, issuer=claims.get("iss"), subject=str(claims.get("sub"))
+    ).first()
+
+
+def identity_access_problem(identity: Identity | None) -> str:
+    """Why an API token issued under ``identity`` may no longer be used, as a
+    reason code (``accounts.api_tokens.WHY``), or "" when it may.
+
+    The roles are those last read at the provider: at every sign-in and
+    every session refresh (``KREO_OIDC_REFRESH_SECONDS``).
+    """
+    if identity is None:
+        return "sso_unlinked"
+    if not roles.allowed_roles(identity.roles or []):
+        return "sso_roles_removed"
+    return ""
