@@ -12,8 +12,10 @@ lives ``KREO_API_TOKEN_TTL_SECONDS`` (7 days by default) and is revoked
   ``changepassword``) is caught at the next use by the session hash;
 - when the SSO roles that allowed access are gone: a token asked for from a
   single sign-on session is checked at each use against the identity's roles,
-  which are read again at the provider at least every
-  ``KREO_OIDC_REFRESH_SECONDS`` while anyone uses it (``accounts.oidc``).
+  read again at the provider (refresh grant) once they are older than
+  ``KREO_OIDC_REFRESH_SECONDS``; a provider that refuses the grant (sign-in
+  ended, user disabled) revokes it too, one that cannot be reached refuses
+  the request without revoking (``accounts.oidc.services``).
 
 ``TokenAuthentication`` records the last use at most once a minute per token
 (``USE_RESOLUTION``), with no extra query on the other requests: the use row
@@ -54,9 +56,15 @@ WHY = {
     "deactivated": "the account was deactivated.",
     "sso_roles_removed": "the single sign-on roles that allowed access are gone.",
     "sso_unlinked": "the single sign-on identity it was issued under is gone.",
+    "sso_session_ended": "the single sign-on provider ended the sign-in it was "
+    "issued under.",
     "account_deleted": "the account was deleted.",
 }
 ACCOUNT_LOCKED = "The account is locked: this token cannot be used now."
+SSO_UNCONFIRMED = (
+    "The single sign-on provider cannot confirm your access right now: try "
+    "again in a moment."
+)
 
 
 def _ttl() -> timedelta:
@@ -248,7 +256,11 @@ class TokenAuthentication(KnoxTokenAuthentication):
         if use.via_sso:
             from accounts.oidc import services as oidc_services
 
-            problem = oidc_services.identity_access_problem(use.identity)
+            try:
+                problem = oidc_services.identity_access_problem(use.identity)
+            except oidc_services.SSOUnconfirmed as exc:
+                # Not a verdict: refused now, the token stays.
+                raise exceptions.AuthenticationFailed(SSO_UNCONFIRMED) from exc
             if problem:
                 _revoke_at_use(auth_token, problem, request)
         now = timezone.now()
