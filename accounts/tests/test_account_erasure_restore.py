@@ -216,3 +216,28 @@ def test_a_ledger_that_cannot_be_written_refuses_the_deletion(
     refused = AuditEvent.objects.get(event_type="account.delete")
     assert refused.outcome == Outcome.ERROR
     assert refused.error_code == "erasure_ledger"
+
+
+def test_the_admin_shows_the_ledger_refusal_and_deletes_nothing(
+    client, ledger_bucket, settings, otp_login
+):
+    """Staff delete an account in the admin while the ledger bucket is down:
+    the user's page says why, the account stays, and the refusal is in the
+    audit trail although the admin's own transaction rolled back."""
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    user = UserFactory(email="kept@example.test")
+    otp_login(client, admin)
+    _cut_ledger(settings)
+
+    response = client.post(
+        reverse("admin:accounts_user_delete", args=[user.pk]),
+        {"post": "yes"},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert deletion.DELETE_REFUSED in response.content.decode()
+    assert User.objects.filter(pk=user.pk).exists()
+    refused = AuditEvent.objects.get(event_type="account.delete")
+    assert refused.outcome == Outcome.ERROR
+    assert refused.target_id == str(user.pk)
