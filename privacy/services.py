@@ -9,10 +9,9 @@ until it expires (``KREO_EXPORT_TTL_SECONDS``).
 
 Account deletion (by its owner after re-entering the password or, for an
 account linked to single sign-on, after signing in again at the identity
-provider; or by staff): the rule for projects is stated in
-``OWNED_PROJECTS_RULE``; the user row is deleted, so e-mail, name, sessions
-and devices go with it; audit events keep their recorded actor label and id,
-untouched (the trail's hash chain stays intact).
+provider; or by staff) is ``accounts.deletion.user_delete``, with its
+tombstone in the erasure ledger; ``account_delete`` here adds the removal of
+the account's export archives.
 """
 
 from __future__ import annotations
@@ -315,7 +314,11 @@ def account_delete(
         reason=reason,
     )
     for blob in blobs:
-        blob_delete(default_storage, blob)
+        try:
+            blob_delete(default_storage, blob)
+        except Exception:  # the account is gone; the archive is unreadable
+            # without its link, whose hash went with the account's rows.
+            logger.exception("account deletion: export archive %s left", blob)
     return summary
 
 
