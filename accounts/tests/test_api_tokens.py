@@ -279,3 +279,15 @@ def test_revoking_the_token_in_use_is_audited(db):
     assert response.status_code == 204
     assert api_status(token) == 401
     assert revocations("owner").count() == 1
+
+
+def test_a_tampered_or_made_up_token_answers_401(db):
+    """A token with one character changed, one cut short and one made up
+    answer 401 and leave the real token and its last use untouched."""
+    user = UserFactory()
+    token = issue(signed_in(user))
+    flipped = token[:-1] + ("0" if token[-1] != "0" else "1")
+    for forged in (flipped, token[:20], "f" * len(token), token + "00"):
+        assert api_status(forged) == 401, forged
+    assert ApiTokenUse.objects.get(token__user=user).last_used_at is None
+    assert api_status(token) == 200
