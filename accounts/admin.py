@@ -1,9 +1,12 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.shortcuts import redirect
 
-from accounts import services
+from accounts import api_tokens, deletion, services
 from accounts.models import User
+from projects.ledger import LedgerError
 
 
 class UserChangeAdminForm(UserChangeForm):
@@ -67,6 +70,33 @@ class UserAdmin(BaseUserAdmin):
         for user in queryset:
             services.user_unlock(actor=request.user, user=user)
         self.message_user(request, f"Unlocked {queryset.count()} account(s).")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            api_tokens.tokens_revoke_all(
+                user=obj, actor=request.user, request=request, reason="deactivated"
+            )
+
+    def delete_view(self, request, object_id, extra_context=None):
+        """A deletion the erasure ledger refuses leaves the account as it was
+        and says why."""
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except LedgerError as exc:
+            # The admin's transaction rolled back the service's record of
+            # the refusal with everything else: record it again.
+            user = self.get_object(request, unquote(object_id))
+            deletion.user_delete_refused(
+                actor=request.user,
+                user=user,
+                request=request,
+                code="erasure_ledger",
+                message=str(exc),
+                via="staff",
+            )
+            self.message_user(request, str(exc), messages.ERROR)
+            return redirect("admin:accounts_user_change", user.pk)
 
     # Deleting in the admin goes through the account-deletion rule (projects
     # the user alone owns put aside for erasure, audit trail kept), never a

@@ -99,3 +99,35 @@ class SessionRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} from {self.ip} ({self.last_seen_at:%Y-%m-%d %H:%M})"
+
+
+class ApiTokenUse(models.Model):
+    """What knox's AuthToken does not keep: last use, and what the token was
+    issued under (``accounts.api_tokens``).
+
+    ``auth_hash`` is the account's session hash (the password hash, HMAC'd)
+    when the token was issued: a password changed by any path (reset, change,
+    the admin, ``changepassword``) makes it differ and the token refused.
+    ``identity`` is the SSO identity of the session that asked for the token,
+    whose roles must still allow access at each use.
+    """
+
+    token = models.OneToOneField(
+        "knox.AuthToken",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="kreo_use",
+    )
+    auth_hash = models.CharField(max_length=128)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    via_sso = models.BooleanField(default=False)
+    identity = models.ForeignKey(
+        "accounts_oidc.Identity",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    def __str__(self) -> str:
+        return f"use of {self.token_id[:16]}"

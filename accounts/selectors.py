@@ -1,5 +1,7 @@
 """Account reads for the security page and the login form."""
 
+from django.db.models import Q
+from django.utils import timezone
 from django_otp import devices_for_user
 from django_otp.plugins.otp_static.models import StaticToken
 
@@ -11,6 +13,34 @@ SIGNIN_EVENTS = ("auth.login.success", "auth.login.failure", "auth.2fa.failed")
 
 def session_list(*, user: User) -> list[SessionRecord]:
     return list(SessionRecord.objects.filter(user=user).order_by("-last_seen_at"))
+
+
+def api_token_list(*, user: User) -> list[dict]:
+    """The user's API tokens still in force, newest first: creation, last use,
+    expiry, whether issued under single sign-on, and the id that revokes it."""
+    from knox.models import AuthToken
+
+    from accounts.api_tokens import public_id
+
+    tokens = (
+        AuthToken.objects.filter(user=user)
+        .filter(Q(expiry__isnull=True) | Q(expiry__gt=timezone.now()))
+        .select_related("kreo_use")
+        .order_by("-created")
+    )
+    found = []
+    for token in tokens:
+        use = getattr(token, "kreo_use", None)
+        found.append(
+            {
+                "id": public_id(token),
+                "created": token.created,
+                "last_used_at": use.last_used_at if use else None,
+                "expiry": token.expiry,
+                "sso": bool(use and use.via_sso),
+            }
+        )
+    return found
 
 
 # What the security page calls each event and failure reason.

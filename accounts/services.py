@@ -25,7 +25,7 @@ from django.utils.http import urlsafe_base64_encode
 from django_otp import login as otp_login
 from django_otp.plugins.otp_static.models import StaticDevice
 
-from accounts import emails, limits, tokens
+from accounts import api_tokens, emails, limits, tokens
 from accounts.models import SessionRecord, User
 from audit.models import Outcome
 from audit.services import audit_record
@@ -279,7 +279,8 @@ def _lock_count(request, user: User) -> None:
 
 @transaction.atomic
 def user_lock(*, request: HttpRequest | None, user: User) -> None:
-    """Lock the account; each lockout in a row doubles the cool-off."""
+    """Lock the account and revoke its API tokens; each lockout in a row
+    doubles the cool-off."""
     user = User.objects.select_for_update().get(pk=user.pk)
     seconds = min(
         settings.ACCOUNTS_LOCKOUT_SECONDS * (2**user.lockout_level),
@@ -302,6 +303,9 @@ def user_lock(*, request: HttpRequest | None, user: User) -> None:
         outcome=Outcome.DENIED,
         error_code="too_many_failures",
         details={"seconds": seconds, "level": user.lockout_level},
+    )
+    api_tokens.tokens_revoke_all(
+        user=user, actor=None, request=request, reason="locked_out"
     )
 
 
@@ -488,7 +492,8 @@ def sessions_end_others(
 
 
 def password_changed(*, request: HttpRequest, user: User, old_key: str) -> None:
-    """After a change: keep this session (under its new key), end the others."""
+    """After a change: keep this session (under its new key), end the others,
+    revoke every API token."""
     SessionRecord.objects.filter(session_key=old_key, user=user).update(
         session_key=request.session.session_key
     )
@@ -499,13 +504,20 @@ def password_changed(*, request: HttpRequest, user: User, old_key: str) -> None:
         reason="password_changed",
     )
     audit_record(event_type="auth.password.changed", request=request, actor=user)
+    api_tokens.tokens_revoke_all(
+        user=user, actor=user, request=request, reason="password_changed"
+    )
 
 
 def password_reset_done(*, request: HttpRequest, user: User) -> None:
-    """After a reset by email: end every session and lift any lockout."""
+    """After a reset by email: end every session, revoke every API token and
+    lift any lockout."""
     sessions_end_others(request=request, user=user, keep=None, reason="reset")
     _lock_counter_clear(user)
     audit_record(event_type="auth.password.reset", request=request, actor=user)
+    api_tokens.tokens_revoke_all(
+        user=user, actor=user, request=request, reason="password_reset"
+    )
 
 
 @transaction.atomic

@@ -41,6 +41,11 @@ urlpatterns = [
         views.sessions_revoke_others_view,
         name="sessions-revoke-others",
     ),
+    path(
+        "security/api-tokens/<str:token_id>/revoke/",
+        views.api_token_revoke_view,
+        name="api-token-revoke",
+    ),
     path("security/2fa/", views.otp_enrol_view, name="otp-enrol"),
     path("security/2fa/disable/", views.otp_disable_view, name="otp-disable"),
 ]

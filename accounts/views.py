@@ -17,7 +17,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import limits, selectors, services
+from accounts import api_tokens, limits, selectors, services
 from accounts.captcha import (
     CAPTCHA_UNAVAILABLE,
     captcha_csp,
@@ -41,6 +41,7 @@ OTP_EXPIRED = "Your sign-in took too long. Please sign in again."
 PASSWORD_WRONG = "That is not your password."  # noqa: S105  # nosec B105
 SESSION_SIGNED_OUT = "The session has been signed out."
 OTHERS_SIGNED_OUT = "All your other sessions have been signed out."
+TOKEN_REVOKED = "The API token has been revoked: it no longer works."  # noqa: S105  # nosec B105
 TWO_FACTOR_OFF = "Two-factor authentication is off."
 
 
@@ -307,6 +308,7 @@ def security_view(request: HttpRequest) -> HttpResponse:
             "history": selectors.signin_history(user=user),
             "otp": selectors.otp_status(user=user),
             "disable_form": PasswordConfirmForm(),
+            "api_tokens": selectors.api_token_list(user=user),
         },
     )
 
@@ -318,6 +320,15 @@ def session_revoke_view(request: HttpRequest, record_id: int) -> HttpResponse:
         request=request, actor=request.user, record_id=record_id
     ):
         messages.success(request, SESSION_SIGNED_OUT)
+    return redirect("accounts:security")
+
+
+@login_required
+@require_POST
+def api_token_revoke_view(request: HttpRequest, token_id: str) -> HttpResponse:
+    """Revoke one of one's own API tokens; any other id answers 404."""
+    api_tokens.token_revoke(actor=request.user, token_id=token_id, request=request)
+    messages.success(request, TOKEN_REVOKED)
     return redirect("accounts:security")
 
 

@@ -2,7 +2,15 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from accounts import api_urls as account_api_urls
 from kreo import views
+from projects import api_urls as project_api_urls
+
+# One "api" namespace: tokens (accounts) beside projects, members and files.
+api_patterns = (
+    [*account_api_urls.urlpatterns, *project_api_urls.urlpatterns],
+    "api",
+)
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -11,7 +19,7 @@ urlpatterns = [
     path("oidc/", include("accounts.oidc.urls")),
     path("projects/", include("projects.urls")),
     path("privacy/", include("privacy.urls")),
-    path("api/", include("projects.api_urls")),
+    path("api/", include(api_patterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("admin/", admin.site.urls),
 ]

@@ -9,10 +9,9 @@ until it expires (``KREO_EXPORT_TTL_SECONDS``).
 
 Account deletion (by its owner after re-entering the password or, for an
 account linked to single sign-on, after signing in again at the identity
-provider; or by staff): the rule for projects is stated in
-``OWNED_PROJECTS_RULE``; the user row is deleted, so e-mail, name, sessions
-and devices go with it; audit events keep their recorded actor label and id,
-untouched (the trail's hash chain stays intact).
+provider; or by staff) is ``accounts.deletion.user_delete``, with its
+tombstone in the erasure ledger; ``account_delete`` here adds the removal of
+the account's export archives.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ import tempfile
 import zipfile
 from datetime import timedelta
 
-from auditlog.context import set_actor
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
@@ -39,14 +37,19 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.oidc.errors import SSOFailure
-from accounts.oidc.reauth import reauth_consume
+from accounts.deletion import (  # noqa: F401 - texts the pages show, re-exported
+    DELETE_REFUSED,
+    OWNED_PROJECTS_RULE,
+    REAUTH_REQUIRED,
+    WRONG_PASSWORD,
+    user_delete,
+)
 from audit.models import Outcome
 from audit.services import audit_record
 from privacy.models import DataExport, ExportState
 from projects import crypto, erasure
 from projects.keys import LedgerError, ledger_settle
-from projects.models import Membership, Project, Role
+from projects.models import Membership, Project
 from projects.storage import blob_chunks, blob_delete, raw_chunks
 
 logger = logging.getLogger(__name__)
@@ -56,22 +59,16 @@ EXPORT_LINK_INVALID = "This download link is not valid."
 EXPORT_LINK_USED = "This download link was already used. Request a new export."
 EXPORT_LINK_EXPIRED = "This download link has expired. Request a new export."
 EXPORT_NOT_READY = "This export is not ready yet."
-WRONG_PASSWORD = "The password is not correct."  # noqa: S105  # nosec B105
 CONFIRM_MISMATCH = "Type DELETE to confirm."
-REAUTH_REQUIRED = (
-    "Confirm with your sign-in provider first. The confirmation lasts a few "
-    "minutes and is good for one attempt. Nothing was deleted."
-)
 PURGE_LEFT = (
     "{left} put-aside project(s) not erased: the erasure ledger refused; "
     "left for the next run."
 )
-PURGE_NOT_SETTLED = "The erasure ledger was not settled: left for the next run."
-OWNED_PROJECTS_RULE = (
-    "Projects you are the only owner of are deleted with your account: they "
-    "disappear for every member at once and are erased (cryptographically) "
-    "after {days} days. Projects with another owner stay, without you."
+PURGE_ACCOUNTS_LEFT = (
+    "{left} never-verified account(s) not deleted: the erasure ledger "
+    "refused; left for the next run."
 )
+PURGE_NOT_SETTLED = "The erasure ledger was not settled: left for the next run."
 
 
 def _ttl() -> timedelta:
@@ -286,28 +283,6 @@ def export_discard(export: DataExport, state: str = ExportState.EXPIRED) -> None
 # Account deletion ----------------------------------------------------------------
 
 
-def _reauth_refusal(
-    *, user, request, password: str | None, reauthenticated: bool
-) -> tuple[str, ValidationError] | None:
-    """Why the owner's re-authentication does not hold, or None if it does.
-
-    ``reauthenticated`` is a claim, not a proof: the session's marker from
-    the identity provider is checked and spent here (accounts.oidc.reauth).
-    """
-    if reauthenticated:
-        try:
-            if request is None:
-                raise SSOFailure("reauth_missing")
-            reauth_consume(request=request, user=user)
-        except SSOFailure as exc:
-            return exc.code, ValidationError(REAUTH_REQUIRED, code="reauth")
-        return None
-    if not user.has_usable_password() or not user.check_password(password or ""):
-        error = ValidationError({"password": WRONG_PASSWORD}, code="reauth")
-        return "wrong_password", error
-    return None
-
-
 def account_delete(
     *,
     actor,
@@ -318,70 +293,32 @@ def account_delete(
     staff: bool = False,
     reason: str = "",
 ) -> dict:
-    """Delete ``user``'s account by the rule in OWNED_PROJECTS_RULE.
+    """Delete ``user``'s account (``accounts.deletion.user_delete``: its rule,
+    its re-authentication, its tombstone), then the archives of its exports.
 
-    The owner re-authenticates: with the current password, or
-    (``reauthenticated=True``) with a fresh sign-in at the identity provider
-    that this session recorded and that is spent by this call. A refusal
-    deletes nothing and is audited. Staff decide with their own permissions
-    (``staff=True``).
+    ``LedgerError`` (``DELETE_REFUSED``) when the erasure ledger cannot be
+    written: nothing deleted.
     """
-    if not staff:
-        if actor.pk != user.pk:
-            raise PermissionDenied
-        refusal = _reauth_refusal(
-            user=user,
-            request=request,
-            password=password,
-            reauthenticated=reauthenticated,
-        )
-        if refusal is not None:
-            code, error = refusal
-            audit_record(
-                event_type="account.delete",
-                actor=actor,
-                request=request,
-                outcome=Outcome.DENIED,
-                target_type="accounts.user",
-                target_id=str(user.pk),
-                error_code=code,
-                error_description=error.messages[0],
-                details={"via": "sso" if reauthenticated else "password"},
-            )
-            raise error
-    now = timezone.now()
-    with transaction.atomic():
-        owned = Project.objects.filter(
-            memberships__user=user, memberships__role=Role.OWNER, deleted_at=None
-        )
-        sole = [
-            p.pk for p in owned if p.memberships.filter(role=Role.OWNER).count() == 1
-        ]
-        Project.objects.filter(pk__in=sole).update(deleted_at=now)
-        exports = list(DataExport.objects.filter(user=user).exclude(blob=""))
-        for export in exports:
-            transaction.on_commit(lambda e=export: blob_delete(default_storage, e.blob))
-        summary = {
-            "user": user.pk,
-            "projects_put_aside": [str(pk) for pk in sole],
-            "memberships_removed": Membership.objects.filter(user=user).count(),
-            "by": "staff" if staff else "self",
-            "via": "sso" if reauthenticated else ("" if staff else "password"),
-            "reason": reason,
-        }
-        audit_record(
-            event_type="account.delete",
-            actor=actor,
-            actor_label="" if actor is not None else "system",
-            request=request,
-            target_type="accounts.user",
-            target_id=str(user.pk),
-            details=summary,
-        )
-        # django-auditlog would name the request's user, about to stop
-        # existing, as the actor of its own deletion entry: a dangling key.
-        with set_actor(None):
-            user.delete()
+    blobs = list(
+        DataExport.objects.filter(user=user)
+        .exclude(blob="")
+        .values_list("blob", flat=True)
+    )
+    summary = user_delete(
+        actor=actor,
+        user=user,
+        request=request,
+        password=password,
+        reauthenticated=reauthenticated,
+        staff=staff,
+        reason=reason,
+    )
+    for blob in blobs:
+        try:
+            blob_delete(default_storage, blob)
+        except Exception:  # the account is gone; the archive is unreadable
+            # without its link, whose hash went with the account's rows.
+            logger.exception("account deletion: export archive %s left", blob)
     return summary
 
 
@@ -416,7 +353,7 @@ def purge_run(*, now=None) -> dict:
             left.append(str(project.pk))
             continue
         projects += 1
-    accounts = 0
+    accounts, accounts_left = 0, []
     stale = get_user_model().objects.filter(
         email_verified_at__isnull=True,
         last_login__isnull=True,
@@ -424,7 +361,13 @@ def purge_run(*, now=None) -> dict:
         is_staff=False,
     )
     for user in stale:
-        account_delete(actor=None, user=user, staff=True, reason="never verified")
+        try:
+            account_delete(actor=None, user=user, staff=True, reason="never verified")
+        except LedgerError as exc:
+            # Refused before anything was deleted, and audited: next run.
+            logger.warning("purge: account %s left for the next run: %s", user.pk, exc)
+            accounts_left.append(user.pk)
+            continue
         accounts += 1
     exports = 0
     for export in DataExport.objects.filter(expires_at__lte=now).exclude(blob=""):
@@ -448,10 +391,15 @@ def purge_run(*, now=None) -> dict:
         "projects_erased": projects,
         "projects_left": len(left),
         "accounts_deleted": accounts,
+        "accounts_left": len(accounts_left),
         "exports_removed": exports,
         "tombstones_dropped": dropped,
     }
     problem = PURGE_LEFT.format(left=len(left)) if left else ""
+    if accounts_left:
+        problem = " ".join(
+            filter(None, [problem, PURGE_ACCOUNTS_LEFT.format(left=len(accounts_left))])
+        )
     if dropped is None:
         problem = " ".join(filter(None, [problem, PURGE_NOT_SETTLED]))
     audit_record(

@@ -15,6 +15,7 @@ from kreo.views import error_response
 from privacy import services
 from privacy.forms import AccountDeleteForm
 from privacy.models import DataExport
+from projects.ledger import LedgerError
 
 
 @login_required
@@ -62,6 +63,7 @@ def account_delete(request: HttpRequest) -> HttpResponse:
     marker = reauth.reauth_marker(request, user)
     via_sso = marker is not None or not user.has_usable_password()
     form = AccountDeleteForm(request.POST or None, with_password=not via_sso)
+    status = 400
     if request.method == "POST" and form.is_valid():
         if form.cleaned_data["confirm"].strip() != "DELETE":
             if via_sso:
@@ -86,12 +88,16 @@ def account_delete(request: HttpRequest) -> HttpResponse:
                     messages.error(request, exc.messages[0])
                     return redirect("privacy:account-delete")
                 form.add_error("password", exc.messages[0])
+            except LedgerError as exc:
+                # Nothing deleted; the page says why and the user may retry.
+                form.add_error(None, str(exc))
+                status = 503
             else:
                 logout(request)
                 messages.success(request, "Your account was deleted.")
                 return redirect("accounts:login")
     rule = services.OWNED_PROJECTS_RULE.format(days=settings.KREO_PURGE_AFTER_DAYS)
-    status = 400 if form.errors else 200
+    status = status if form.errors else 200
     context = {
         "form": form,
         "rule": rule,

@@ -1,12 +1,8 @@
 """The REST API over the same services and selectors the pages use."""
 
-from datetime import timedelta
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from knox.models import AuthToken
 from rest_framework import exceptions, status
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -26,12 +22,8 @@ from projects.serializers import (
     ProjectFileSerializer,
     ProjectSerializer,
     ProjectWriteSerializer,
-    TokenSerializer,
 )
 from projects.uploads import KINDS
-
-TOKEN_TTL = timedelta(days=30)
-
 
 LEDGER_DOWN = OpenApiResponse(
     description="The erasure ledger cannot be written: nothing was erased."
@@ -262,27 +254,4 @@ class MemberDetailView(APIView):
         services.membership_remove(
             actor=request.user, membership=membership, request=request
         )
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class TokenCreateView(APIView):
-    """Issue an API token to a user signed in to the site (shown once)."""
-
-    authentication_classes = [SessionAuthentication]
-
-    @extend_schema(request=None, responses={201: TokenSerializer})
-    def post(self, request):
-        instance, token = AuthToken.objects.create(user=request.user, expiry=TOKEN_TTL)
-        return Response(
-            {"token": token, "expiry": instance.expiry}, status=status.HTTP_201_CREATED
-        )
-
-
-class TokenRevokeView(APIView):
-    """Revoke the token this request authenticated with."""
-
-    @extend_schema(request=None, responses={204: None})
-    def post(self, request):
-        if isinstance(request.auth, AuthToken):
-            request.auth.delete()
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -5,8 +5,6 @@ from projects import api
 app_name = "api"
 
 urlpatterns = [
-    path("auth/token/", api.TokenCreateView.as_view(), name="token-create"),
-    path("auth/token/revoke/", api.TokenRevokeView.as_view(), name="token-revoke"),
     path("projects/", api.ProjectListView.as_view(), name="project-list"),
     path(
         "projects/<uuid:project_id>/",

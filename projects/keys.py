@@ -35,7 +35,7 @@ import binascii
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -264,8 +264,35 @@ def ledger_withdraw(tombstones: Iterable[Tombstone]) -> int:
     return count
 
 
+@dataclass(frozen=True)
+class ErasureKind:
+    """How another app's tombstones are checked and applied again.
+
+    ``exists(tombstone, using)``: the erased thing is in database ``using``
+    (so its erasure rolled back, once past the grace period).
+    ``reapply(tombstones, using, actor)``: erase them again in a restored
+    database; returns a summary merged into ``after_restore``'s.
+    """
+
+    exists: Callable[[Tombstone, str], bool]
+    reapply: Callable[..., dict]
+
+
+_kinds: dict[str, ErasureKind] = {}
+
+
+def erasure_kind_register(name: str, kind: ErasureKind) -> None:
+    """Let the app that owns ``name`` tombstones apply them after a restore.
+
+    Called from that app's ``AppConfig.ready``: ``projects`` then never
+    imports the apps above it, and a restore applies their erasures too.
+    """
+    _kinds[name] = kind
+
+
 def ledger_record(*, kind: str, object_id, details: dict) -> Tombstone:
-    """Write a tombstone for an erased project or file, durably, before erasing.
+    """Write a tombstone for an erased project, file or account, durably,
+    before erasing.
 
     Raises ``LedgerError`` (``LEDGER_UNREACHABLE``) when the ledger bucket
     cannot be written: the caller has erased nothing yet and must not, since
@@ -304,8 +331,14 @@ def ledger_rolled_back(
     for tombstone in tombstones:
         if (now - tombstone.at).total_seconds() <= grace_seconds:
             continue
-        model = Project if tombstone.kind == "project" else ProjectFile
-        if model.objects.using(using).filter(pk=tombstone.id).exists():
+        if tombstone.kind in ("project", "file"):
+            model = Project if tombstone.kind == "project" else ProjectFile
+            still = model.objects.using(using).filter(pk=tombstone.id).exists()
+        elif (kind := _kinds.get(tombstone.kind)) is not None:
+            still = kind.exists(tombstone, using)
+        else:
+            still = False  # a kind nobody registered: never withdrawn
+        if still:
             found.append(tombstone)
     return found
 
@@ -378,7 +411,8 @@ def after_restore(
     The backup restore path calls this after the database and files are back.
     Every project erased since the backup loses its data key again, then its
     rows and objects; every deleted file loses its row and every version of
-    its object.
+    its object; tombstones of other kinds go to the app that registered them
+    (``erasure_kind_register``: deleted accounts, ``accounts``).
 
     By default the ledger is read now, and an unreadable one raises
     ``LedgerError`` (``RESTORE_LEDGER_UNREACHABLE``): the restored data may
@@ -428,7 +462,15 @@ def after_restore(
         "objects_removed": len(removed),
         "ledger_current": current,
     }
-    if keys or file_rows or projects or removed or not current:
+    changed = bool(keys or file_rows or projects or removed)
+    for name, kind in sorted(_kinds.items()):
+        own = list({t.name: t for t in tombstones if t.kind == name}.values())
+        if own:
+            done = kind.reapply(tombstones=own, using=using, actor=actor)
+            summary["ledger_entries"] += len(own)
+            summary.update(done)
+            changed = changed or any(done.values())
+    if changed or not current:
         audit_record(event_type="erasure.reapply", actor=actor, details=summary)
     return summary
 

@@ -27,7 +27,10 @@ of the data ever contains the ledger):
   versioned bucket deleting it leaves a delete marker, which reinstates the
   tombstone.
 
-A key under ``tombstones/`` that is not ``<kind>/<uuid>/<stamp>-<random>.json``
+Kinds: ``project`` and ``file`` (uuid ids, ``projects``), ``account`` (a user's
+integer id, ``accounts``: nothing else about the person is kept here).
+
+A key under ``tombstones/`` that is not ``<kind>/<id>/<stamp>-<random>.json``
 (the empty "folder" object an S3 console creates, a stray upload) is no
 tombstone: it is logged and left out, so it cannot stop every reader.
 """
@@ -66,7 +69,7 @@ LEDGER_BUCKET_SHARED = (
 )
 STAMP = "%Y%m%dT%H%M%S.%fZ"
 TOMBSTONES, VOIDS = "tombstones/", "voids/"
-KINDS = ("project", "file")
+KINDS = ("project", "file", "account")
 TOMBSTONE_UNREADABLE = (
     "Tombstone {path} in the erasure ledger is unreadable and its name does "
     "not say what was erased: restore it from the ledger's own backup or "
@@ -76,6 +79,20 @@ TOMBSTONE_UNREADABLE = (
 
 class LedgerError(Exception):
     """The ledger refused or could not be reached; the message says which."""
+
+
+def entry_id(kind: str, raw: str) -> str:
+    """The canonical id of a ``kind`` tombstone; ValueError if it names none.
+
+    Projects and files have uuids, accounts positive integers.
+    """
+    if kind not in KINDS:
+        raise ValueError(kind)
+    if kind == "account":
+        if not raw.isascii() or not raw.isdigit() or int(raw) <= 0:
+            raise ValueError(raw)
+        return str(int(raw))
+    return str(uuid.UUID(raw))
 
 
 @dataclass(frozen=True)
@@ -159,11 +176,9 @@ class FolderLedger:
         except (ValueError, KeyError, TypeError, OSError) as exc:
             kind, _, object_id = path.stem.partition("-")
             try:
-                object_id = str(uuid.UUID(object_id))
+                object_id = entry_id(kind, object_id)
                 at = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
             except (ValueError, OSError):
-                raise LedgerError(TOMBSTONE_UNREADABLE.format(path=path)) from exc
-            if kind not in KINDS:
                 raise LedgerError(TOMBSTONE_UNREADABLE.format(path=path)) from exc
             logger.warning("erasure ledger: %s is damaged, read from its name", path)
             return Tombstone(kind, object_id, at, str(path), self)
@@ -283,10 +298,10 @@ class S3Ledger:
         path = key[len(self.prefix + TOMBSTONES) :]
         parts = path.split("/")
         try:
-            entry_kind, entry_id, leaf = parts
-            if entry_kind not in KINDS or not leaf.endswith(".json"):
+            entry_kind, raw_id, leaf = parts
+            if not leaf.endswith(".json"):
                 raise ValueError(path)
-            entry_id = str(uuid.UUID(entry_id))
+            object_id = entry_id(entry_kind, raw_id)
             stamp, _, rand = leaf[: -len(".json")].rpartition("-")
             if not rand:
                 raise ValueError(path)
@@ -294,7 +309,7 @@ class S3Ledger:
         except ValueError:
             logger.warning("erasure ledger: %s is not a tombstone, skipped", key)
             return None
-        return Tombstone(entry_kind, entry_id, at, key, self, version)
+        return Tombstone(entry_kind, object_id, at, key, self, version)
 
     def tombstones(self, kind: str | None = None) -> list[Tombstone]:
         under = f"{kind}/" if kind else ""

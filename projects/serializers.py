@@ -99,8 +99,3 @@ class MemberRoleSerializer(serializers.Serializer):
     """Without role, a PATCH changes nothing."""
 
     role = StrictChoiceField(choices=Role.choices, required=False)
-
-
-class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField(read_only=True)
-    expiry = serializers.DateTimeField(read_only=True)

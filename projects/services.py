@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.utils import timezone
 
 from audit.models import Outcome
 from audit.services import audit_record
@@ -109,6 +110,27 @@ def project_delete(
         reason=reason,
         via="admin" if staff else "user",
     )
+
+
+def projects_set_aside_for_leaving_owner(
+    *, user_id, at=None, using: str = "default"
+) -> list[str]:
+    """Put aside the live projects that ``user_id`` alone owns; return their ids.
+
+    For an account being deleted (``accounts``), and again when a restore
+    brings that account back: the projects disappear for every member at once
+    and the purge erases them ``KREO_PURGE_AFTER_DAYS`` after ``at``.
+    Projects with another owner stay, without that member. The caller's own
+    audit event names the projects.
+    """
+    owned = Project.objects.using(using).filter(
+        memberships__user_id=user_id, memberships__role=Role.OWNER, deleted_at=None
+    )
+    sole = [p.pk for p in owned if p.memberships.filter(role=Role.OWNER).count() == 1]
+    Project.objects.using(using).filter(pk__in=sole).update(
+        deleted_at=at or timezone.now()
+    )
+    return [str(pk) for pk in sole]
 
 
 def _hashed(upload: UploadedFile, sha) -> Iterator[bytes]:

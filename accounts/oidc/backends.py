@@ -26,6 +26,8 @@ REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 class KreoOIDCBackend(OIDCAuthenticationBackend):
     """Settings are read per call (the tests point them at a local provider)."""
 
+    refresh_token = ""
+
     def __init__(self, *args, **kwargs):
         self.UserModel = get_user_model()
 
@@ -65,7 +67,10 @@ class KreoOIDCBackend(OIDCAuthenticationBackend):
         from accounts.oidc import services
 
         user = services.identity_resolve(
-            request=request, claims=claims, link_to=kwargs.get("link_to")
+            request=request,
+            claims=claims,
+            link_to=kwargs.get("link_to"),
+            refresh_token=self.refresh_token,
         )
         user.sso = services.SSOResult(claims=claims, id_token=id_token)
         return user
@@ -102,7 +107,42 @@ class KreoOIDCBackend(OIDCAuthenticationBackend):
         id_token = token_info.get("id_token")
         if not isinstance(id_token, str):
             raise errors.SSOFailure("bad_token")
+        refresh = token_info.get("refresh_token")
+        self.refresh_token = refresh if isinstance(refresh, str) else ""
         return self.verify_token(id_token, nonce=nonce), id_token
+
+    def claims_for_refresh(self, refresh_token: str) -> tuple[dict, str]:
+        """Use a refresh token at the token endpoint (grant ``refresh_token``);
+        return the new ID token's checked claims and the next refresh token.
+
+        ``requests.HTTPError`` when the provider refuses the grant (session
+        ended, user disabled), ``requests.RequestException`` when it cannot
+        be reached, ``SSOFailure`` when its answer does not check out.
+        """
+        token_info = self.get_token(
+            {
+                "client_id": self.OIDC_RP_CLIENT_ID,
+                "client_secret": self.OIDC_RP_CLIENT_SECRET,
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token,
+            }
+        )
+        if not isinstance(token_info, dict) or not isinstance(
+            token_info.get("id_token"), str
+        ):
+            raise errors.SSOFailure("bad_token")
+        id_token = token_info["id_token"]
+        try:
+            # A refreshed ID token repeats the sign-in's nonce, if any: the
+            # grant itself (client secret, refresh token) is the proof here.
+            nonce = jwt.decode(id_token, options={"verify_signature": False}).get(
+                "nonce", ""
+            )
+        except jwt.PyJWTError as exc:
+            raise errors.SSOFailure("bad_token") from exc
+        claims = self.verify_token(id_token, nonce=str(nonce))
+        following = token_info.get("refresh_token")
+        return claims, following if isinstance(following, str) else refresh_token
 
     def verify_token(self, token, **kwargs):
         """Check the ID token completely; raise SSOFailure with the reason."""

@@ -25,6 +25,11 @@ class Identity(models.Model):
     acr = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     last_login_at = models.DateTimeField(null=True, blank=True)
+    # When ``roles`` were last read at the provider (sign-in, session refresh,
+    # or the refresh grant an API token's use makes), and the provider's
+    # latest refresh token for that grant, encrypted (accounts.oidc.services).
+    roles_checked_at = models.DateTimeField(null=True, blank=True)
+    refresh_token = models.TextField(blank=True, editable=False)
 
     class Meta:
         verbose_name_plural = "identities"

@@ -5,10 +5,16 @@ auth.sso.failure (with the reason code), auth.sso.roles, auth.sso.linked,
 auth.sso.user_created, auth.sso.logout.
 """
 
+import base64
 import time
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+import jwt
+import requests
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import transaction
@@ -17,6 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_otp import devices_for_user
 
+from accounts import api_tokens
 from accounts import services as account_services
 from accounts.models import User
 from accounts.oidc import errors, roles
@@ -99,7 +106,9 @@ def roles_apply(*, request: HttpRequest | None, user: User, claim_roles: list) -
     )
 
 
-def identity_resolve(*, request: HttpRequest, claims: dict, link_to=None) -> User:
+def identity_resolve(
+    *, request: HttpRequest, claims: dict, link_to=None, refresh_token: str = ""
+) -> User:
     """The user these verified claims stand for; raise SSOFailure if none.
 
     Found by (issuer, subject). A new identity creates an account only from
@@ -121,6 +130,12 @@ def identity_resolve(*, request: HttpRequest, claims: dict, link_to=None) -> Use
             # Access removed at the IdP: take the groups away now, so no
             # other way in (API tokens, other sessions) keeps them.
             roles_apply(request=request, user=user, claim_roles=claim_roles)
+            identity.roles = claim_roles
+            identity.roles_checked_at = timezone.now()
+            identity.save(update_fields=["roles", "roles_checked_at"])
+            api_tokens.tokens_revoke_sso(
+                identity=identity, request=request, reason="sso_roles_removed"
+            )
         raise errors.SSOFailure("no_allowed_role", user=user or link_to)
     with transaction.atomic():
         if identity is None:
@@ -144,7 +159,9 @@ def identity_resolve(*, request: HttpRequest, claims: dict, link_to=None) -> Use
         identity.roles = claim_roles
         identity.amr = claims.get("amr") if isinstance(claims.get("amr"), list) else []
         identity.acr = str(claims.get("acr") or "")[:64]
-        identity.last_login_at = timezone.now()
+        identity.last_login_at = identity.roles_checked_at = timezone.now()
+        if refresh_token:
+            identity.refresh_token = _seal(refresh_token)
         identity.save()
         roles_apply(request=request, user=user, claim_roles=claim_roles)
     return user
@@ -257,3 +274,111 @@ def logout_url(*, request: HttpRequest) -> str:
         }
     )
     return f"{settings.OIDC_OP_LOGOUT_ENDPOINT}?{query}"
+
+
+def session_identity(request: HttpRequest) -> Identity | None:
+    """The SSO identity this session signed in with, or None (a password
+    sign-in). The ID token is the one verified at sign-in, kept server-side."""
+    id_token = request.session.get(ID_TOKEN) if hasattr(request, "session") else None
+    if not id_token or not request.user.is_authenticated:
+        return None
+    try:
+        claims = jwt.decode(id_token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    return Identity.objects.filter(
+        user=request.user, issuer=claims.get("iss"), subject=str(claims.get("sub"))
+    ).first()
+
+
+def _fernet() -> Fernet:
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"kreo-oidc-refresh"
+    ).derive(settings.SECRET_KEY.encode())
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def _seal(token: str) -> str:
+    """A refresh token as stored: encrypted under a key derived from the
+    secret key, so a database copy alone does not hold a usable grant."""
+    return _fernet().encrypt(token.encode()).decode()
+
+
+def _unseal(stored: str) -> str:
+    try:
+        return _fernet().decrypt(stored.encode()).decode() if stored else ""
+    except InvalidToken:
+        return ""  # another secret key: as good as no grant
+
+
+def _stale(identity: Identity) -> bool:
+    checked = identity.roles_checked_at or identity.last_login_at
+    age = settings.OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS
+    return checked is None or (timezone.now() - checked).total_seconds() > age
+
+
+def _roles_reread(identity: Identity) -> str:
+    """Read the roles again at the provider with the identity's refresh token.
+
+    Returns "" once done, ``sso_session_ended`` when the provider refuses the
+    grant (or there is none). Raises ``SSOUnconfirmed`` when the provider
+    cannot be asked now: the caller refuses without concluding anything.
+    """
+    from accounts.oidc.backends import KreoOIDCBackend
+
+    with transaction.atomic():
+        locked = Identity.objects.select_for_update().get(pk=identity.pk)
+        if not _stale(locked):  # another request just read them
+            identity.roles = locked.roles
+            identity.roles_checked_at = locked.roles_checked_at
+            return ""
+        grant = _unseal(locked.refresh_token)
+        if not grant:
+            return "sso_session_ended"
+        try:
+            claims, following = KreoOIDCBackend().claims_for_refresh(grant)
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status not in (400, 401):
+                raise SSOUnconfirmed from exc
+            locked.refresh_token = ""
+            locked.save(update_fields=["refresh_token"])
+            return "sso_session_ended"
+        except (requests.RequestException, errors.SSOFailure, ValueError) as exc:
+            raise SSOUnconfirmed from exc
+        if (claims.get("iss"), str(claims.get("sub"))) != (
+            locked.issuer,
+            locked.subject,
+        ):
+            raise SSOUnconfirmed
+        claim_roles = roles.roles_from_claims(claims)
+        locked.roles, locked.roles_checked_at = claim_roles, timezone.now()
+        locked.refresh_token = _seal(following)
+        locked.save(update_fields=["roles", "roles_checked_at", "refresh_token"])
+        roles_apply(request=None, user=locked.user, claim_roles=claim_roles)
+        identity.roles = claim_roles
+        identity.roles_checked_at = locked.roles_checked_at
+    return ""
+
+
+class SSOUnconfirmed(Exception):
+    """The provider cannot be asked about the roles right now."""
+
+
+def identity_access_problem(identity: Identity | None) -> str:
+    """Why an API token issued under ``identity`` may no longer be used, as a
+    reason code (``accounts.api_tokens.WHY``), or "" when it may.
+
+    The roles are those last read at the provider: at sign-in, at each
+    session refresh, and here, with the refresh grant, once they are older
+    than ``KREO_OIDC_REFRESH_SECONDS``. ``SSOUnconfirmed`` when they are
+    older and the provider cannot be asked.
+    """
+    if identity is None:
+        return "sso_unlinked"
+    if _stale(identity):
+        if problem := _roles_reread(identity):
+            return problem
+    if not roles.allowed_roles(identity.roles or []):
+        return "sso_roles_removed"
+    return ""

@@ -87,6 +87,7 @@ PAGES = {
     "accounts:security": signed_in("login", 200),
     "accounts:session-revoke": signed_in("login", 405),
     "accounts:sessions-revoke-others": signed_in("login", 405),
+    "accounts:api-token-revoke": signed_in("login", 405),
     "accounts:otp-enrol": signed_in("login", 200),
     "accounts:otp-disable": signed_in("login", 405),
     "oidc_authentication_init": everyone("idp"),
@@ -295,6 +296,8 @@ def _kwargs(name, pattern, w) -> dict:
             kwargs[key] = uuid.UUID(int=1)
         elif key in ("token",):
             kwargs[key] = "not-a-token"
+        elif key == "token_id":
+            kwargs[key] = "0" * 16
         elif key == "app_label":
             kwargs[key] = "projects"
         elif key in ("object_id", "id", "pk", "certificate_id"):

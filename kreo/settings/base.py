@@ -7,6 +7,7 @@ a Celery broker on the local filesystem, so nothing needs installing.
 """
 
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -315,6 +316,11 @@ ACCOUNTS_SESSION_ABSOLUTE_SECONDS = env.int(
 # Who must use two-factor sign-in: "staff" (default) or "all".
 ACCOUNTS_2FA_REQUIRED_FOR = env.str("KREO_2FA_REQUIRED_FOR", default="staff")
 ACCOUNTS_VERIFY_MAX_AGE = env.int("KREO_VERIFY_MAX_AGE_SECONDS", default=2 * 86400)
+# API tokens (django-rest-knox, accounts.api_tokens) expire this long after issue.
+KREO_API_TOKEN_TTL_SECONDS = env.int("KREO_API_TOKEN_TTL_SECONDS", default=7 * 86400)
+REST_KNOX = {"TOKEN_TTL": timedelta(seconds=KREO_API_TOKEN_TTL_SECONDS)}
+# Named: accounts.ApiTokenUse refers to it.
+KNOX_TOKEN_MODEL = "knox.AuthToken"  # noqa: S105  # nosec B105
 PASSWORD_RESET_TIMEOUT = env.int("KREO_PASSWORD_RESET_SECONDS", default=3600)
 OTP_TOTP_ISSUER = "Kreo"
 
@@ -444,7 +450,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an unauthenticated API call gets 401 with
         # WWW-Authenticate, not a bare 403.
-        "knox.auth.TokenAuthentication",
+        "accounts.api_tokens.TokenAuthentication",  # knox's, plus revocation
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -337,9 +337,9 @@ def test_the_purge_skips_a_refused_project_and_carries_on(
     settings, outage, cut_after_first_delete
 ):
     """The ledger goes down after the purge erased one of two put-aside
-    projects: the other is skipped (intact, refusal audited), the stale
-    account is still deleted, the run completes and says what it left; the
-    next run, with S3 back, erases the one left."""
+    projects: the other is skipped (intact, refusal audited), so is the stale
+    account (its deletion needs a tombstone too), the run completes and says
+    what it left; the next run, with S3 back, erases and deletes them."""
     settings.KREO_PURGE_AFTER_DAYS = 30
     owner = UserFactory()
     first = _put_aside(owner, "First", days=31)
@@ -353,9 +353,10 @@ def test_the_purge_skips_a_refused_project_and_carries_on(
 
     assert summary["projects_erased"] == 1
     assert summary["projects_left"] == 1
-    assert summary["accounts_deleted"] == 1
+    assert summary["accounts_deleted"] == 0
+    assert summary["accounts_left"] == 1
     assert summary["tombstones_dropped"] is None
-    assert not User.objects.filter(pk=ghost.pk).exists()
+    assert User.objects.filter(pk=ghost.pk).exists()
     (left,) = Project.objects.filter(pk__in=[first.pk, second.pk])
     assert ProjectKey.objects.filter(pk=left.pk).exists()
     assert left.deleted_at is not None
@@ -369,11 +370,15 @@ def test_the_purge_skips_a_refused_project_and_carries_on(
     assert run.error_code == LEDGER_REFUSED
     assert run.details["left"] == [str(left.pk)]
     assert privacy_services.PURGE_NOT_SETTLED in run.error_description
+    left_accounts = privacy_services.PURGE_ACCOUNTS_LEFT.format(left=1)
+    assert left_accounts in run.error_description
 
     outage.end()
     again = privacy_services.purge_run()
     assert again["projects_erased"] == 1
     assert again["projects_left"] == 0
+    assert again["accounts_deleted"] == 1
+    assert not User.objects.filter(pk=ghost.pk).exists()
     assert not Project.objects.filter(pk__in=[first.pk, second.pk]).exists()
     assert {e["id"] for e in keys.ledger_entries("project")} == {
         str(first.pk),

@@ -43,11 +43,15 @@ const config = {
     redirect_uris: list(process.env.REDIRECT_URIS),
     post_logout_redirect_uris: list(process.env.POST_LOGOUT_URIS),
     response_types: ['code'],
-    grant_types: ['authorization_code'],
+    grant_types: ['authorization_code', 'refresh_token'],
     token_endpoint_auth_method: 'client_secret_basic',
     id_token_signed_response_alg: 'RS256',
   }],
   pkce: { required: () => true, methods: ['S256'] },
+  // As Keycloak does for a confidential client: a refresh token with every
+  // code exchange (no offline_access scope needed), rotated on each use.
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  rotateRefreshToken: true,
   jwks: { keys: [signingKey] },
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
   conformIdTokenClaims: false,
