@@ -38,6 +38,7 @@ def _values(world) -> dict[str, str]:
         "record_id": "1",
         "export_id": str(world.project.pk),
         "token": "not-a-token",
+        "token_id": "0123456789abcdef",
         "uidb64": "MQ",
         "certificate_id": str(world.project.pk),
         "object_id": "1",
