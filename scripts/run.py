@@ -18,10 +18,23 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 HOST = os.environ.get("KREO_HOST", "127.0.0.1")
 PORT = os.environ.get("KREO_PORT", "8000")
+GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn" / "gunicorn.conf.py"
 
 
 def manage(*args: str) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, check=True)
+
+
+def web_command(host: str, port: str) -> list[str]:
+    """gunicorn as `make run` starts it: threaded workers sized for slow
+    clients (deploy/gunicorn/gunicorn.conf.py, README "Slow clients")."""
+    return [
+        str(BIN / "gunicorn"),
+        "-c",
+        str(GUNICORN_CONFIG),
+        "--bind",
+        f"{host}:{port}",
+    ]
 
 
 def main() -> int:
@@ -29,16 +42,7 @@ def main() -> int:
     manage("migrate", "--noinput", "-v", "0")
     manage("demo_seed")
     commands = {
-        "web": [
-            str(BIN / "gunicorn"),
-            "kreo.wsgi",
-            "--bind",
-            f"{HOST}:{PORT}",
-            "--workers",
-            "2",
-            "--access-logfile",
-            "-",
-        ],
+        "web": web_command(HOST, PORT),
         "worker": [
             str(BIN / "celery"),
             "-A",
