@@ -7,6 +7,8 @@ class KreoConfig(AppConfig):
     verbose_name = "Kreo platform"
 
     def ready(self) -> None:
+        from kreo import checks  # noqa: F401 - registers the deploy checks
+
         post_migrate.connect(_seed_schedule, sender=self)
 
 

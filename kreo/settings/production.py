@@ -48,6 +48,18 @@ if _missing:
         + " in the environment (see .env.example).\n"
     )
     raise SystemExit(1)
+# Every key in the format the code that uses it expects (kreo.keyformats): a
+# malformed one would otherwise fail a backup or an upload hours later.
+from kreo.keyformats import problems as _key_problems  # noqa: E402
+
+_malformed = _key_problems(os.environ)
+if _malformed:
+    sys.stderr.write(
+        "kreo: production settings refuse to start: "
+        + " ".join(message for _, message in _malformed)
+        + "\n"
+    )
+    raise SystemExit(1)
 
 from kreo.settings.base import *  # noqa: E402, F403
 from kreo.settings.base import env  # noqa: E402
