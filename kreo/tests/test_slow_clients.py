@@ -6,16 +6,18 @@ starts it (threaded workers, deploy/gunicorn/gunicorn.conf.py): /healthz and
 the sign-in page are answered within 1 s throughout. Then the shipped nginx
 config (deploy/nginx) in front of the weakest gunicorn there is (one sync
 worker): the attack never reaches gunicorn, over-limit connections are
-refused per address, an oversized upload gets 413 and stalled headers are
-cut off.
+refused per address, an oversized upload gets 413, stalled headers are cut
+off, and the app records the client's address, not a forged one.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -30,6 +32,7 @@ from scripts.run import web_command
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 PROBE_SOURCE = "127.0.0.2"  # not the attacker's address
+TLS_PROXY = "127.0.0.4"  # NGINX_REAL_IP_FROM in the nginx tests
 PATHS = ("/healthz", "/accounts/login/")
 ATTACKERS = 200
 ATTACK_SECONDS = 20
@@ -76,8 +79,9 @@ def site_env(tmp_path_factory):
     return env, var_dir
 
 
-def _gunicorn(site_env, name: str, *extra: str):
+def _gunicorn(site_env, name: str, *extra: str, env_extra: dict | None = None):
     env, var_dir = site_env
+    env = {**env, **(env_extra or {})}
     port = _free_port()
     log = var_dir / f"{name}.log"
     command = [*web_command(HOST, str(port)), *extra]
@@ -183,6 +187,8 @@ def nginx_in_front(site_env, tmp_path):
         "--workers=1",
         "--threads=1",
         "--timeout=120",
+        # As in Compose: nginx is the one proxy the app trusts.
+        env_extra={"DJANGO_TRUSTED_PROXY_COUNT": "1"},
     )
     port = _free_port()
     for folder in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -191,7 +197,7 @@ def nginx_in_front(site_env, tmp_path):
         _render(
             f"{HOST}:{port}",
             f"{HOST}:{gunicorn_port}",
-            "192.0.2.1",  # a TLS proxy that is not in this test
+            TLS_PROXY,  # the address the "TLS proxy" connects from
             _max_body(),
         )
     )
@@ -231,7 +237,7 @@ http {{
             stderr=subprocess.STDOUT,
         )
     _wait_listening(port, proxy, log)
-    yield port, gunicorn_log, tmp_path
+    yield port, gunicorn_log, tmp_path, site_env[1]
     _stop(proxy)
     _stop(process)
 
@@ -250,7 +256,7 @@ def test_nginx_holds_slow_uploads_and_limits_each_address(nginx_in_front):
     sync worker: other clients are answered within 1 s, the attacker's
     connections past 20 are refused (429), stalled headers are cut off after
     client_header_timeout and an oversized upload gets 413 from nginx."""
-    port, gunicorn_log, folder = nginx_in_front
+    port, gunicorn_log, folder, _ = nginx_in_front
     _warm_up(port, source=PROBE_SOURCE)
     stalled = socket.create_connection((HOST, port), 5, source_address=("127.0.0.3", 0))
     stalled.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
@@ -294,3 +300,43 @@ def test_nginx_holds_slow_uploads_and_limits_each_address(nginx_in_front):
         b"Content-Length: %d\r\n\r\n" % (200 * 1024 * 1024)
     )
     assert _raw(port, too_big).startswith(b"HTTP/1.1 413")
+
+
+def _source_ip_seen_by_the_app(port, var_dir, source, forwarded_for) -> str:
+    """The address the app recorded for a request (a 404 is audited with
+    the address kreo.net.client_ip resolved)."""
+    connection = http.client.HTTPConnection(
+        HOST, port, timeout=10, source_address=(source, 0)
+    )
+    connection.request(
+        "GET", "/no-such-page/", headers={"X-Forwarded-For": forwarded_for}
+    )
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    assert response.status == 404
+    correlation = response.getheader("X-Correlation-ID")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with sqlite3.connect(var_dir / "db.sqlite3") as db:
+            row = db.execute(
+                "SELECT source_ip FROM audit_auditevent WHERE correlation_id = ?",
+                (correlation,),
+            ).fetchone()
+        if row:
+            return row[0]
+        time.sleep(0.2)
+    pytest.fail(f"no audit event for {correlation}")
+
+
+def test_nginx_hands_the_app_the_client_address(nginx_in_front):
+    """A client's forged X-Forwarded-For is replaced by its own address; the
+    address the TLS proxy in front reports is believed. The app (one trusted
+    proxy, as in Compose) records exactly that address."""
+    port, _, _, var_dir = nginx_in_front
+    forged = _source_ip_seen_by_the_app(port, var_dir, PROBE_SOURCE, "203.0.113.9")
+    assert forged == PROBE_SOURCE
+    relayed = _source_ip_seen_by_the_app(
+        port, var_dir, TLS_PROXY, "203.0.113.9, 198.51.100.7"
+    )
+    assert relayed == "198.51.100.7"
