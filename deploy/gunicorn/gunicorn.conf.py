@@ -40,6 +40,9 @@ limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
 accesslog = "-"
+# Production settings give each worker a bounded PostgreSQL connection pool
+# (kreo/settings/production.py): hundreds of threads, a handful of connections.
+raw_env = ["KREO_DB_POOL=1"]
 # gunicorn's control socket (gunicornc) is not used; left on, every instance
 # on a machine would share one path under $HOME.
 control_socket_disable = True

@@ -96,6 +96,22 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 CONN_MAX_AGE = env.int("DJANGO_CONN_MAX_AGE", default=60)
 
+# gunicorn runs up to 256 threads a worker (deploy/gunicorn/gunicorn.conf.py,
+# for slow clients): a connection per thread could exhaust PostgreSQL's
+# max_connections. Each web worker shares a bounded pool instead (Django's
+# psycopg pool, which needs CONN_MAX_AGE 0); a request that finds every
+# connection busy waits up to KREO_DB_POOL_TIMEOUT seconds for one. The
+# gunicorn config sets KREO_DB_POOL for its workers only: Celery's forked
+# processes keep plain connections (a pool must not cross a fork).
+_postgres = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"  # noqa: F405
+if _postgres and env.bool("KREO_DB_POOL", default=False):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {  # noqa: F405
+        "min_size": 1,
+        "max_size": env.int("KREO_DB_POOL_SIZE", default=10),
+        "timeout": env.int("KREO_DB_POOL_TIMEOUT", default=10),
+    }
+
 # Backups never use generated development keys here: they would live on the
 # container's tmpfs and die with it, taking every backup with them. Without
 # these, backup_now and the scheduled backup fail with a message naming the
