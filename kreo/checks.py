@@ -12,8 +12,10 @@ from kreo import keyformats
 
 @register(Tags.security, deploy=True)
 def key_format_check(app_configs=None, **kwargs):
-    # Each of these settings has the name of its environment variable.
-    values = {name: str(getattr(settings, name, "") or "") for name in keyformats.IDS}
+    values = {
+        name: str(getattr(settings, keyformats.SETTING_NAMES.get(name, name), "") or "")
+        for name in keyformats.IDS
+    }
     return [
         Error(message, hint="See .env.example.", id=keyformats.IDS[variable])
         for variable, message in keyformats.problems(values)

@@ -18,7 +18,9 @@ test_keyformats.py holds them to it:
 - AUDIT_SIGNING_KEY, AUDIT_ARCHIVE_KEY: secrets HKDF turns into the Ed25519
   seed and the archive key (audit.keys), so any string, but at least 32
   characters and not the same string twice;
-- AUDIT_VERIFY_PUBLIC_KEY (optional): base64 of a 32-byte Ed25519 public key.
+- AUDIT_VERIFY_PUBLIC_KEY (optional): base64 of a 32-byte Ed25519 public key;
+- DJANGO_SECRET_KEY: Django's own rule (security.W009), at least 50
+  characters, 5 different ones, not a generated "django-insecure-" key.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ NOT_ED25519_PUBLIC = (
     "`manage.py audit_public_key`."
 )
 
+WEAK_DJANGO_KEY = (
+    "{name} is too weak for production: use at least 50 random characters, "
+    "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+)
+
 # Check ids, one per rule (kreo.checks reports them as kreo.E1xx).
 IDS = {
     "BACKUP_ENCRYPTION_KEY": "kreo.E101",
@@ -70,7 +77,10 @@ IDS = {
     "AUDIT_SIGNING_KEY": "kreo.E106",
     "AUDIT_ARCHIVE_KEY": "kreo.E107",
     "AUDIT_VERIFY_PUBLIC_KEY": "kreo.E108",
+    "DJANGO_SECRET_KEY": "kreo.E109",
 }
+# The setting each variable ends up in, where the names differ.
+SETTING_NAMES = {"DJANGO_SECRET_KEY": "SECRET_KEY"}
 
 
 def urlsafe_key(text: str) -> bytes | None:
@@ -147,7 +157,15 @@ def _ed25519_public(name: str, value: str) -> str | None:
     return None
 
 
+def _django_secret(name: str, value: str) -> str | None:
+    weak = (
+        len(value) < 50 or len(set(value)) < 5 or value.startswith("django-insecure-")
+    )
+    return WEAK_DJANGO_KEY.format(name=name) if weak else None
+
+
 SINGLE: dict[str, Callable[[str, str], str | None]] = {
+    "DJANGO_SECRET_KEY": _django_secret,
     "BACKUP_ENCRYPTION_KEY": _b64_key,
     "BACKUP_MANIFEST_KEY": _b64_key,
     "BACKUP_AGE_RECIPIENT": _age_recipient,

@@ -42,6 +42,8 @@ MALFORMED = [
     ("AUDIT_ARCHIVE_KEY", PRODUCTION_ENV["AUDIT_SIGNING_KEY"]),  # reused
     ("AUDIT_VERIFY_PUBLIC_KEY", base64.b64encode(b"not a key").decode()),
     ("AUDIT_VERIFY_PUBLIC_KEY", "%%%"),
+    ("DJANGO_SECRET_KEY", "x" * 60),  # one character repeated
+    ("DJANGO_SECRET_KEY", "django-insecure-" + "a1b2c3d4e5" * 5),
 ]
 
 
@@ -62,10 +64,14 @@ def test_deploy_check_reports_a_malformed_key_naming_the_variable(
 ):
     """`check --deploy` reports kreo.E1xx naming the variable (a settings
     module that skipped the start-up check is still caught)."""
+
+    def setting(name):
+        return keyformats.SETTING_NAMES.get(name, name)
+
     for name, good in PRODUCTION_ENV.items():
         if name in keyformats.IDS:
-            setattr(settings, name, good)
-    setattr(settings, variable, value)
+            setattr(settings, setting(name), good)
+    setattr(settings, setting(variable), value)
     errors = [
         e
         for e in run_checks(include_deployment_checks=True)
