@@ -40,5 +40,6 @@ USER kreo:kreo
 
 EXPOSE 8000
 
-CMD ["gunicorn", "kreo.wsgi", "--bind=0.0.0.0:8000", "--workers=3", \
-     "--worker-tmp-dir=/dev/shm", "--access-logfile=-"]
+# Threaded workers and timeouts chosen for slow clients: the config file.
+CMD ["gunicorn", "-c", "deploy/gunicorn/gunicorn.conf.py", "--bind=0.0.0.0:8000", \
+     "--worker-tmp-dir=/dev/shm"]

@@ -7,7 +7,7 @@ class KreoConfig(AppConfig):
     verbose_name = "Kreo platform"
 
     def ready(self) -> None:
-        from kreo import checks  # noqa: F401 - registers the shared-cache check
+        from kreo import checks  # noqa: F401 - registers the cache and key checks
 
         post_migrate.connect(_seed_schedule, sender=self)
 

@@ -1,4 +1,6 @@
-"""System check: the caches that hold counters are shared by every process.
+"""System checks of the platform.
+
+Shared caches: the caches that hold counters are shared by every process.
 
 Rate limits, sign-in failure and lockout counters (the ``ratelimit`` cache)
 and single-use markers (``default``: ``cache.add``) are only worth anything
@@ -6,10 +8,17 @@ if every gunicorn worker and Celery process sees the same value and ``add``
 and ``incr`` are atomic. django-ratelimit's own check knows three backends;
 this one names the backends that Kreo has measured to hold (see
 ``kreo/cache.py`` and ``bench/bench_cache.py``) and refuses the rest.
+
+Key formats: every key in the settings has the format its user expects.
+
+The same rules production settings enforce at start (kreo.keyformats), for
+`manage.py check --deploy`, each problem an error naming the variable.
 """
 
 from django.conf import settings
 from django.core.checks import Error, Tags, register
+
+from kreo import keyformats
 
 SHARED_ATOMIC_BACKENDS = frozenset(
     {
@@ -40,3 +49,15 @@ def shared_cache_check(app_configs=None, **kwargs):
                 )
             )
     return errors
+
+
+@register(Tags.security, deploy=True)
+def key_format_check(app_configs=None, **kwargs):
+    values = {
+        name: str(getattr(settings, keyformats.SETTING_NAMES.get(name, name), "") or "")
+        for name in keyformats.IDS
+    }
+    return [
+        Error(message, hint="See .env.example.", id=keyformats.IDS[variable])
+        for variable, message in keyformats.problems(values)
+    ]

@@ -10,6 +10,19 @@ import boto3
 from botocore.config import Config
 
 
+def config(*, read_timeout: int = 60, attempts: int = 2) -> Config:
+    """The client settings; also the project files' (django-storages'
+    ``client_config``), so an S3 outage answers 503 in seconds, not after
+    botocore's default 60 s connect timeout and five tries."""
+    return Config(
+        connect_timeout=5,
+        read_timeout=read_timeout,
+        retries={"max_attempts": attempts, "mode": "standard"},
+        s3={"addressing_style": "path"},
+        signature_version="s3v4",
+    )
+
+
 def client(
     endpoint_url: str, region: str, *, read_timeout: int = 60, attempts: int = 2
 ):
@@ -17,11 +30,5 @@ def client(
         "s3",
         endpoint_url=endpoint_url or None,
         region_name=region,
-        config=Config(
-            connect_timeout=5,
-            read_timeout=read_timeout,
-            retries={"max_attempts": attempts, "mode": "standard"},
-            s3={"addressing_style": "path"},
-            signature_version="s3v4",
-        ),
+        config=config(read_timeout=read_timeout, attempts=attempts),
     )

@@ -23,6 +23,7 @@ from projects.serializers import (
     ProjectSerializer,
     ProjectWriteSerializer,
 )
+from projects.storage import RETRY_AFTER, StorageUnavailable
 from projects.uploads import KINDS
 
 LEDGER_DOWN = OpenApiResponse(
@@ -44,6 +45,14 @@ class LedgerUnavailable(exceptions.APIException):
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_code = "erasure_ledger"
+
+
+class StorageDown(exceptions.APIException):
+    """503 with Retry-After (DRF sends ``wait``): S3 is not answering."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "storage_unavailable"
+    wait = RETRY_AFTER
 
 
 def _erasing(erase, **kwargs):
@@ -127,13 +136,16 @@ class FileListView(APIView):
             user=request.user, project_id=project_id, action=Action.UPLOAD
         )
         data = _valid(FileUploadSerializer, request)
-        item = services.project_file_upload(
-            actor=request.user,
-            project=project,
-            request=request,
-            upload=data["file"],
-            name=data.get("name"),
-        )
+        try:
+            item = services.project_file_upload(
+                actor=request.user,
+                project=project,
+                request=request,
+                upload=data["file"],
+                name=data.get("name"),
+            )
+        except StorageUnavailable as exc:
+            raise StorageDown(detail=str(exc)) from exc
         return Response(
             ProjectFileSerializer(item).data, status=status.HTTP_201_CREATED
         )

@@ -7,6 +7,10 @@ is refused with a clear error and no body. Every later chunk is verified
 before any of its bytes are sent; at the first one that fails the stream stops
 short of its Content-Length (clients treat that as a failed download) and the
 audit trail records the failure. Unauthenticated plaintext is never sent.
+
+S3 down (anything but "no such object") is an outage, not an integrity
+failure: 503 with Retry-After before the stream, a short stream after it,
+and no integrity event either way.
 """
 
 from collections.abc import Iterator
@@ -18,7 +22,12 @@ from kreo.views import error_response
 from projects import services
 from projects.crypto import FileIntegrityError
 from projects.keys import KeyError_
-from projects.storage import blob_chunks
+from projects.storage import (
+    RETRY_AFTER,
+    STORAGE_DOWN,
+    StorageUnavailable,
+    blob_chunks,
+)
 
 FILE_ALTERED = (
     "This file failed its integrity check in storage and cannot be downloaded. "
@@ -45,6 +54,17 @@ def _guarded(request, item, first: bytes, rest: Iterator[bytes]) -> Iterator[byt
         yield from rest
     except FileIntegrityError as exc:
         _failed(request, item, "integrity", exc)
+    except StorageUnavailable:
+        # Logged as an outage by projects.storage; the stream stops short of
+        # its Content-Length, and the object is not suspected of anything.
+        return
+
+
+def storage_unavailable(request: HttpRequest) -> HttpResponse:
+    """503 with Retry-After: S3 is down, nothing is wrong with the file."""
+    response = error_response(request, 503, STORAGE_DOWN)
+    response["Retry-After"] = str(RETRY_AFTER)
+    return response
 
 
 def file_response(request: HttpRequest, item) -> HttpResponse:
@@ -62,6 +82,8 @@ def file_response(request: HttpRequest, item) -> HttpResponse:
     except KeyError_ as exc:
         _failed(request, item, "key", exc)
         return error_response(request, 410, FILE_KEY_GONE.format(reason=exc))
+    except StorageUnavailable:
+        return storage_unavailable(request)
     services.project_file_download_record(
         actor=request.user, item=item, request=request
     )

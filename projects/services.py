@@ -1,6 +1,7 @@
 """Every write to projects, members and files, each with its audit event."""
 
 import hashlib
+import logging
 from collections.abc import Iterator
 
 from django.contrib.auth import get_user_model
@@ -26,6 +27,8 @@ LAST_OWNER = "A project needs at least one owner: add another owner first."
 ALREADY_MEMBER = "{email} is already a member of this project."
 NO_SUCH_USER = "There is no active account for {email}."
 NAME_REQUIRED = "A project needs a name."
+
+logger = logging.getLogger(__name__)
 
 
 def _clean_project_name(name: str) -> str:
@@ -181,9 +184,18 @@ def project_file_upload(
                 },
             )
     except Exception:
-        blob_delete(item.blob.storage, item.blob.name)
+        _discard(item)
         raise
     return item
+
+
+def _discard(item: ProjectFile) -> None:
+    """Remove the object of a row that was not saved; if S3 went down in
+    between, name the orphan in the log for clean-up (the row's error wins)."""
+    try:
+        blob_delete(item.blob.storage, item.blob.name)
+    except Exception:
+        logger.exception("orphan object left in storage: %s", item.blob.name)
 
 
 @transaction.atomic

@@ -4,9 +4,11 @@ Objects reach storage (local disk or S3, whose server-side encryption stays
 on too) only as ``projects.crypto`` ciphertext under the project's data key.
 """
 
+import logging
 from collections.abc import Iterator
 
-from botocore.exceptions import ClientError
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import Storage
@@ -18,6 +20,57 @@ from projects import crypto, keys
 CHUNK = crypto.SEALED_CHUNK
 FORMAT = "kreo-f1"
 MISSING = "The stored object of this file is missing."
+STORAGE_DOWN = (
+    "File storage is not answering at the moment, so nothing was stored or "
+    "read. Nothing is wrong with your files; try again in a few minutes."
+)
+# Seconds a client is asked to wait (Retry-After) when S3 is down.
+RETRY_AFTER = 30
+# What S3 says when the object itself is not there. NoSuchBucket (also a 404)
+# is a broken deployment, not a lost file.
+_MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
+# Everything boto3 raises when S3 cannot be reached or does not answer well.
+_S3_ERRORS = (ClientError, BotoCoreError, S3UploadFailedError)
+
+logger = logging.getLogger(__name__)
+
+
+class StorageUnavailable(Exception):
+    """S3 did not answer, or answered with an error other than "no such object".
+
+    An outage, never an integrity failure: the stored object may be intact.
+    """
+
+
+def is_missing(exc: Exception) -> bool:
+    """Whether S3 said the object is not there (NoSuchKey / 404)."""
+    if not isinstance(exc, ClientError):
+        return False
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in _MISSING_CODES or (status == 404 and code != "NoSuchBucket")
+
+
+def outage(action: str, key: str, exc: Exception) -> StorageUnavailable:
+    """Log one outage line and return the error to raise."""
+    logger.error("S3 outage: %s of %s failed: %r", action, key, exc)
+    return StorageUnavailable(STORAGE_DOWN)
+
+
+class _OutageAware:
+    """An S3 body whose read errors (connection lost, timeout) are outages."""
+
+    def __init__(self, body, key: str):
+        self._body, self._key = body, key
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._body.read(size)
+        except _S3_ERRORS as exc:
+            raise outage("read", self._key, exc) from exc
+
+    def close(self) -> None:
+        self._body.close()
 
 
 def _open_raw(blob):
@@ -25,15 +78,18 @@ def _open_raw(blob):
 
     On S3, one GET (django-storages' file object would send a HEAD first,
     then download the whole object before the first read). A missing object
-    raises FileIntegrityError.
+    raises FileIntegrityError; any other S3 error, or none at all (connection
+    refused, timeout), raises StorageUnavailable.
     """
     storage = blob.storage
     if hasattr(storage, "bucket"):
         key = storage._normalize_name(clean_name(blob.name))
         try:
-            return storage.bucket.Object(key).get()["Body"]
-        except ClientError as exc:
-            raise crypto.FileIntegrityError(MISSING) from exc
+            return _OutageAware(storage.bucket.Object(key).get()["Body"], key)
+        except _S3_ERRORS as exc:
+            if is_missing(exc):
+                raise crypto.FileIntegrityError(MISSING) from exc
+            raise outage("download", key, exc) from exc
     try:
         return storage.open(blob.name, "rb")
     except FileNotFoundError as exc:
@@ -57,16 +113,31 @@ def _decrypted(data_key: bytes, item, handle) -> Iterator[bytes]:
         handle.close()
 
 
+def _save(item, chunks: Iterator[bytes]) -> None:
+    """Write the object; an S3 failure raises StorageUnavailable.
+
+    A PUT either stores the whole object or nothing (a multipart upload that
+    fails is aborted by boto3), so no partial object is left behind.
+    """
+    try:
+        item.blob.save("upload", File(crypto.reader(chunks)), save=False)
+    except _S3_ERRORS as exc:
+        where = f"project {item.project_id} file {item.id}"
+        raise outage("upload", where, exc) from exc
+
+
 def blob_store(item, source: Iterator[bytes]) -> None:
-    """Encrypt ``source`` under the project's data key into ``item.blob``."""
+    """Encrypt ``source`` under the project's data key into ``item.blob``.
+
+    Raises StorageUnavailable when S3 cannot store it.
+    """
     if not settings.KREO_FILE_ENCRYPTION:
         # Only the benchmark's baseline (production pins encryption on).
-        item.blob.save("upload", File(crypto.reader(source)), save=False)
+        _save(item, source)
         item.encryption = ""
         return
     data_key = keys.data_key_create(item.project)
-    sealed = crypto.encrypt_chunks(data_key, item.id, source)
-    item.blob.save("upload", File(crypto.reader(sealed)), save=False)
+    _save(item, crypto.encrypt_chunks(data_key, item.id, source))
     item.encryption = FORMAT
 
 

@@ -16,6 +16,7 @@ from projects.downloads import file_response
 from projects.forms import MemberAddForm, ProjectForm, RenameForm, RoleForm, UploadForm
 from projects.ledger import LedgerError
 from projects.permissions import ROLE_ACTIONS, Action, project_role
+from projects.storage import RETRY_AFTER, StorageUnavailable
 
 
 def _errors_into(form, exc: ValidationError, field: str | None = None) -> None:
@@ -149,6 +150,18 @@ def file_upload(request: HttpRequest, project_id) -> HttpResponse:
             )
         except ValidationError as exc:
             _errors_into(form, exc, field="file")
+        except StorageUnavailable as exc:
+            # The form comes back with the message, so the upload can be
+            # retried from the same page once storage answers.
+            form.add_error(None, str(exc))
+            response = render(
+                request,
+                "projects/detail.html",
+                _detail_context(request, project, upload_form=form),
+                status=503,
+            )
+            response["Retry-After"] = str(RETRY_AFTER)
+            return response
         else:
             messages.success(request, f"Uploaded “{item.name}”.")
             return redirect(project)

@@ -18,16 +18,24 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 HOST = os.environ.get("KREO_HOST", "127.0.0.1")
 PORT = os.environ.get("KREO_PORT", "8000")
+GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn" / "gunicorn.conf.py"
 
 
 def manage(*args: str) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, check=True)
 
 
-# Gunicorn's default format plus the worker's pid: which process answered.
-ACCESS_LOG_FORMAT = (
-    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" pid=%(p)s'
-)
+def web_command(host: str, port: str) -> list[str]:
+    """gunicorn as `make run` starts it: threaded workers sized for slow
+    clients (deploy/gunicorn/gunicorn.conf.py, README "Slow clients"); the
+    access log names the worker's pid (which process answered)."""
+    return [
+        str(BIN / "gunicorn"),
+        "-c",
+        str(GUNICORN_CONFIG),
+        "--bind",
+        f"{host}:{port}",
+    ]
 
 
 def process_commands(host: str, port: str) -> dict[str, list[str]]:
@@ -36,18 +44,7 @@ def process_commands(host: str, port: str) -> dict[str, list[str]]:
     The multi-process tests start the same ``web`` command.
     """
     return {
-        "web": [
-            str(BIN / "gunicorn"),
-            "kreo.wsgi",
-            "--bind",
-            f"{host}:{port}",
-            "--workers",
-            "2",
-            "--access-logfile",
-            "-",
-            "--access-logformat",
-            ACCESS_LOG_FORMAT,
-        ],
+        "web": web_command(host, port),
         "worker": [
             str(BIN / "celery"),
             "-A",

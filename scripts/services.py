@@ -189,6 +189,22 @@ def ensure_chromium() -> str:
     return CHROMIUM
 
 
+NGINX = "/usr/sbin/nginx"
+
+
+def ensure_nginx() -> str:
+    """Debian's nginx, for the test that runs deploy/nginx in front of
+    gunicorn (kreo/tests/test_slow_clients.py). Not started here: the test
+    starts its own. Where it cannot be installed the test skips, saying so."""
+    if not Path(NGINX).exists() and shutil.which("nginx") is None:
+        try:
+            apt_install("nginx-light")
+        except (SystemExit, subprocess.CalledProcessError) as exc:
+            log(f"nginx not installed ({exc}): the nginx tests will skip")
+            return ""
+    return shutil.which("nginx") or NGINX
+
+
 def start_moto() -> tuple[subprocess.Popen, str]:
     """Start moto's S3 server on a free port; return the process and its URL."""
     port = free_port()

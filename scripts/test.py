@@ -47,6 +47,7 @@ def main() -> int:
     database_url = services.ensure_postgres() if "postgres" in legs else ""
     redis_url = services.ensure_redis()
     services.ensure_chromium()
+    services.ensure_nginx()
     moto, s3_url = services.start_moto()
     run_id = f"{os.getpid()}"
     common = {

@@ -197,6 +197,8 @@ MEDIA_ROOT = Path(env.str("KREO_MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = None
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
 if AWS_STORAGE_BUCKET_NAME:
+    from kreo import s3 as kreo_s3
+
     DEFAULT_FILE_STORAGE_BACKEND = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
@@ -211,6 +213,9 @@ if AWS_STORAGE_BUCKET_NAME:
             "file_overwrite": False,
             "signature_version": "s3v4",
             "addressing_style": "path",
+            # Short connect timeout, two tries: an unreachable S3 answers 503
+            # within seconds (projects.storage).
+            "client_config": kreo_s3.config(),
         },
     }
 else:

@@ -60,6 +60,18 @@ if _missing:
         + " in the environment (see .env.example).\n"
     )
     raise SystemExit(1)
+# Every key in the format the code that uses it expects (kreo.keyformats): a
+# malformed one would otherwise fail a backup or an upload hours later.
+from kreo.keyformats import problems as _key_problems  # noqa: E402
+
+_malformed = _key_problems(os.environ)
+if _malformed:
+    sys.stderr.write(
+        "kreo: production settings refuse to start: "
+        + " ".join(message for _, message in _malformed)
+        + "\n"
+    )
+    raise SystemExit(1)
 
 from kreo.settings.base import *  # noqa: E402, F403
 from kreo.settings.base import env  # noqa: E402
@@ -108,6 +120,22 @@ CSRF_COOKIE_NAME = "__Host-csrftoken"
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 CONN_MAX_AGE = env.int("DJANGO_CONN_MAX_AGE", default=60)
+
+# gunicorn runs up to 256 threads a worker (deploy/gunicorn/gunicorn.conf.py,
+# for slow clients): a connection per thread could exhaust PostgreSQL's
+# max_connections. Each web worker shares a bounded pool instead (Django's
+# psycopg pool, which needs CONN_MAX_AGE 0); a request that finds every
+# connection busy waits up to KREO_DB_POOL_TIMEOUT seconds for one. The
+# gunicorn config sets KREO_DB_POOL for its workers only: Celery's forked
+# processes keep plain connections (a pool must not cross a fork).
+_postgres = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"  # noqa: F405
+if _postgres and env.bool("KREO_DB_POOL", default=False):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {  # noqa: F405
+        "min_size": 1,
+        "max_size": env.int("KREO_DB_POOL_SIZE", default=10),
+        "timeout": env.int("KREO_DB_POOL_TIMEOUT", default=10),
+    }
 
 # Backups never use generated development keys here: they would live on the
 # container's tmpfs and die with it, taking every backup with them. Without

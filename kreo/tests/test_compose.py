@@ -247,7 +247,13 @@ def test_production_shape(compose):
         for variable in ("BACKUP_COPY1_DIR", "BACKUP_COPY2_DIR"):
             mounted = [v.split(":", 1) for v in services[name]["volumes"]]
             assert [volume for volume, path in mounted if path == environment[variable]]
-    assert services["web"]["command"][:2] == ["gunicorn", "kreo.wsgi"]
+    # gunicorn with the threaded-worker config that `make run` and the image
+    # use too (README "Slow clients").
+    assert services["web"]["command"][:3] == [
+        "gunicorn",
+        "-c",
+        "deploy/gunicorn/gunicorn.conf.py",
+    ]
     assert services["worker"]["command"][:4] == ["celery", "-A", "kreo", "worker"]
     assert services["beat"]["command"][:4] == ["celery", "-A", "kreo", "beat"]
     assert services["migrate"]["restart"] == "no"
@@ -256,8 +262,32 @@ def test_production_shape(compose):
         assert depends["migrate"] == {"condition": "service_completed_successfully"}
         assert depends["db"] == {"condition": "service_healthy"}
     assert "/healthz" in " ".join(services["web"]["healthcheck"]["test"])
-    # Published on the loopback only: TLS is terminated by the proxy in front.
-    assert all(p.startswith("127.0.0.1:") for p in services["web"]["ports"])
+    # Only nginx is published, on the loopback only: TLS is terminated by the
+    # proxy in front of it; web is reached through nginx alone.
+    assert "ports" not in services["web"]
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    assert all(p.startswith("127.0.0.1:") for p in proxy["ports"])
+    assert proxy["environment"]["KREO_UPSTREAM"] == "web:8000"
+    assert "./deploy/nginx/templates:/etc/nginx/templates:ro" in proxy["volumes"]
+    assert proxy["depends_on"]["web"] == {"condition": "service_healthy"}
+
+
+def test_image_and_make_run_start_gunicorn_with_the_same_config():
+    """The Dockerfile's CMD and `make run` use deploy/gunicorn/gunicorn.conf.py."""
+    from scripts.run import web_command
+
+    root = CHECK_PATH.parents[1]
+    cmd = next(
+        line
+        for line in (root / "Dockerfile").read_text().splitlines()
+        if line.startswith("CMD")
+    )
+    assert '"gunicorn", "-c", "deploy/gunicorn/gunicorn.conf.py"' in cmd
+    assert web_command("127.0.0.1", "8000")[1:3] == [
+        "-c",
+        str(root / "deploy" / "gunicorn" / "gunicorn.conf.py"),
+    ]
 
 
 def test_buckets_are_created_with_object_lock_in_london(compose):
