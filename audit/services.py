@@ -5,11 +5,11 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from audit import chain, keys
+from audit import chain, keys, spool
 from audit.context import get_correlation_id, note_recorded
 from audit.models import AuditEvent, AuditReview, AuditSeal, Outcome
 from kreo.net import client_ip
@@ -73,10 +73,14 @@ def audit_record(
 
     The row carries its content hash; no shared state is read or locked, so
     concurrent requests never wait on each other here.
+
+    Outside a transaction, an event the database cannot take (it is out) is
+    spooled locally and written when it returns (``audit/spool.py``); the
+    returned event then has no ``pk`` yet. Inside a transaction the error
+    propagates: the action it records is rolled back with it.
     """
     if actor is None and request is not None:
-        user = getattr(request, "user", None)
-        actor = user if user is not None and user.is_authenticated else None
+        actor = _request_actor(request)
     if actor is not None and not actor_label:
         actor_label = getattr(actor, "email", "") or str(actor.pk)
     if target is not None:
@@ -103,12 +107,37 @@ def audit_record(
         for name, value in _source(request).items():
             setattr(event, name, value)
     event.content_hash = chain.content_hash(chain.event_values(event))
-    event.save(force_insert=True)
+    _write(event)
     note_recorded()
     return event
 
 
-def _lock_sealer() -> None:
+def _request_actor(request: HttpRequest):
+    """The request's signed-in user; None when the session store is out too."""
+    user = getattr(request, "user", None)
+    try:
+        return user if user is not None and user.is_authenticated else None
+    except (OperationalError, InterfaceError):
+        return None
+
+
+def _write(event: AuditEvent) -> None:
+    """Insert the event, or spool it while the database is unreachable."""
+    if connection.in_atomic_block:
+        event.save(force_insert=True)
+        return
+    spool.spool_drain_if_pending()
+    try:
+        event.save(force_insert=True)
+    except (OperationalError, InterfaceError):
+        event.content_hash = ""
+        event.spooled = True
+        event.content_hash = chain.content_hash(chain.event_values(event))
+        if not spool.spool_append(event):
+            raise
+
+
+def lock_sealer() -> None:
     """One sealer at a time; request paths never take this lock."""
     from django.db import connection
 
@@ -131,7 +160,7 @@ def audit_seal(*, batch_size: int | None = None, max_batches: int = 1000) -> int
     sealed = 0
     for _ in range(max_batches):
         with transaction.atomic():
-            _lock_sealer()
+            lock_sealer()
             last = AuditSeal.objects.order_by("-seq").first()
             after = last.last_id if last else 0
             cutoff = timezone.now() - timezone.timedelta(

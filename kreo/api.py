@@ -12,8 +12,14 @@ class PayloadTooLarge(exceptions.ValidationError):
 def exception_handler(exc, context):
     """DRF's handler, plus Django's ValidationError as a 400 with its messages.
 
-    An upload over the size limit answers 413, as the pages do.
+    An upload over the size limit answers 413, as the pages do; a database
+    outage answers 503 with ``Retry-After`` (``kreo.outage``), never a 500.
     """
+    from kreo import outage
+
+    if outage.database_unavailable(exc):
+        request = context["request"]
+        return outage.unavailable_response(getattr(request, "_request", request), exc)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         codes = (

@@ -64,6 +64,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so a database outage is a 503 that every other middleware sees.
+    "kreo.outage.OutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Outside everything that can refuse a request, so every 4xx/5xx is seen.
@@ -106,6 +108,10 @@ DATABASES = {
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=0)
+# A persistent connection broken by a database restart is dropped, not reused.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Seconds a client is told to wait (Retry-After) while the database is out.
+KREO_OUTAGE_RETRY_AFTER_SECONDS = env.int("KREO_OUTAGE_RETRY_AFTER_SECONDS", default=30)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
@@ -537,6 +543,13 @@ AUDIT_SEAL_INTERVAL_SECONDS = env.int("AUDIT_SEAL_INTERVAL_SECONDS", default=60)
 AUDIT_ARCHIVE_INTERVAL_SECONDS = env.int("AUDIT_ARCHIVE_INTERVAL_SECONDS", default=3600)
 AUDIT_REVIEW_DAYS = env.int("AUDIT_REVIEW_DAYS", default=7)
 AUDIT_REVIEW_INTERVAL_SECONDS = env.int("AUDIT_REVIEW_INTERVAL_SECONDS", default=3600)
+# Events that cannot be written while the database is out go to a local,
+# append-only spool (audit/spool.py), written to the trail when it returns.
+AUDIT_SPOOL_DIR = Path(
+    env.str("KREO_AUDIT_SPOOL_DIR", default="") or str(VAR_DIR / "audit-spool")
+)
+AUDIT_SPOOL_MAX_BYTES = env.int("KREO_AUDIT_SPOOL_MAX_BYTES", default=64 * 1024 * 1024)
+AUDIT_SPOOL_DRAIN_SECONDS = env.int("KREO_AUDIT_SPOOL_DRAIN_SECONDS", default=60)
 # django-auditlog: field-level changes, tied to the request's correlation id.
 AUDITLOG_CID_GETTER = "audit.context.auditlog_cid"
 AUDITLOG_MASK_CALLABLE = "audit.context.mask_secret"
