@@ -55,7 +55,7 @@ class AuditEvent(models.Model):
     content_hash = models.CharField(max_length=64, editable=False, default="")
     # Written late from the outage spool (audit/spool.py), with its original
     # occurred_at; spool_id makes a repeated drain write it once only.
-    spooled = models.BooleanField(default=False, editable=False)
+    spooled = models.BooleanField(default=False, db_default=False, editable=False)
     spool_id = models.UUIDField(null=True, blank=True, unique=True, editable=False)
 
     class Meta:

@@ -55,14 +55,13 @@ DRAIN_LOCK = "drain.lock"
 FULL = "full.json"
 REJECTED = "rejected.jsonl"
 CHUNK = 500
-CHECK_SECONDS = 15.0
-RETRY_SECONDS = 1.0
+CHECK_SECONDS = 1.0
 
 OVERFLOW_EVENT = "audit.spool.overflow"
 
 # Per process: whether this process knows of spooled events, when it last
-# looked at the folder, and when a failed drain may be tried again.
-_state = {"pending": False, "checked": 0.0, "retry_at": 0.0, "draining": False}
+# looked at the folder for others' events, and whether it is draining now.
+_state = {"pending": False, "checked": 0.0, "draining": False}
 
 
 def spool_dir() -> Path:
@@ -362,13 +361,13 @@ def spool_drain_if_pending() -> None:
     """Drain before a write when this host has spooled events; never raises.
 
     Cheap when nothing is spooled: a flag, and one ``stat`` of the folder's
-    files every ``CHECK_SECONDS`` (events spooled by other processes).
+    files every ``CHECK_SECONDS`` (events spooled by other processes). While
+    the database is still out the drain fails at its first query and the
+    caller's event is spooled after the others, so the order holds.
     """
     if _state["draining"]:
         return
     now = time.monotonic()
-    if now < _state["retry_at"]:
-        return
     if not _state["pending"]:
         if now - _state["checked"] < CHECK_SECONDS:
             return
@@ -381,5 +380,4 @@ def spool_drain_if_pending() -> None:
     try:
         spool_drain()
     except Exception as exc:  # the caller's own write must still happen
-        _state["retry_at"] = now + RETRY_SECONDS
         logger.warning("audit spool not drained yet: %s: %s", type(exc).__name__, exc)

@@ -4,11 +4,11 @@ A database that is down, restarting or refusing connections raises
 ``OperationalError`` or ``InterfaceError`` wherever the request first touches
 it: a view, the session store behind ``request.user``, a middleware. Views'
 errors reach ``OutageMiddleware.process_exception`` (and the API's exception
-handler); errors raised inside other middleware reach ``handler500``
-(``kreo.views.server_error``). All of them answer here: 503 with
-``Retry-After``, the site's layout or JSON under ``/api/``, rendered with no
-request context so that nothing on the error path queries the database or
-the session again.
+handler), and the middleware itself loads the session and user; errors
+raised anywhere else reach ``handler500`` (``kreo.views.server_error``).
+All of them answer here: 503 with ``Retry-After``, the site's layout or JSON
+under ``/api/``, rendered with no request context so that nothing on the
+error path queries the database or the session again.
 
 Nothing needs restarting when the database returns: Django opens a new
 connection for the next request (``CONN_HEALTH_CHECKS`` drops a broken
@@ -88,13 +88,24 @@ def unavailable_response(request: HttpRequest, exc: BaseException) -> HttpRespon
 
 
 class OutageMiddleware:
-    """Turn a view's database-unavailable error into a 503 before it is logged
-    as a crash (the first middleware, so every other one sees the 503)."""
+    """Answer 503 when the session store or a view finds the database out.
+
+    Placed after the authentication and OTP middleware: it loads
+    ``request.user`` (which every page needs anyway) so that an outage is
+    answered here, before later middleware would raise it as a crash; a
+    view's database error reaches ``process_exception``.
+    """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        try:
+            if user is not None:
+                user.is_authenticated  # noqa: B018 - loads the session and user
+        except UNAVAILABLE_ERRORS as exc:
+            return unavailable_response(request, exc)
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception):

@@ -64,8 +64,6 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First, so a database outage is a 503 that every other middleware sees.
-    "kreo.outage.OutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Outside everything that can refuse a request, so every 4xx/5xx is seen.
@@ -77,6 +75,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
+    # A database outage met by the session store or a view answers 503 here.
+    "kreo.outage.OutageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "accounts.middleware.SessionControlMiddleware",
     "accounts.oidc.middleware.SessionRefresh",  # SSO roles re-read from the IdP
