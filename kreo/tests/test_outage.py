@@ -107,3 +107,41 @@ def test_readyz_reports_the_database_and_the_audit_spool(client, tmp_path):
     assert client.get("/readyz").json()["checks"]["audit_spool"]["state"] == "empty"
     event = AuditEvent.objects.get(correlation_id=down["X-Correlation-ID"])
     assert (event.path, event.status_code, event.spooled) == ("/readyz", 503, True)
+
+
+def _signed_in_request(rf, path):
+    """A request as the session and auth middleware leave it: the user is
+    loaded from the session store (the database) on first use."""
+    from django.contrib.auth import get_user
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.utils.functional import SimpleLazyObject
+
+    request = rf.get(path)
+    request.session = SessionStore(session_key="k" * 32)
+    request.user = SimpleLazyObject(lambda: get_user(request))
+    return request
+
+
+def test_the_500_page_renders_with_the_database_down(rf, tmp_path):
+    """handler500 renders the site's 500 page for a signed-in request without
+    touching the session store; a database error that reaches it is a 503."""
+    from django.db import connection
+
+    from kreo.views import ERROR_TEXTS, server_error
+
+    request = _signed_in_request(rf, "/projects/")
+    with database_down(tmp_path):
+        try:
+            raise ValueError("a bug")
+        except ValueError:
+            crashed = server_error(request)
+        try:
+            connection.ensure_connection()
+        except Exception:
+            unavailable = server_error(request)
+    assert crashed.status_code == 500
+    assert ERROR_TEXTS[500] in crashed.content.decode()
+    assert 'class="brand"' in crashed.content.decode()
+    assert unavailable.status_code == 503
+    assert unavailable["Retry-After"] == "30"
+    assert DATABASE_UNAVAILABLE in unavailable.content.decode()
