@@ -145,3 +145,24 @@ def test_the_500_page_renders_with_the_database_down(rf, tmp_path):
     assert unavailable.status_code == 503
     assert unavailable["Retry-After"] == "30"
     assert DATABASE_UNAVAILABLE in unavailable.content.decode()
+
+
+def test_production_keeps_connections_but_lets_a_broken_one_go():
+    """Production reuses connections for a minute, checks one before reuse
+    (a database restart does not leave workers on dead connections), gives
+    up connecting after 5 s, and lets /readyz answer over plain HTTP."""
+    import json
+
+    from kreo.tests.test_settings import PRODUCTION_ENV, manage
+
+    code = (
+        "from django.conf import settings as s; import json;"
+        "d = s.DATABASES['default'];"
+        "print(json.dumps([d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'],"
+        " d['OPTIONS'].get('connect_timeout'), s.SECURE_REDIRECT_EXEMPT]))"
+    )
+    done = manage("shell", "--no-imports", "-c", code, env=PRODUCTION_ENV)
+    assert done.returncode == 0, done.stderr
+    age, checks, timeout, exempt = json.loads(done.stdout)
+    assert (age, checks, timeout) == (60, True, 5)
+    assert r"^readyz$" in exempt
