@@ -12,6 +12,7 @@ from audit.models import AuditEvent, Outcome
 from audit.services import audit_record, audit_seal
 from audit.tasks import spool_drain
 from audit.tests.conftest import verify_output
+from audit.tests.test_archive import archive_bucket  # noqa: F401 - a fixture
 from audit.verify import audit_verify
 from kreo.testing.outage import database_down
 
@@ -210,3 +211,25 @@ def test_timestamps_are_the_original_ones(tmp_path):
     assert event.occurred_at <= timezone.now()
     spool_drain()
     assert AuditEvent.objects.get().occurred_at == event.occurred_at
+
+
+@pytest.mark.usefixtures("archive_bucket")
+def test_spooled_events_verify_from_the_archive_too(settings, spool_dir, tmp_path):
+    """Archived with their flag: once spooled events have moved to S3 and left
+    the hot store, audit_verify still passes over the archive and counts them."""
+    from datetime import timedelta
+
+    from audit import archive
+
+    settings.AUDIT_CLOCK_SKEW_SECONDS = 0
+    _outage_events(tmp_path, 3)
+    with transaction.atomic():
+        audit_record(event_type="test.after")
+    assert spool_drain() == 3
+    audit_seal()
+    summary = archive.run(now=timezone.now() + timedelta(days=31))
+    assert summary["purged"] == 4
+    assert AuditEvent.objects.count() == 0
+    ok, text = verify_output()
+    assert ok, text
+    assert "3 written late from the outage spool" in text
