@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -145,7 +145,7 @@ class Answer:
     status: int
     cid: str
     retry_after: str
-    body: str
+    body: str = field(repr=False)
 
 
 def _env(root: Path, cluster: Cluster) -> dict:
