@@ -134,7 +134,6 @@ def _write(event: AuditEvent, *, spooling: bool) -> None:
     try:
         event.save(force_insert=True)
     except (OperationalError, InterfaceError):
-        event.content_hash = ""
         event.spooled = True
         event.content_hash = chain.content_hash(chain.event_values(event))
         if not spool.spool_append(event):
@@ -142,9 +141,7 @@ def _write(event: AuditEvent, *, spooling: bool) -> None:
 
 
 def lock_sealer() -> None:
-    """One sealer at a time; request paths never take this lock."""
-    from django.db import connection
-
+    """One sealer (or spool drain) at a time; request paths never take this lock."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext('kreo.audit.seal'))")
