@@ -79,11 +79,9 @@ def audit_record(
     returned event then has no ``pk`` yet. Inside a transaction the error
     propagates: the action it records is rolled back with it.
     """
-    spooling = not connection.in_atomic_block
-    if spooling:
-        # Before this event's time is taken, so a long drain cannot make it
-        # look back-dated next to events other processes wrote meanwhile.
-        spool.spool_drain_if_pending()
+    # Before this event's time is taken, so a long drain cannot make it look
+    # back-dated next to events other processes wrote meanwhile.
+    spool.spool_drain_if_pending()
     if actor is None and request is not None:
         actor = _request_actor(request)
     if actor is not None and not actor_label:
@@ -112,7 +110,7 @@ def audit_record(
         for name, value in _source(request).items():
             setattr(event, name, value)
     event.content_hash = chain.content_hash(chain.event_values(event))
-    _write(event, spooling=spooling)
+    _write(event)
     note_recorded()
     return event
 
@@ -126,14 +124,17 @@ def _request_actor(request: HttpRequest):
         return None
 
 
-def _write(event: AuditEvent, *, spooling: bool) -> None:
-    """Insert the event, or spool it while the database is unreachable."""
-    if not spooling:
-        event.save(force_insert=True)
-        return
+def _write(event: AuditEvent) -> None:
+    """Insert the event, or spool it while the database is unreachable.
+
+    Inside a transaction the error propagates: what the event records is
+    rolled back with it (and the request's own failure event is spooled).
+    """
     try:
         event.save(force_insert=True)
     except (OperationalError, InterfaceError):
+        if connection.in_atomic_block:
+            raise
         event.spooled = True
         event.content_hash = chain.content_hash(chain.event_values(event))
         if not spool.spool_append(event):

@@ -40,7 +40,7 @@ from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit import chain
@@ -360,6 +360,9 @@ def _record_overflow(folder: Path) -> None:
 def spool_drain_if_pending() -> None:
     """Drain before a write when this host has spooled events; never raises.
 
+    Never inside a transaction: its rollback would undo the drained rows
+    after the spool let go of them.
+
     Cheap when nothing is spooled: a flag, and one ``stat`` of the folder's
     files every ``CHECK_SECONDS`` (events spooled by other processes). While
     the database is still out the drain fails at its first query and the
@@ -377,6 +380,8 @@ def spool_drain_if_pending() -> None:
         if not (waiting or (folder / FULL).exists()):
             return
         _state["pending"] = True
+    if connection.in_atomic_block:
+        return  # a rollback of the caller's transaction would undo the drain
     try:
         spool_drain()
     except Exception as exc:  # the caller's own write must still happen
