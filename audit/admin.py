@@ -91,7 +91,7 @@ class AuditEventAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
         "path",
         "correlation_id",
     )
-    list_filter = (NotableFilter, "outcome", "event_type", "occurred_at")
+    list_filter = (NotableFilter, "outcome", "event_type", "spooled", "occurred_at")
     search_fields = ("=actor_label", "=source_ip", "=correlation_id", "=target_id")
     date_hierarchy = "occurred_at"
     actions = ["export_jsonl"]

@@ -57,8 +57,16 @@ def normalise_details(details: dict | None) -> dict:
 
 
 def canonical(values: dict) -> bytes:
-    """The bytes hashed for one event, from a dict of its column values."""
+    """The bytes hashed for one event, from a dict of its column values.
+
+    An event written late from the outage spool also hashes ``spooled``
+    (only then, so every other event's hash is what it always was): the flag
+    that lets it be dated before the events around it cannot be added or
+    removed unnoticed.
+    """
     row = {name: values.get(name) for name in CONTENT_FIELDS}
+    if values.get("spooled"):
+        row["spooled"] = True
     row["occurred_at"] = _iso(row["occurred_at"])
     if row["actor_id"] is not None:
         row["actor_id"] = str(row["actor_id"])
@@ -72,7 +80,10 @@ def content_hash(values: dict) -> str:
 
 
 def event_values(event) -> dict:
-    return {name: getattr(event, name) for name in CONTENT_FIELDS}
+    values = {name: getattr(event, name) for name in CONTENT_FIELDS}
+    if getattr(event, "spooled", False):
+        values["spooled"] = True
+    return values
 
 
 def pack_digests(pairs: Iterable[tuple[int, str]]) -> bytes:

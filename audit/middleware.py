@@ -6,6 +6,7 @@ from functools import partial
 
 from auditlog.context import set_extra_data
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject
 
@@ -134,10 +135,14 @@ class AuditMiddleware:
             logger.exception("audit: could not record request %s", request.path)
 
     def _device_cookie(self, request: HttpRequest, response: HttpResponse) -> None:
+        if request.COOKIES.get(DEVICE_COOKIE):
+            return
         user = getattr(request, "user", None)
-        if request.COOKIES.get(DEVICE_COOKIE) or not getattr(
-            user, "is_authenticated", False
-        ):
+        try:
+            signed_in = getattr(user, "is_authenticated", False)
+        except (OperationalError, InterfaceError):
+            return  # the session store is out with the database (kreo.outage)
+        if not signed_in:
             return
         response.set_cookie(
             DEVICE_COOKIE,

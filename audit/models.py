@@ -53,6 +53,10 @@ class AuditEvent(models.Model):
     correlation_id = models.CharField(max_length=64, blank=True, db_index=True)
     details = models.JSONField(default=dict, blank=True)
     content_hash = models.CharField(max_length=64, editable=False, default="")
+    # Written late from the outage spool (audit/spool.py), with its original
+    # occurred_at; spool_id makes a repeated drain write it once only.
+    spooled = models.BooleanField(default=False, db_default=False, editable=False)
+    spool_id = models.UUIDField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["id"]
@@ -61,6 +65,14 @@ class AuditEvent(models.Model):
             models.Index(fields=["actor", "occurred_at"]),
         ]
         permissions = [("export_auditevent", "Can export audit events")]
+        constraints = [
+            # Partial: the ordinary insert (no spool id) maintains no index.
+            models.UniqueConstraint(
+                fields=["spool_id"],
+                condition=models.Q(spool_id__isnull=False),
+                name="audit_event_spool_id_once",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.event_type} {self.outcome}"

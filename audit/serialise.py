@@ -7,7 +7,8 @@ from typing import IO
 
 from audit.chain import CONTENT_FIELDS
 
-COLUMNS = ("id", *CONTENT_FIELDS, "content_hash")
+# ``spooled`` last: it was added after archives and exports first shipped.
+COLUMNS = ("id", *CONTENT_FIELDS, "content_hash", "spooled")
 VALUE_FIELDS = COLUMNS
 
 

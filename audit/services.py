@@ -5,11 +5,11 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from audit import chain, keys
+from audit import chain, keys, spool
 from audit.context import get_correlation_id, note_recorded
 from audit.models import AuditEvent, AuditReview, AuditSeal, Outcome
 from kreo.net import client_ip
@@ -73,10 +73,17 @@ def audit_record(
 
     The row carries its content hash; no shared state is read or locked, so
     concurrent requests never wait on each other here.
+
+    Outside a transaction, an event the database cannot take (it is out) is
+    spooled locally and written when it returns (``audit/spool.py``); the
+    returned event then has no ``pk`` yet. Inside a transaction the error
+    propagates: the action it records is rolled back with it.
     """
+    # Before this event's time is taken, so a long drain cannot make it look
+    # back-dated next to events other processes wrote meanwhile.
+    spool.spool_drain_if_pending()
     if actor is None and request is not None:
-        user = getattr(request, "user", None)
-        actor = user if user is not None and user.is_authenticated else None
+        actor = _request_actor(request)
     if actor is not None and not actor_label:
         actor_label = getattr(actor, "email", "") or str(actor.pk)
     if target is not None:
@@ -103,15 +110,39 @@ def audit_record(
         for name, value in _source(request).items():
             setattr(event, name, value)
     event.content_hash = chain.content_hash(chain.event_values(event))
-    event.save(force_insert=True)
+    _write(event)
     note_recorded()
     return event
 
 
-def _lock_sealer() -> None:
-    """One sealer at a time; request paths never take this lock."""
-    from django.db import connection
+def _request_actor(request: HttpRequest):
+    """The request's signed-in user; None when the session store is out too."""
+    user = getattr(request, "user", None)
+    try:
+        return user if user is not None and user.is_authenticated else None
+    except (OperationalError, InterfaceError):
+        return None
 
+
+def _write(event: AuditEvent) -> None:
+    """Insert the event, or spool it while the database is unreachable.
+
+    Inside a transaction the error propagates: what the event records is
+    rolled back with it (and the request's own failure event is spooled).
+    """
+    try:
+        event.save(force_insert=True)
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block:
+            raise
+        event.spooled = True
+        event.content_hash = chain.content_hash(chain.event_values(event))
+        if not spool.spool_append(event):
+            raise
+
+
+def lock_sealer() -> None:
+    """One sealer (or spool drain) at a time; request paths never take this lock."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext('kreo.audit.seal'))")
@@ -131,7 +162,7 @@ def audit_seal(*, batch_size: int | None = None, max_batches: int = 1000) -> int
     sealed = 0
     for _ in range(max_batches):
         with transaction.atomic():
-            _lock_sealer()
+            lock_sealer()
             last = AuditSeal.objects.order_by("-seq").first()
             after = last.last_id if last else 0
             cutoff = timezone.now() - timezone.timedelta(

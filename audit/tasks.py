@@ -30,3 +30,20 @@ def review() -> int | None:
     """Open the log review of the period that ended, if one is due."""
     opened = services.review_create()
     return opened.pk if opened else None
+
+
+@shared_task(name="audit.tasks.spool_drain")
+def spool_drain() -> int:
+    """Write events spooled during a database outage to the trail.
+
+    While the database is still out this only warns; the next run retries.
+    """
+    from django.db import InterfaceError, OperationalError
+
+    from audit import spool
+
+    try:
+        return spool.spool_drain()
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("audit spool not drained: database unavailable (%s)", exc)
+        return 0

@@ -23,10 +23,16 @@ def exception_handler(exc, context):
 
     An upload over the size limit answers 413 with a detail, as the pages do;
     so does a JSON body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (Django's own
-    answer would be a 400 and a logged traceback). Every error is rendered as
-    JSON, even when the client accepted only YAML (the schema) or a file type
-    (a download).
+    answer would be a 400 and a logged traceback). A database outage answers
+    503 with ``Retry-After`` (``kreo.outage``), never a 500. Every error is
+    rendered as JSON, even when the client accepted only YAML (the schema) or
+    a file type (a download).
     """
+    from kreo import outage
+
+    if outage.database_unavailable(exc):
+        request = context["request"]
+        return outage.unavailable_response(getattr(request, "_request", request), exc)
     if isinstance(exc, RequestDataTooBig):
         exc = BodyTooLarge(
             BODY_TOO_LARGE.format(limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE)

@@ -36,6 +36,7 @@ DEFAULT_SCHEDULE = {
     "audit seal": ("audit.tasks.seal", "AUDIT_SEAL_INTERVAL_SECONDS"),
     "audit archive": ("audit.tasks.archive", "AUDIT_ARCHIVE_INTERVAL_SECONDS"),
     "audit review": ("audit.tasks.review", "AUDIT_REVIEW_INTERVAL_SECONDS"),
+    "audit spool drain": ("audit.tasks.spool_drain", "AUDIT_SPOOL_DRAIN_SECONDS"),
     "backup daily": ("backups.tasks.backup_scheduled", "BACKUP_INTERVAL_SECONDS"),
     "backup retention": ("backups.tasks.backup_prune", "BACKUP_INTERVAL_SECONDS"),
     "backup offsite retry": (

@@ -15,6 +15,7 @@ api_patterns = (
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
     path("accounts/", include("accounts.urls")),
     path("oidc/", include("accounts.oidc.urls")),
     path("projects/", include("projects.urls")),

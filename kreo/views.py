@@ -1,3 +1,5 @@
+import sys
+
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -23,6 +25,40 @@ def healthz(request: HttpRequest) -> HttpResponse:
     except Exception:
         return HttpResponse("unavailable", status=503, content_type="text/plain")
     return HttpResponse("ok", content_type="text/plain")
+
+
+@require_GET
+@never_cache
+def readyz(request: HttpRequest) -> HttpResponse:
+    """Readiness: 503 while the database is out or audit events are being lost.
+
+    No authentication and no personal data: states and byte counts only. A
+    full audit spool (events refused during an outage) stays reported until
+    the next drain has recorded the loss on the trail.
+    """
+    from audit.spool import spool_status
+
+    checks: dict = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception:
+        checks["database"] = "unavailable"
+    spooled = spool_status()
+    checks["audit_spool"] = {
+        "state": "full"
+        if spooled["full"]
+        else ("pending" if spooled["pending_bytes"] else "empty"),
+        "pending_bytes": spooled["pending_bytes"],
+        "max_bytes": spooled["max_bytes"],
+        "refused_events": spooled["refused"],
+    }
+    ready = checks["database"] == "ok" and not spooled["full"]
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+    )
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -56,4 +92,15 @@ def page_not_found(request, exception=None):
 
 
 def server_error(request):
-    return error_response(request, 500)
+    """The page of an unhandled error, safe with the database down.
+
+    Django calls this inside its exception handler, so the error is at hand:
+    a database outage answers 503 (``kreo.outage``); anything else a 500
+    rendered with no request context (no ``request.user``, no session).
+    """
+    from kreo import outage
+
+    exc = sys.exc_info()[1]
+    if outage.database_unavailable(exc):
+        return outage.unavailable_response(request, exc)
+    return outage.static_page(request, 500, ERROR_TEXTS[500])

@@ -71,6 +71,7 @@ def api(ok_roles):
 PAGES = {
     "home": signed_in("login", "302:/projects/"),
     "healthz": everyone(200),
+    "readyz": everyone(200),
     "api-schema": signed_in(401, 200),
     "accounts:login": signed_in(200, "302:/projects/"),
     "accounts:login-otp": everyone("login"),

@@ -77,6 +77,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
+    # A database outage met by the session store or a view answers 503 here.
+    "kreo.outage.OutageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "accounts.middleware.SessionControlMiddleware",
     "accounts.oidc.middleware.SessionRefresh",  # SSO roles re-read from the IdP
@@ -108,6 +110,17 @@ DATABASES = {
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=0)
+# A persistent connection broken by a database restart is dropped, not reused.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # A database host that does not answer at all fails the request in
+    # seconds (a 503, kreo/outage.py) rather than holding a worker until
+    # gunicorn kills it.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("KREO_DB_CONNECT_TIMEOUT_SECONDS", default=5)
+    )
+# Seconds a client is told to wait (Retry-After) while the database is out.
+KREO_OUTAGE_RETRY_AFTER_SECONDS = env.int("KREO_OUTAGE_RETRY_AFTER_SECONDS", default=30)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
@@ -602,6 +615,13 @@ AUDIT_SEAL_INTERVAL_SECONDS = env.int("AUDIT_SEAL_INTERVAL_SECONDS", default=60)
 AUDIT_ARCHIVE_INTERVAL_SECONDS = env.int("AUDIT_ARCHIVE_INTERVAL_SECONDS", default=3600)
 AUDIT_REVIEW_DAYS = env.int("AUDIT_REVIEW_DAYS", default=7)
 AUDIT_REVIEW_INTERVAL_SECONDS = env.int("AUDIT_REVIEW_INTERVAL_SECONDS", default=3600)
+# Events that cannot be written while the database is out go to a local,
+# append-only spool (audit/spool.py), written to the trail when it returns.
+AUDIT_SPOOL_DIR = Path(
+    env.str("KREO_AUDIT_SPOOL_DIR", default="") or str(VAR_DIR / "audit-spool")
+)
+AUDIT_SPOOL_MAX_BYTES = env.int("KREO_AUDIT_SPOOL_MAX_BYTES", default=64 * 1024 * 1024)
+AUDIT_SPOOL_DRAIN_SECONDS = env.int("KREO_AUDIT_SPOOL_DRAIN_SECONDS", default=60)
 # django-auditlog: field-level changes, tied to the request's correlation id.
 AUDITLOG_CID_GETTER = "audit.context.auditlog_cid"
 AUDITLOG_MASK_CALLABLE = "audit.context.mask_secret"

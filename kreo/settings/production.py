@@ -117,9 +117,13 @@ SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SESSION_COOKIE_NAME = "__Host-sessionid"
 CSRF_COOKIE_NAME = "__Host-csrftoken"
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
-CONN_MAX_AGE = env.int("DJANGO_CONN_MAX_AGE", default=60)
+# Persistent connections (a top-level CONN_MAX_AGE would be ignored); the
+# health check of base.py drops one a database restart broke.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int(  # noqa: F405
+    "DJANGO_CONN_MAX_AGE", default=60
+)
 
 # gunicorn runs up to 256 threads a worker (deploy/gunicorn/gunicorn.conf.py,
 # for slow clients): a connection per thread could exhaust PostgreSQL's

@@ -33,13 +33,18 @@ class Command(BaseCommand):
             outcome="success" if report.ok else "failure",
             error_code="" if report.ok else report.problems[0].kind,
             error_description="" if report.ok else str(report.problems[0]),
-            details={"events": report.events, "problems": len(report.problems)},
+            details={
+                "events": report.events,
+                "spooled": report.spooled,
+                "problems": len(report.problems),
+            },
         )
         for problem in report.problems[:50]:
             self.stdout.write(self.style.ERROR(str(problem)))
         summary = (
             f"{report.events} events, {report.seals} seals, {report.archives} "
             f"archives checked; {report.unsealed} not sealed yet; "
+            f"{report.spooled} written late from the outage spool; "
             f"{len(report.problems)} problems"
         )
         if not report.ok:
