@@ -32,7 +32,7 @@ RUN DJANGO_SECRET_KEY="collectstatic-only-$(python -c 'import secrets; print(sec
     KREO_VAR_DIR=/tmp/kreo-build \
     python manage.py collectstatic --noinput --verbosity 0 \
     && rm -rf /tmp/kreo-build /tmp/collectstatic.sqlite3 \
-    && mkdir -p /app/var /var/lib/kreo/backups/copy1 /var/lib/kreo/backups/copy2 \
+    && mkdir -p /app/var /var/lib/kreo/backups/copy1 /var/lib/kreo/backups/copy2 /var/lib/kreo/audit-spool \
     && chown -R kreo:kreo /app/var /var/lib/kreo \
     && chmod -R 0700 /var/lib/kreo
 
