@@ -23,10 +23,11 @@ def set_folder(copy: int, set_id: int) -> Path:
     return Path(root) / f"{set_id:08d}"
 
 
-def read_manifest(copy: int, set_id: int) -> dict:
-    """The manifest that travels with a copy, its MAC checked."""
+def read_manifest(copy: int, set_id: int, version: str | None = None) -> dict:
+    """The manifest that travels with a copy, its MAC checked (copy 3: the
+    given S3 version of it, else the current one)."""
     if copy == 3:
-        raw = offsite.read_small(offsite.prefix_for(set_id) + MANIFEST)
+        raw = offsite.read_small(offsite.prefix_for(set_id) + MANIFEST, version)
     else:
         path = set_folder(copy, set_id) / MANIFEST
         if not path.exists():

@@ -11,6 +11,7 @@ keep ``from backups import services``.
 
 from backups import offsite
 from backups.manifest import MANIFEST, NO_SUCH_COPY, manifest_json, read_manifest
+from backups.services.catalogue import backup_catalogue_rescan
 from backups.services.common import (
     ARTIFACT_MISMATCH,
     BUSY,
@@ -24,6 +25,8 @@ from backups.services.common import (
 from backups.services.create import (
     FILES_CHANGED,
     INTERRUPTED,
+    NO_BUCKET,
+    OFFSITE_FAILED,
     _write,
     backup_cleanup_interrupted,
     backup_create,
@@ -38,6 +41,7 @@ from backups.services.drill import (
 from backups.services.restore import (
     RESTORE_LEDGER_STALE,
     RESTORE_NEEDS_LEDGER,
+    RESTORE_WRONG_REGION,
     backup_restore,
 )
 from backups.services.retention import backup_age_hours, backup_prune, retention_keep
@@ -54,13 +58,17 @@ __all__ = [
     "FILES_CHANGED",
     "INTERRUPTED",
     "MANIFEST",
+    "NO_BUCKET",
     "NO_SUCH_COPY",
     "NOTHING_TO_DRILL",
     "RESTORE_LEDGER_STALE",
     "RESTORE_NEEDS_LEDGER",
+    "RESTORE_WRONG_REGION",
+    "OFFSITE_FAILED",
     "Progress",
     "_write",
     "backup_age_hours",
+    "backup_catalogue_rescan",
     "backup_cleanup_interrupted",
     "backup_create",
     "backup_drill",

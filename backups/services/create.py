@@ -34,6 +34,15 @@ from backups.services.common import (
 
 INTERRUPTED = "Interrupted: the worker stopped before the set was complete."
 FILES_CHANGED = "The project files changed while the set was written; retry."
+# Why a set is incomplete, on the set (the admin list and backup_list show it).
+NO_BUCKET = (
+    "Incomplete: no offsite bucket is configured (BACKUP_S3_BUCKET), so copy 3 "
+    "was not written and the 3-2-1 rule is not met."
+)
+OFFSITE_FAILED = (
+    "Incomplete: copy 3 could not be written to S3 ({error}); the hourly "
+    "retry uploads it."
+)
 
 
 def backup_cleanup_interrupted() -> list[int]:
@@ -144,6 +153,7 @@ def _write_copies(backup_set: BackupSet, progress: Progress) -> dict:
             },
             "3": {
                 "bucket": settings.BACKUP_S3_BUCKET,
+                "region": settings.BACKUP_S3_REGION,
                 "prefix": offsite.prefix_for(backup_set.pk),
                 "artifacts": art1,
             },
@@ -159,7 +169,12 @@ def _write_copies(backup_set: BackupSet, progress: Progress) -> dict:
 
 
 def backup_create(*, actor=None, trigger: str = "manual", progress: Progress = None):
-    """Take a 3-2-1 set now; return it (``good``, ``partial`` or ``failed``)."""
+    """Take a 3-2-1 set now; return it (``good``, ``incomplete`` or ``failed``).
+
+    ``good`` needs all three copies: without copy 3 (S3 down, the bucket in
+    another region, or no bucket configured) the set is ``incomplete`` and
+    counts as no good backup until ``backup_offsite_retry`` uploads it.
+    """
     with _exclusive():
         cleaned = backup_cleanup_interrupted()
         if cleaned:
@@ -209,13 +224,9 @@ def backup_create(*, actor=None, trigger: str = "manual", progress: Progress = N
             copy.size = sum(a["size"] for a in artifacts.values())
             copy.save()
         _offsite_copy(backup_set, copies[3], progress)
-        backup_set.state = (
-            SetState.GOOD
-            if copies[3].state in (CopyState.DONE, CopyState.SKIPPED)
-            else SetState.PARTIAL
-        )
+        _settle(backup_set, copies[3])
         backup_set.finished_at = timezone.now()
-        backup_set.save(update_fields=["state", "finished_at"])
+        backup_set.save(update_fields=["state", "error", "finished_at"])
         audit_record(
             event_type="backup.create",
             actor=actor,
@@ -232,21 +243,36 @@ def backup_create(*, actor=None, trigger: str = "manual", progress: Progress = N
         return backup_set
 
 
+def _settle(backup_set: BackupSet, copy3: BackupCopy) -> None:
+    """Good with copy 3 written, else incomplete with the reason on the set."""
+    if copy3.state == CopyState.DONE:
+        backup_set.state, backup_set.error = SetState.GOOD, ""
+    elif copy3.state == CopyState.SKIPPED:
+        backup_set.state, backup_set.error = SetState.INCOMPLETE, NO_BUCKET
+    else:
+        backup_set.state = SetState.INCOMPLETE
+        backup_set.error = OFFSITE_FAILED.format(error=copy3.error)[:4000]
+
+
 def _offsite_copy(backup_set: BackupSet, copy: BackupCopy, progress: Progress) -> None:
     if not settings.BACKUP_S3_BUCKET:
         copy.state = CopyState.SKIPPED
+        copy.error = NO_BUCKET
         copy.save()
+        _say(progress, NO_BUCKET)
         return
-    folder = set_folder(1, backup_set.pk)
-    artifacts = backup_set.manifest["copies"]["1"]["artifacts"]
-    paths = [folder / name for name in artifacts] + [folder / MANIFEST]
-    checksums = {name: a["sha256"] for name, a in artifacts.items()}
-    checksums[MANIFEST] = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
     copy.attempts += 1
     _say(progress, f"copy 3: uploading to s3://{settings.BACKUP_S3_BUCKET}")
-    try:
-        prefix, until = offsite.upload(backup_set.pk, paths, checksums)
-    except Exception as exc:  # any failure leaves the set partial, never running
+    try:  # any failure leaves the set incomplete, never running
+        folder = set_folder(1, backup_set.pk)
+        artifacts = backup_set.manifest["copies"]["1"]["artifacts"]
+        paths = [folder / name for name in artifacts] + [folder / MANIFEST]
+        checksums = {name: a["sha256"] for name, a in artifacts.items()}
+        checksums[MANIFEST] = hashlib.sha256(
+            (folder / MANIFEST).read_bytes()
+        ).hexdigest()
+        prefix, until, versions = offsite.upload(backup_set.pk, paths, checksums)
+    except Exception as exc:
         copy.state = CopyState.FAILED
         copy.error = str(exc)[:4000]
         copy.save()
@@ -257,23 +283,30 @@ def _offsite_copy(backup_set: BackupSet, copy: BackupCopy, progress: Progress) -
     copy.location = f"s3://{settings.BACKUP_S3_BUCKET}/{prefix}"
     copy.size = sum(a["size"] for a in artifacts.values())
     copy.locked_until = until
+    copy.versions = versions
     copy.save()
 
 
 def backup_offsite_retry(*, backup_set: BackupSet | None = None) -> list[BackupSet]:
-    """Upload copy 3 of partial sets again; a set whose upload succeeds is good."""
+    """Upload copy 3 of incomplete sets again; a set whose upload succeeds is good.
+
+    Without a bucket configured there is nothing to retry: the sets stay
+    incomplete (and are uploaded by the first retry once one is set).
+    """
+    if not settings.BACKUP_S3_BUCKET:
+        return []
     sets = (
         [backup_set]
         if backup_set
-        else list(BackupSet.objects.filter(state=SetState.PARTIAL))
+        else list(BackupSet.objects.filter(state=SetState.INCOMPLETE))
     )
     done = []
     for item in sets:
         copy = item.copies.get(number=3)
         _offsite_copy(item, copy, None)
-        if copy.state == CopyState.DONE:
-            item.state = SetState.GOOD
-            item.save(update_fields=["state"])
+        _settle(item, copy)
+        item.save(update_fields=["state", "error"])
+        if item.state == SetState.GOOD:
             done.append(item)
         audit_record(
             event_type="backup.offsite",

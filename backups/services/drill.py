@@ -71,7 +71,7 @@ def backup_drill(
     A failure is recorded, audited and mailed to every active staff user.
     """
     backup_set = (
-        BackupSet.objects.filter(state__in=[SetState.GOOD, SetState.PARTIAL])
+        BackupSet.objects.filter(state__in=[SetState.GOOD, SetState.INCOMPLETE])
         .order_by("-created_at", "-id")
         .first()
     )

@@ -15,7 +15,7 @@ from audit.models import Outcome
 from audit.services import audit_record
 from backups import crypto, databases, filesets, logical, offsite
 from backups.manifest import read_manifest
-from backups.models import BackupSet
+from backups.models import BackupCopy, BackupSet
 from backups.services.common import (
     ARTIFACT_MISMATCH,
     DATA_2,
@@ -34,6 +34,11 @@ RESTORE_NEEDS_LEDGER = (
     "projects erased since the backup would come back. Try again once the "
     "ledger answers."
 )
+RESTORE_WRONG_REGION = "Nothing was restored: {problem}"
+RESCAN_SKIPPED = (
+    "The catalogue was not rebuilt after the restore ({error}); run "
+    "`manage.py backup_list --rescan`."
+)
 RESTORE_LEDGER_STALE = (
     "The erasure ledger could not be read again after the restore: the "
     "{count} erasures read before it were applied; run "
@@ -47,12 +52,43 @@ def _primed(chunks: Iterator[bytes]) -> Iterator[bytes]:
     return itertools.chain([first], chunks)
 
 
-def _download(set_id: int, names: list[str], folder: Path, progress: Progress):
+def _copy3_versions(set_id: int) -> dict[str, str]:
+    """The versions the set wrote: the catalogue's, else the first of each."""
+    known = BackupCopy.objects.filter(backup_set_id=set_id, number=3).first()
+    if known is not None and known.versions:
+        return dict(known.versions)
+    return offsite.written_versions(offsite.prefix_for(set_id))
+
+
+def _download(
+    set_id: int, names: list[str], folder: Path, versions: dict, progress: Progress
+):
     for name in [*names, MANIFEST]:
         _say(progress, f"copy 3: downloading {name}")
         with open(folder / name, "wb") as out:
-            for piece in offsite.stream(offsite.prefix_for(set_id) + name):
+            for piece in offsite.stream(
+                offsite.prefix_for(set_id) + name, versions.get(name)
+            ):
                 out.write(piece)
+
+
+def _refuse_wrong_region(set_id: int, copy: int, actor) -> None:
+    """Copy 3 only from a bucket in BACKUP_S3_REGION, checked before anything
+    is read or touched."""
+    problem = offsite.region_problem()
+    if not problem:
+        return
+    message = RESTORE_WRONG_REGION.format(problem=problem)
+    audit_record(
+        event_type="backup.restore",
+        actor=actor,
+        target=BackupSet.objects.filter(pk=set_id).first(),
+        outcome=Outcome.FAILURE,
+        error_code="wrong_region",
+        error_description=message,
+        details={"set_id": set_id, "copy": copy},
+    )
+    raise offsite.OffsiteError(message)
 
 
 def _catalogue_rows(using: str) -> list[tuple]:
@@ -120,6 +156,8 @@ def backup_restore(
         restoring,
     )
 
+    if copy == 3:
+        _refuse_wrong_region(set_id, copy, actor)
     try:
         tombstones = ledger().tombstones()
     except LedgerError as exc:
@@ -139,10 +177,11 @@ def backup_restore(
     with tempfile.TemporaryDirectory(prefix="kreo-restore-") as scratch:
         source_copy = copy
         if copy == 3:
-            manifest = read_manifest(3, set_id)
+            versions = _copy3_versions(set_id)
+            manifest = read_manifest(3, set_id, versions.get(MANIFEST))
             names = list(manifest["copies"]["1"]["artifacts"])
             folder = Path(scratch)
-            _download(set_id, names, folder, progress)
+            _download(set_id, names, folder, versions, progress)
             manifest = crypto.manifest_open((folder / MANIFEST).read_bytes())
             source_copy = 1
         else:
@@ -170,6 +209,7 @@ def backup_restore(
                     withdrawn=rolled_back,
                     remove_objects=restore_files or alias == "default",
                 )
+            catalogue = _rescan_after_restore(alias, actor, progress)
             if not erasures["ledger_current"]:
                 _say(progress, RESTORE_LEDGER_STALE.format(count=len(tombstones)))
         finally:
@@ -184,9 +224,22 @@ def backup_restore(
             "copy": copy,
             "target": "other" if target_db else "current",
             "erasures": erasures,
+            "catalogue": catalogue,
         },
     )
     return manifest
+
+
+def _rescan_after_restore(alias: str, actor, progress: Progress) -> dict:
+    """The restored catalogue is the backup's: list again every set whose
+    copies exist. The restore itself is done, so a failure here only says so."""
+    from backups.services.catalogue import backup_catalogue_rescan
+
+    try:
+        return backup_catalogue_rescan(using=alias, actor=actor, progress=progress)
+    except Exception as exc:
+        _say(progress, RESCAN_SKIPPED.format(error=exc))
+        return {"error": str(exc)}
 
 
 def _restore_into(manifest, copy, folder, alias, restore_files, progress) -> None:

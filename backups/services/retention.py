@@ -44,7 +44,7 @@ def backup_prune(*, actor=None) -> list[int]:
     copy is marked ``locked`` and retried by the next prune.
     """
     candidates = list(
-        BackupSet.objects.filter(state__in=[SetState.GOOD, SetState.PARTIAL])
+        BackupSet.objects.filter(state__in=[SetState.GOOD, SetState.INCOMPLETE])
     )
     keep = retention_keep(candidates)
     pruned = []

@@ -22,6 +22,15 @@ from backups.services.common import (
 )
 from kreo.streams import IterReader
 
+DELETE_MARKER = (
+    "a delete marker ({marker}) hides this object in the bucket; the version "
+    "the backup wrote ({version}) was read by its id"
+)
+OTHER_VERSIONS = (
+    "{count} other version(s) of this object that the backup did not write "
+    "are in the bucket; the version it wrote ({version}) was read by its id"
+)
+
 
 class _HashingReader(io.RawIOBase):
     def __init__(self, source):
@@ -46,10 +55,49 @@ class _HashingReader(io.RawIOBase):
         return data
 
 
-def _open_artifact(copy: int, set_id: int, name: str):
+def copy3_versions(backup_set: BackupSet) -> dict[str, str]:
+    """The S3 version id of each copy-3 object the set wrote.
+
+    From the catalogue; for a set it does not know them for (written before
+    versions were recorded, or rebuilt by a rescan), the first version of
+    each object, which is the one the backup wrote.
+    """
+    copy = next((c for c in backup_set.copies.all() if c.number == 3), None)
+    if copy is not None and copy.versions:
+        return dict(copy.versions)
+    try:
+        return offsite.written_versions(offsite.prefix_for(backup_set.pk))
+    except offsite.OffsiteError:
+        return {}
+
+
+def copy3_warnings(set_id: int, versions: dict[str, str]) -> dict[str, str]:
+    """What else is in the bucket under the set's keys: delete markers, and
+    versions the backup did not write ({object name: warning})."""
+    try:
+        history = offsite.history(offsite.prefix_for(set_id))
+    except offsite.OffsiteError:
+        return {}
+    warnings = {}
+    for name, item in history.items():
+        written = versions.get(name, "")
+        notes = []
+        markers = [marker for marker, _ in item["markers"]]
+        if markers:
+            hiding = item["latest"] if item["latest"] in markers else markers[-1]
+            notes.append(DELETE_MARKER.format(marker=hiding, version=written))
+        others = [v for v, _ in item["versions"] if v != written]
+        if written and others:
+            notes.append(OTHER_VERSIONS.format(count=len(others), version=written))
+        if notes:
+            warnings[name] = "; ".join(notes)
+    return warnings
+
+
+def _open_artifact(copy: int, set_id: int, name: str, version: str | None = None):
     if copy == 3:
         return io.BufferedReader(
-            IterReader(offsite.stream(offsite.prefix_for(set_id) + name)),
+            IterReader(offsite.stream(offsite.prefix_for(set_id) + name, version)),
             1024 * 1024,
         )
     return open(set_folder(copy, set_id) / name, "rb")
@@ -61,8 +109,10 @@ def _decrypting(copy: int, source) -> Iterator[bytes]:
     return crypto.aead_decrypt(source, crypto.key_a())
 
 
-def _check_artifact(copy: int, set_id: int, name: str, expected: dict) -> None:
-    with _open_artifact(copy, set_id, name) as raw:
+def _check_artifact(
+    copy: int, set_id: int, name: str, expected: dict, version: str | None = None
+) -> None:
+    with _open_artifact(copy, set_id, name, version) as raw:
         source = _HashingReader(raw)
         plain = hashlib.sha256()
         for piece in _decrypting(copy, source):
@@ -79,9 +129,14 @@ def _check_artifact(copy: int, set_id: int, name: str, expected: dict) -> None:
 def backup_verify(*, backup_set: BackupSet, actor=None, progress: Progress = None):
     """Decrypt every artifact of every copy and check it against the manifest.
 
-    Returns one result per artifact: ``{"copy", "artifact", "ok", "error"}``.
+    Returns one result per artifact: ``{"copy", "artifact", "ok", "error"}``,
+    plus ``"warning"`` where copy 3's object has a delete marker or versions
+    the backup did not write: copy 3 is read by the version ids it recorded,
+    so such an object still verifies, and the warning says what was found.
     """
     results = []
+    versions: dict[str, str] = {}
+    warnings: dict[str, str] = {}
     for copy in (1, 2, 3):
         state = backup_set.copy_state(copy)
         if state in (CopyState.SKIPPED, CopyState.PRUNED, CopyState.LOCKED, ""):
@@ -91,8 +146,11 @@ def backup_verify(*, backup_set: BackupSet, actor=None, progress: Progress = Non
                 {"copy": copy, "artifact": "-", "ok": False, "error": f"copy {state}"}
             )
             continue
+        if copy == 3:
+            versions = copy3_versions(backup_set)
+            warnings = copy3_warnings(backup_set.pk, versions)
         try:
-            manifest = read_manifest(copy, backup_set.pk)
+            manifest = read_manifest(copy, backup_set.pk, versions.get(MANIFEST))
         except Exception as exc:
             results.append(
                 {"copy": copy, "artifact": MANIFEST, "ok": False, "error": str(exc)}
@@ -108,18 +166,33 @@ def backup_verify(*, backup_set: BackupSet, actor=None, progress: Progress = Non
                 }
             )
             continue
+        if copy == 3 and MANIFEST in warnings:
+            results.append(
+                {
+                    "copy": 3,
+                    "artifact": MANIFEST,
+                    "ok": True,
+                    "error": "",
+                    "warning": warnings[MANIFEST],
+                }
+            )
         for name, expected in manifest["copies"][str(copy)]["artifacts"].items():
             _say(progress, f"copy {copy}: checking {name}")
+            version = versions.get(name) if copy == 3 else None
             try:
-                _check_artifact(copy, backup_set.pk, name, expected)
+                _check_artifact(copy, backup_set.pk, name, expected, version)
             except Exception as exc:
-                results.append(
-                    {"copy": copy, "artifact": name, "ok": False, "error": str(exc)}
-                )
+                result = {
+                    "copy": copy,
+                    "artifact": name,
+                    "ok": False,
+                    "error": str(exc),
+                }
             else:
-                results.append(
-                    {"copy": copy, "artifact": name, "ok": True, "error": ""}
-                )
+                result = {"copy": copy, "artifact": name, "ok": True, "error": ""}
+            if copy == 3 and name in warnings:
+                result["warning"] = warnings[name]
+            results.append(result)
     ok = all(r["ok"] for r in results) and bool(results)
     backup_set.verified_at = timezone.now()
     backup_set.verify_ok = ok
