@@ -286,7 +286,9 @@ def test_really_killed_backup_process_leaves_no_good_set(seeded, settings, tmp_p
     assert killed.state == SetState.FAILED
     assert not list(settings.BACKUP_COPY1_DIR.glob("*.partial"))
     assert not list(settings.BACKUP_COPY2_DIR.glob("*.partial"))
-    assert fresh.state == SetState.GOOD
+    # Copies 1 and 2 written; no bucket here, so the set is incomplete.
+    assert [fresh.copy_state(n) for n in (1, 2)] == [CopyState.DONE] * 2
+    assert fresh.state == SetState.INCOMPLETE
 
 
 @pytest.mark.parametrize(
