@@ -127,11 +127,17 @@ def _write_set(
     backup_set.save(using=using)
     for number in (1, 2, 3):
         artifacts = manifest["copies"][str(1 if number == 3 else number)]["artifacts"]
+        if number in present:
+            copy_state = CopyState.DONE
+        elif number == 3 and not settings.BACKUP_S3_BUCKET:
+            copy_state = CopyState.SKIPPED  # as a backup without a bucket says
+        else:
+            copy_state = CopyState.FAILED
         BackupCopy.objects.using(using).update_or_create(
             backup_set=backup_set,
             number=number,
             defaults={
-                "state": CopyState.DONE if number in present else CopyState.FAILED,
+                "state": copy_state,
                 "location": present.get(number, ""),
                 "size": sum(a["size"] for a in artifacts.values())
                 if number in present

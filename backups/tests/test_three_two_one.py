@@ -233,6 +233,7 @@ def test_rescan_trusts_only_manifests_whose_mac_verifies(seeded, settings, capsy
     call_command("backup_list", rescan=True)
     out = capsys.readouterr().out
     assert _listed_ids(out) == [genuine.pk]
+    assert "incomplete  done     done     skipped" in out  # no bucket here
     assert "3 manifest(s) refused" in out
     for set_id in (901, 902, 903):
         assert f"copy 1 of set {set_id}: manifest refused" in out
