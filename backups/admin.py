@@ -27,7 +27,7 @@ FAILURE_CHARS = 160  # the list shows the start of an error; hover for more
 COLOURS = {
     "good": "#1a7f37",
     "done": "#1a7f37",
-    "partial": "#9a6700",
+    "incomplete": "#9a6700",  # amber: 3-2-1 not met, counts as no good backup
     "skipped": "#6e7781",
     "running": "#0969da",
     "pending": "#0969da",
@@ -202,6 +202,7 @@ class BackupSetAdmin(ReadOnly, admin.ModelAdmin):
             "backup_age_stale": age is None or age > settings.BACKUP_MAX_AGE_HOURS,
             "backup_max_age_hours": settings.BACKUP_MAX_AGE_HOURS,
             "latest_drill": drill,
+            "backup_no_offsite": not settings.BACKUP_S3_BUCKET and services.NO_BUCKET,
             **(extra_context or {}),
         }
         return super().changelist_view(request, context)

@@ -5,7 +5,9 @@ from django.db import models
 class SetState(models.TextChoices):
     RUNNING = "running", "Running"
     GOOD = "good", "Good"
-    PARTIAL = "partial", "Partial (offsite copy missing)"
+    # Copies 1 and 2 written, copy 3 not (S3 down, or no bucket configured):
+    # the 3-2-1 rule is not met, so the set counts as no good backup.
+    INCOMPLETE = "incomplete", "Incomplete (3-2-1 not met: offsite copy missing)"
     FAILED = "failed", "Failed"
     PRUNED = "pruned", "Pruned"
 
@@ -27,8 +29,9 @@ class Trigger(models.TextChoices):
 class BackupSet(models.Model):
     """One 3-2-1 backup of the database and the project files.
 
-    A set is ``good`` only once every copy is written and its manifest sealed;
-    a set left ``running`` by a killed worker is failed and cleaned up by the
+    A set is ``good`` only once all three copies are written and its manifest
+    sealed; without copy 3 it is ``incomplete`` until the retry uploads it. A
+    set left ``running`` by a killed worker is failed and cleaned up by the
     next run.
     """
 
@@ -81,6 +84,10 @@ class BackupCopy(models.Model):
     size = models.PositiveBigIntegerField(default=0)
     error = models.TextField(blank=True)
     locked_until = models.DateTimeField(null=True, blank=True)
+    # Copy 3: the S3 version id of every object written ({name: version id}),
+    # read back by version so a later delete marker or overwrite cannot hide
+    # or replace what was written.
+    versions = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -8,7 +8,7 @@ from backups.models import Trigger
 
 @shared_task(name="backups.tasks.backup_scheduled")
 def backup_scheduled() -> int:
-    """Take the daily set; an S3 outage leaves it partial for the retry task."""
+    """Take the daily set; an S3 outage leaves it incomplete for the retry task."""
     return services.backup_create(trigger=Trigger.SCHEDULE).pk
 
 

@@ -36,6 +36,22 @@ def offsite(settings, s3_client):
 
 
 @pytest.fixture
+def versioned_offsite(settings, s3_client):
+    """A versioned bucket in eu-west-2 without Object Lock: any version of an
+    object can be deleted, as a careless or hostile operator could."""
+    bucket = f"kreo-backups-v-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"}
+    )
+    s3_client.put_bucket_versioning(
+        Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+    settings.BACKUP_S3_BUCKET = bucket
+    settings.BACKUP_S3_ENDPOINT_URL = S3_ENDPOINT
+    return bucket
+
+
+@pytest.fixture
 def seeded(transactional_db):
     """Users, projects with members and files, and audit events."""
     owner = UserFactory(email="owner@example.test")

@@ -6,7 +6,7 @@ from django.core.management import call_command
 
 from audit.models import AuditEvent
 from backups import crypto, services
-from backups.models import CopyState, SetState
+from backups.models import BackupSet, CopyState, SetState
 from backups.tests.conftest import current_stats
 
 
@@ -19,7 +19,7 @@ def test_backup_now_writes_three_copies_with_a_sealed_manifest(
     call_command("backup_now")
     out = capsys.readouterr().out
     set_id = int(out.strip().splitlines()[-1])
-    backup_set = services.BackupSet.objects.get(pk=set_id)
+    backup_set = BackupSet.objects.get(pk=set_id)
     assert backup_set.state == SetState.GOOD
     assert [c.state for c in backup_set.copies.all()] == [CopyState.DONE] * 3
     assert "copy 1: native dump" in out and "copy 3: uploading" in out

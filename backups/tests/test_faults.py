@@ -40,14 +40,36 @@ def test_verify_names_the_corrupted_artifact(seeded, copy, name, capsys):
     assert backup_set.verify_ok is False
 
 
-def test_verify_downloads_and_checks_the_offsite_copy(seeded, offsite, s3_client):
-    """A tampered object version in S3 is named as copy 3's fault."""
+def test_verify_reads_the_offsite_version_the_backup_wrote(seeded, offsite, s3_client):
+    """A tampered newer version put over a copy-3 object does not replace it:
+    verify reads the version the backup recorded, still passes, and warns of
+    the version it did not write."""
     backup_set = services.backup_create()
     assert all(r["ok"] for r in services.backup_verify(backup_set=backup_set))
+    written = backup_set.copies.get(number=3).versions
+    artifacts = backup_set.manifest["copies"]["1"]["artifacts"]
+    assert set(written) == {*artifacts, "manifest.json"}
     key = services.offsite.prefix_for(backup_set.pk) + "files.tar.enc"
     body = s3_client.get_object(Bucket=offsite, Key=key)["Body"].read()
     tampered = body[:-1] + bytes([body[-1] ^ 1])
     s3_client.put_object(Bucket=offsite, Key=key, Body=tampered)
+    results = services.backup_verify(backup_set=backup_set)
+    assert all(r["ok"] for r in results)
+    (warned,) = [r for r in results if r.get("warning")]
+    assert (warned["copy"], warned["artifact"]) == (3, "files.tar.enc")
+    assert "1 other version(s)" in warned["warning"]
+    assert written["files.tar.enc"] in warned["warning"]
+
+
+def test_verify_names_a_lost_offsite_version(seeded, versioned_offsite, s3_client):
+    """In a bucket without Object Lock, deleting the version the backup wrote
+    (a newer copy of the object left in place) is copy 3's fault in verify."""
+    backup_set = services.backup_create()
+    key = services.offsite.prefix_for(backup_set.pk) + "files.tar.enc"
+    written = backup_set.copies.get(number=3).versions["files.tar.enc"]
+    body = s3_client.get_object(Bucket=versioned_offsite, Key=key)["Body"].read()
+    s3_client.put_object(Bucket=versioned_offsite, Key=key, Body=body)
+    s3_client.delete_object(Bucket=versioned_offsite, Key=key, VersionId=written)
     results = services.backup_verify(backup_set=backup_set)
     bad = [(r["copy"], r["artifact"]) for r in results if not r["ok"]]
     assert bad == [(3, "files.tar.enc")]
@@ -85,7 +107,7 @@ def test_public_key_alone_writes_but_cannot_read(seeded, settings, tmp_path):
     settings.BACKUP_AGE_RECIPIENT = str(identity.to_public())
     settings.BACKUP_AGE_IDENTITY_FILE = str(tmp_path / "absent")
     backup_set = services.backup_create()
-    assert backup_set.state == SetState.GOOD
+    assert backup_set.copy_state(2) == CopyState.DONE
     with pytest.raises(crypto.BackupCryptoError, match="No age identity"):
         services.backup_restore(set_id=backup_set.pk, copy=2)
 
@@ -152,15 +174,15 @@ def test_forged_manifest_is_refused(seeded):
         services.backup_restore(set_id=backup_set.pk, copy=1)
 
 
-def test_s3_down_leaves_partial_set_then_retry_completes_it(
+def test_s3_down_leaves_an_incomplete_set_then_retry_makes_it_good(
     seeded, offsite, settings, s3_client
 ):
-    """With S3 unreachable the set is partial, local copies stay; the retry
+    """With S3 unreachable the set is incomplete, local copies stay; the retry
     task uploads copy 3 once S3 is back and the set becomes good."""
     endpoint = settings.BACKUP_S3_ENDPOINT_URL
     settings.BACKUP_S3_ENDPOINT_URL = "http://127.0.0.1:9"
     backup_set = services.backup_create()
-    assert backup_set.state == SetState.PARTIAL
+    assert backup_set.state == SetState.INCOMPLETE
     copy3 = backup_set.copies.get(number=3)
     assert copy3.state == CopyState.FAILED and copy3.error
     assert (services.set_folder(1, backup_set.pk) / "manifest.json").exists()
@@ -194,7 +216,9 @@ def test_killed_worker_leaves_no_good_set_and_next_run_cleans_up(seeded, setting
     assert "Interrupted" in stale.error
     assert stale.copies.get(number=1).state == CopyState.FAILED
     assert not half.exists()
-    assert fresh.state == SetState.GOOD
+    # Copies 1 and 2 written; no bucket here, so the set is incomplete.
+    assert [fresh.copy_state(n) for n in (1, 2)] == [CopyState.DONE] * 2
+    assert fresh.state == SetState.INCOMPLETE
 
 
 def test_failed_backup_is_not_marked_good_and_leaves_no_folders(seeded, settings):
@@ -262,7 +286,9 @@ def test_really_killed_backup_process_leaves_no_good_set(seeded, settings, tmp_p
     assert killed.state == SetState.FAILED
     assert not list(settings.BACKUP_COPY1_DIR.glob("*.partial"))
     assert not list(settings.BACKUP_COPY2_DIR.glob("*.partial"))
-    assert fresh.state == SetState.GOOD
+    # Copies 1 and 2 written; no bucket here, so the set is incomplete.
+    assert [fresh.copy_state(n) for n in (1, 2)] == [CopyState.DONE] * 2
+    assert fresh.state == SetState.INCOMPLETE
 
 
 @pytest.mark.parametrize(

@@ -168,7 +168,8 @@ def test_admin_back_up_now_and_verify(client, seeded):
         celery_app.conf.task_always_eager = False
     assert response.status_code == 302
     backup_set = BackupSet.objects.get()
-    assert backup_set.state == SetState.GOOD and backup_set.actor == user
+    # No bucket in this test: copy 3 skipped, so the set is incomplete.
+    assert backup_set.state == SetState.INCOMPLETE and backup_set.actor == user
     response = client.post(
         reverse("admin:backups_backupset_changelist"),
         {"action": "verify_sets", "_selected_action": [backup_set.pk]},
@@ -196,4 +197,5 @@ def test_backup_list_shows_each_copy_state(seeded, name, capsys):
     call_command(name)
     out = capsys.readouterr().out
     assert f"{backup_set.pk:>6}" in out
-    assert "good      done     done     skipped" in out
+    assert "incomplete  done     done     skipped" in out
+    assert services.NO_BUCKET in out

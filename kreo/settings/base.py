@@ -537,11 +537,12 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="kreo@localhost")
 # volumes in production), copy 3 in an S3 bucket in eu-west-2. Key A (32
 # bytes, urlsafe base64) encrypts copy 1 and 3; copy 2 is encrypted to an age
 # public key whose identity lives off this host (only restore needs it).
+# (An empty value, as in .env.example, means the default, never the cwd.)
 BACKUP_COPY1_DIR = Path(
-    env.str("BACKUP_COPY1_DIR", default=str(VAR_DIR / "backups" / "copy1"))
+    env.str("BACKUP_COPY1_DIR", default="") or VAR_DIR / "backups" / "copy1"
 )
 BACKUP_COPY2_DIR = Path(
-    env.str("BACKUP_COPY2_DIR", default=str(VAR_DIR / "backups" / "copy2"))
+    env.str("BACKUP_COPY2_DIR", default="") or VAR_DIR / "backups" / "copy2"
 )
 BACKUP_ENCRYPTION_KEY = env.str("BACKUP_ENCRYPTION_KEY", default="") or local_secret(
     VAR_DIR, "backup-encryption-key", 32
@@ -555,7 +556,12 @@ BACKUP_AGE_IDENTITY_FILE = env.str(
 )
 BACKUP_S3_BUCKET = env.str("BACKUP_S3_BUCKET", default="")
 BACKUP_S3_PREFIX = env.str("BACKUP_S3_PREFIX", default="kreo-backups/")
-BACKUP_S3_REGION_NAME = env.str("BACKUP_S3_REGION_NAME", default="eu-west-2")
+# The region copy 3's bucket must be in: the client talks to it, and the
+# backup, a restore from copy 3 and `check --deploy` refuse a bucket elsewhere.
+# (BACKUP_S3_REGION_NAME, its former name, is still read.)
+BACKUP_S3_REGION = env.str(
+    "BACKUP_S3_REGION", default=env.str("BACKUP_S3_REGION_NAME", default="eu-west-2")
+)
 BACKUP_S3_ENDPOINT_URL = env.str(
     "BACKUP_S3_ENDPOINT_URL", default=env.str("AWS_S3_ENDPOINT_URL", default="")
 )

@@ -47,6 +47,10 @@ REQUIRED = (
     "BACKUP_MANIFEST_KEY",
     "BACKUP_AGE_RECIPIENT",
 )
+# The 3-2-1 rule: copy 3's bucket (without it no set is ever good), and the
+# two local copies' folders, named so they can be put on two filesystems
+# (`check --deploy` refuses one device for both).
+REQUIRED = (*REQUIRED, "BACKUP_S3_BUCKET", "BACKUP_COPY1_DIR", "BACKUP_COPY2_DIR")
 # Single sign-on (accounts.oidc), when switched on: the Keycloak client secret.
 if os.environ.get("KREO_OIDC_ISSUER", "").strip():
     REQUIRED = (*REQUIRED, "KREO_OIDC_CLIENT_SECRET")

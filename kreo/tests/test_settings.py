@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import make_bucket
+
 ROOT = Path(__file__).resolve().parents[2]
 # Every variable production requires, as the CI placeholders .ci/run uses.
 PRODUCTION_ENV = dict(
@@ -61,8 +63,25 @@ def test_production_refuses_debug():
     assert "DJANGO_DEBUG" in done.stderr
 
 
-def test_production_passes_the_deploy_check_with_no_warning():
-    done = manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION_ENV)
+def deploy_s3(s3_client) -> dict:
+    """What `check --deploy` needs to read the backup bucket's region: the CI
+    bucket, on the run's S3 server, in eu-west-2."""
+    make_bucket(s3_client, PRODUCTION_ENV["BACKUP_S3_BUCKET"])
+    return {
+        "BACKUP_S3_ENDPOINT_URL": os.environ["KREO_TEST_S3_ENDPOINT"],
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's test credentials
+    }
+
+
+def test_production_passes_the_deploy_check_with_no_warning(s3_client):
+    done = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={**PRODUCTION_ENV, **deploy_s3(s3_client)},
+    )
     assert done.returncode == 0, done.stderr
     assert "no issues" in done.stdout
 

@@ -22,7 +22,7 @@ from accounts.tests.factories import UserFactory
 from audit.models import AuditEvent
 from backups import services as backup_services
 from conftest import S3_ENDPOINT
-from kreo.tests.test_settings import PRODUCTION_ENV, manage
+from kreo.tests.test_settings import PRODUCTION_ENV, deploy_s3, manage
 from projects import keys, services
 from projects.ledger import S3Ledger
 from projects.models import ErasureCertificate, Project, ProjectFile, ProjectKey
@@ -322,14 +322,18 @@ def test_the_ledger_import_command_moves_a_folder_once(ledger_bucket, settings):
     assert keys.ledger_entries() == []
 
 
-def test_production_takes_the_bucket_in_place_of_the_folder():
+def test_production_takes_the_bucket_in_place_of_the_folder(s3_client):
     """Production refuses to start with neither ledger, starts with the bucket
     alone, and its deploy check refuses a bucket shared with the archives."""
     without = {k: v for k, v in PRODUCTION_ENV.items() if k != "KREO_KEY_LEDGER_DIR"}
     refused = manage("check", env=without)
     assert refused.returncode == 1
     assert "KREO_KEY_LEDGER_DIR" in refused.stderr
-    bucket = {**without, "KREO_KEY_LEDGER_S3_BUCKET": "kreo-key-ledger"}
+    bucket = {
+        **without,
+        **deploy_s3(s3_client),
+        "KREO_KEY_LEDGER_S3_BUCKET": "kreo-key-ledger",
+    }
     done = manage("check", "--deploy", "--fail-level", "WARNING", env=bucket)
     assert done.returncode == 0, done.stderr
     archive = PRODUCTION_ENV["AUDIT_ARCHIVE_S3_BUCKET"]

@@ -23,4 +23,6 @@ class Command(BaseCommand):
         self.stdout.write(
             style(f"backup set {backup_set.pk} {backup_set.state}: {states}")
         )
+        if backup_set.state == SetState.INCOMPLETE:
+            self.stdout.write(style(backup_set.error))
         self.stdout.write(str(backup_set.pk))

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from backups import selectors, services
-from backups.models import BackupSet
+from backups.models import BackupSet, SetState
 
 NO_SET = "No backup set {id}."
 NO_SETS = "There is no backup set to verify."
@@ -34,6 +34,10 @@ class Command(BaseCommand):
                 self.stdout.write(self.style.SUCCESS(line + "ok"))
             else:
                 self.stdout.write(self.style.ERROR(line + result["error"]))
+            if result.get("warning"):
+                self.stdout.write(self.style.WARNING(line + result["warning"]))
+        if backup_set.state == SetState.INCOMPLETE:
+            self.stdout.write(self.style.WARNING(backup_set.error))
         bad = [r for r in results if not r["ok"]]
         if bad or not results:
             raise CommandError(

@@ -1,0 +1,56 @@
+"""`check --deploy` on production settings with the CI placeholders, against
+a real S3 server (moto) holding the CI backup bucket in eu-west-2: the deploy
+check reads the backup bucket's region, and refuses one it cannot read."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import boto3  # noqa: E402
+import services  # noqa: E402
+
+
+def main() -> int:
+    env = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".ci" / "production.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    moto, url = services.start_moto()
+    try:
+        credentials = {"AWS_ACCESS_KEY_ID": "ci", "AWS_SECRET_ACCESS_KEY": "ci"}
+        boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name="eu-west-2",
+            aws_access_key_id="ci",
+            aws_secret_access_key="ci",  # noqa: S106 - moto accepts any
+        ).create_bucket(
+            Bucket=env["BACKUP_S3_BUCKET"],
+            CreateBucketConfiguration={"LocationConstraint": "eu-west-2"},
+        )
+        done = subprocess.run(
+            [
+                sys.executable,
+                "manage.py",
+                "check",
+                "--deploy",
+                "--fail-level",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env, **credentials, "BACKUP_S3_ENDPOINT_URL": url},
+            check=False,
+        )
+        return done.returncode
+    finally:
+        moto.terminate()
+        moto.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

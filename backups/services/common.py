@@ -1,0 +1,65 @@
+"""What the backup services share: progress reports, copy folders, the lock."""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+
+from backups.manifest import MANIFEST, set_folder
+
+__all__ = ["MANIFEST", "set_folder"]
+
+Progress = Callable[[str], None] | None
+
+BUSY = "Another backup is running; try again when it has finished."
+ARTIFACT_MISMATCH = "{name}: SHA-256 or size differs from the manifest."
+
+DB_ARTIFACT = {"postgresql": "db.pgdump.enc", "sqlite": "db.sqlite3.enc"}
+FILES_1 = "files.tar.enc"
+DATA_2 = "data.jsonl.age"
+FILES_2 = "files.tar.age"
+REPORT_EVERY = 64 * 1024 * 1024
+
+
+def _say(progress: Progress, message: str) -> None:
+    if progress is not None:
+        progress(message)
+
+
+def _counted(chunks: Iterable[bytes], label: str, progress: Progress):
+    done, next_report = 0, REPORT_EVERY
+    for piece in chunks:
+        done += len(piece)
+        if done >= next_report:
+            _say(progress, f"  {label}: {done / 1048576:,.0f} MiB")
+            next_report += REPORT_EVERY
+        yield piece
+
+
+def _hashed(chunks: Iterable[bytes], digest) -> Iterator[bytes]:
+    for piece in chunks:
+        digest.update(piece)
+        yield piece
+
+
+def _partial(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".partial")
+
+
+@contextmanager
+def _exclusive():
+    root = Path(settings.BACKUP_COPY1_DIR)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(root / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RuntimeError(BUSY) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
