@@ -114,6 +114,22 @@ def backup_settings(settings, tmp_path):
 
 
 @pytest.fixture
+def offsite(settings, s3_client):
+    """An Object Lock bucket in eu-west-2 for backup copy 3: a set is good only
+    with its three copies (the 3-2-1 rule)."""
+    bucket = f"kreo-backups-{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(
+        Bucket=bucket,
+        CreateBucketConfiguration={"LocationConstraint": "eu-west-2"},
+        ObjectLockEnabledForBucket=True,
+    )
+    settings.BACKUP_S3_BUCKET = bucket
+    settings.BACKUP_S3_ENDPOINT_URL = S3_ENDPOINT
+    settings.BACKUP_S3_LOCK_DAYS = 1
+    return bucket
+
+
+@pytest.fixture
 def ledger_bucket(settings, s3_client):
     """An erasure ledger bucket of its own, with Object Lock, on the S3 server."""
     bucket = f"kreo-ledger-{uuid.uuid4().hex[:10]}"

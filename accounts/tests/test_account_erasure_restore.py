@@ -40,7 +40,7 @@ def ledger_kind(request, settings):
 
 
 @pytest.fixture
-def leaving(backup_settings, ledger_kind):
+def leaving(backup_settings, offsite, ledger_kind):
     """An owner with a project of their own (a file in it, a viewer) and one
     shared with another owner; a backup of all that."""
     owner = UserFactory(email="leaving@example.test")

@@ -21,21 +21,6 @@ def _every_backup_test_has_its_own_copies(backup_settings):
 
 
 @pytest.fixture
-def offsite(settings, s3_client):
-    """An Object Lock bucket in eu-west-2 for copy 3."""
-    bucket = f"kreo-backups-{uuid.uuid4().hex[:10]}"
-    s3_client.create_bucket(
-        Bucket=bucket,
-        CreateBucketConfiguration={"LocationConstraint": "eu-west-2"},
-        ObjectLockEnabledForBucket=True,
-    )
-    settings.BACKUP_S3_BUCKET = bucket
-    settings.BACKUP_S3_ENDPOINT_URL = S3_ENDPOINT
-    settings.BACKUP_S3_LOCK_DAYS = 1
-    return bucket
-
-
-@pytest.fixture
 def versioned_offsite(settings, s3_client):
     """A versioned bucket in eu-west-2 without Object Lock: any version of an
     object can be deleted, as a careless or hostile operator could."""

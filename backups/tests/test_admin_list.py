@@ -52,9 +52,11 @@ def test_list_says_why_a_set_failed(client, superuser, settings):
 
 
 def test_list_names_each_failed_copy_and_escapes_the_error(client, superuser):
-    """A partial set whose copy 3 failed names copy 3 and its error, cut short
+    """An incomplete set whose copy 3 failed names copy 3 and its error, cut short
     on the list (in full on hover), with markup in the error shown as text."""
-    item = BackupSet.objects.create(created_at=timezone.now(), state=SetState.PARTIAL)
+    item = BackupSet.objects.create(
+        created_at=timezone.now(), state=SetState.INCOMPLETE
+    )
     item.copies.create(number=1, state=CopyState.DONE)
     item.copies.create(number=2, state=CopyState.DONE)
     error = "S3 refused <script>alert(1)</script> the upload: " + "x" * 400
@@ -86,7 +88,9 @@ def test_set_page_labels_its_copies_in_plain_english(client, superuser):
 
 @pytest.mark.celery
 @pytest.mark.django_db(transaction=True)
-def test_back_up_now_names_the_task_it_queued_and_a_worker_takes_it(client, superuser):
+def test_back_up_now_names_the_task_it_queued_and_a_worker_takes_it(
+    client, superuser, offsite
+):
     """ "Back up now" answers with the task it queued (name and id) and who
     asked; a real worker then takes it and the new set, started by that user,
     is listed as good."""

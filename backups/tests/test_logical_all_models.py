@@ -58,7 +58,7 @@ def test_unknown_field_class_is_refused_by_the_row_factory():
 
 
 def test_logical_copy_round_trips_every_field_of_every_model(
-    transactional_db, other_engine
+    transactional_db, other_engine, offsite
 ):
     """A row with a non-default value in every field of every model (time zone,
     UUID, decimal, binary, JSON, big integers, date/time, file names, foreign
