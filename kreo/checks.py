@@ -16,6 +16,8 @@ SHARED_ATOMIC_BACKENDS = frozenset(
         "django_redis.cache.RedisCache",  # production: ratelimit
         "django.core.cache.backends.redis.RedisCache",  # production: default
         "kreo.cache.SharedCache",  # the embedded default (SQLite files)
+        "kreo.cache.RedisCounterCache",  # production: ratelimit, outages -> 503
+        "kreo.cache.RedisCache",  # production: default, outages -> 503
     }
 )
 NOT_SHARED = (
