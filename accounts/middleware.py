@@ -21,13 +21,9 @@ from kreo.views import error_response
 logger = logging.getLogger(__name__)
 
 SIGN_IN_UNAVAILABLE = (
-    "Sign-in is temporarily unavailable. Nothing was changed; "
-    "please try again in a minute."
+    "Sign-in is temporarily unavailable. Please try again in a minute."
 )
-ACTION_UNAVAILABLE = (
-    "This is temporarily unavailable. Nothing was changed; "
-    "please try again in a minute."
-)
+ACTION_UNAVAILABLE = "This is temporarily unavailable. Please try again in a minute."
 SESSION_ENDED = "Your session ended. Please sign in again."
 TWO_FACTOR_NEEDED = "Your account needs two-factor authentication: set it up first."
 
@@ -75,11 +71,13 @@ class DependencyOutageMiddleware:
     ``var/cache`` on the embedded default). Without them they fail closed:
     ``kreo.cache`` raises ``CacheUnavailable`` and this hook answers 503 with
     ``Retry-After``, a page in the site's layout or JSON for API clients.
-    A task that cannot be queued after commit (the broker is the same Redis)
-    answers the same way rather than claim a mail is on its way. Each refused
-    POST (an attempt: sign-in, code, sign-up, reset) is audited; the database
-    is up. Views that need neither keep working, and the next request tries
-    again, so service returns by itself with the cache.
+    A task that cannot be queued (the broker is the same Redis) answers the
+    same way, except account mail, which is logged and audited instead
+    (``accounts.services._mail_task_send``: answering differently for a real
+    account would tell who has one). Each refused POST (an attempt: sign-in,
+    code, sign-up, reset) is audited; the database is up. Views that need
+    neither keep working, and the next request tries again, so service
+    returns by itself with the cache.
     """
 
     def __init__(self, get_response):

@@ -14,6 +14,7 @@ import pytest
 from django.urls import reverse
 
 from accounts.middleware import SIGN_IN_UNAVAILABLE
+from accounts.tests.conftest import GOOD_TOKEN as GOOD
 from accounts.tests.factories import PASSWORD, UserFactory
 from audit.models import AuditEvent
 from projects.models import Role
@@ -191,3 +192,45 @@ def test_a_locked_embedded_cache_fails_fast(client, settings, tmp_path):
         reverse("accounts:login"), {"username": user.email, "password": PASSWORD}
     )
     assert again.status_code == 302
+
+
+@pytest.fixture
+def broker_down():
+    """Point the Celery app at a Redis broker that does not answer."""
+    from kreo.celery import app
+
+    working = app.conf.broker_url
+
+    def reconnect(url: str) -> None:
+        app.conf.broker_url = url
+        # Celery keeps its connection and producer pools (it drops them the
+        # same way after a fork).
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    reconnect(f"redis://127.0.0.1:{_closed_port()}/0")
+    yield
+    reconnect(working)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_account_mail_with_the_broker_down_answers_as_usual(
+    client, broker_down, siteverify
+):
+    """Password reset with the task broker down (the cache up): a known address
+    answers exactly as an unknown one (no 500, no 503 that would tell which
+    addresses have accounts); the mail that could not be queued is an audit
+    event naming the account, for the operator."""
+    user = UserFactory()
+    url = reverse("accounts:password-reset")
+    # A real commit (transactional test): the mail is queued inside the request.
+    known = client.post(url, {"email": user.email, "g-recaptcha-response": GOOD})
+    unknown = client.post(
+        url, {"email": "nobody@example.com", "g-recaptcha-response": GOOD}
+    )
+    assert known.status_code == unknown.status_code == 302
+    assert known["Location"] == unknown["Location"]
+    event = AuditEvent.objects.get(event_type="auth.mail.unqueued")
+    assert event.target_id == str(user.pk)
+    assert event.error_code == "broker_unavailable"
+    assert event.outcome == "error"
