@@ -42,3 +42,31 @@ def shared_cache_check(app_configs=None, **kwargs):
                 )
             )
     return errors
+
+
+# Session engines that keep sessions in the cache: with Redis down every
+# signed-in user would be signed out (or get an error), where the database
+# engine keeps project pages working through a cache outage.
+CACHE_SESSION_ENGINES = frozenset(
+    {
+        "django.contrib.sessions.backends.cache",
+        "django.contrib.sessions.backends.cached_db",
+    }
+)
+SESSIONS_ON_CACHE = (
+    "Sessions are kept in the cache ({engine}): a Redis outage would end or "
+    "break every signed-in session, not only sign-in."
+)
+
+
+@register(Tags.caches)
+def session_engine_check(app_configs=None, **kwargs):
+    if settings.SESSION_ENGINE not in CACHE_SESSION_ENGINES:
+        return []
+    return [
+        Error(
+            SESSIONS_ON_CACHE.format(engine=settings.SESSION_ENGINE),
+            hint="Keep Django's default database session engine.",
+            id="kreo.E011",
+        )
+    ]

@@ -234,3 +234,14 @@ def test_account_mail_with_the_broker_down_answers_as_usual(
     assert event.target_id == str(user.pk)
     assert event.error_code == "broker_unavailable"
     assert event.outcome == "error"
+
+
+@pytest.mark.parametrize("engine", ["cache", "cached_db"])
+def test_sessions_on_the_cache_are_refused(settings, engine):
+    """The system check refuses a session engine on the cache: signed-in users
+    must keep working while Redis is down; the database engine passes."""
+    from kreo.checks import session_engine_check
+
+    assert session_engine_check() == []
+    settings.SESSION_ENGINE = f"django.contrib.sessions.backends.{engine}"
+    assert [e.id for e in session_engine_check()] == ["kreo.E011"]
