@@ -28,7 +28,8 @@ atomic across processes, and reads do not wait for writers. Two additions:
 
 Production's Redis backends (``RedisCache``, ``RedisCounterCache``) are the
 Django and django-redis ones with the same translation: a refused, reset or
-timed-out connection raises ``CacheUnavailable``. ``accounts.middleware.
+timed-out connection raises ``CacheUnavailable``; after a timeout the process
+does not ask a hung Redis again for ``HUNG_PAUSE_SECONDS``. ``accounts.middleware.
 CacheOutageMiddleware`` turns it into one 503 for every view that needs the
 counters; the next request tries the cache again, so service comes back by
 itself when the cache does.
@@ -211,12 +212,29 @@ GUARDED_METHODS = (
 )
 
 
+# After a call that timed out (a hung Redis, not a refused connection), the
+# process does not ask again for this long: each sign-in attempt would
+# otherwise hold a gunicorn worker for the whole timeout, and a burst of them
+# would leave none for the pages that do not need Redis.
+HUNG_PAUSE_SECONDS = 2.0
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, redis.exceptions.TimeoutError) or isinstance(
+        exc.__cause__, redis.exceptions.TimeoutError
+    )
+
+
 def _translated(method):
     @functools.wraps(method)
     def guarded(self, *args, **kwargs):
+        if time.monotonic() < getattr(self, "_kreo_paused_until", 0.0):
+            raise CacheUnavailable("redis: timed out just now; not asked again yet")
         try:
             return method(self, *args, **kwargs)
         except REDIS_OUTAGE as exc:
+            if _timed_out(exc):
+                self._kreo_paused_until = time.monotonic() + HUNG_PAUSE_SECONDS
             raise CacheUnavailable(f"redis: {exc}") from exc
 
     return guarded
