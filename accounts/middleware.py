@@ -97,7 +97,21 @@ class DependencyOutageMiddleware:
         sign_in = match is not None and match.app_name == "accounts"
         message = SIGN_IN_UNAVAILABLE if sign_in else ACTION_UNAVAILABLE
         if request.method == "POST":
-            tried = request.POST.get("username") or request.POST.get("email") or ""
+            self._audit(request, dependency, message, sign_in)
+        wait = settings.KREO_OUTAGE_RETRY_AFTER
+        accept = request.headers.get("Accept", "")
+        if request.path.startswith("/api/") or "application/json" in accept:
+            body = {"detail": message, "retry_after": wait}
+            response = JsonResponse(body, status=503)
+        else:
+            response = error_response(request, 503, message)
+        response["Retry-After"] = str(wait)
+        return response
+
+    @staticmethod
+    def _audit(request: HttpRequest, dependency: str, message: str, sign_in: bool):
+        tried = request.POST.get("username") or request.POST.get("email") or ""
+        try:
             audit_record(
                 event_type="auth.unavailable" if sign_in else "system.unavailable",
                 request=request,
@@ -108,12 +122,7 @@ class DependencyOutageMiddleware:
                 error_description=message,
                 details={"dependency": dependency, "path": request.path},
             )
-        wait = settings.KREO_OUTAGE_RETRY_AFTER
-        accept = request.headers.get("Accept", "")
-        if request.path.startswith("/api/") or "application/json" in accept:
-            body = {"detail": message, "retry_after": wait}
-            response = JsonResponse(body, status=503)
-        else:
-            response = error_response(request, 503, message)
-        response["Retry-After"] = str(wait)
-        return response
+        except Exception:
+            # The database is down as well: still a 503, not a 500; the
+            # request's own event goes the audit middleware's way.
+            logger.exception("audit: could not record the refusal of %s", request.path)
