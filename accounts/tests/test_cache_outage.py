@@ -245,3 +245,40 @@ def test_sessions_on_the_cache_are_refused(settings, engine):
     assert session_engine_check() == []
     settings.SESSION_ENGINE = f"django.contrib.sessions.backends.{engine}"
     assert [e.id for e in session_engine_check()] == ["kreo.E011"]
+
+
+@pytest.fixture
+def read_only_cache(settings, tmp_path):
+    """The embedded default's cache folder made unwritable (immutable, so even
+    root cannot write it: the tests run as root)."""
+    import shutil
+    import subprocess
+
+    from kreo.cache import SharedCache
+
+    folder = tmp_path / "ratelimit"
+    SharedCache(str(folder), {}).close()
+    paths = [str(folder), *(str(p) for p in folder.rglob("*"))]
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", *paths]).returncode:  # noqa: S603
+        pytest.skip("chattr +i is not available here")
+    settings.CACHES = {
+        **settings.CACHES,
+        "ratelimit": {"BACKEND": "kreo.cache.SharedCache", "LOCATION": str(folder)},
+    }
+    yield folder
+    subprocess.run([chattr, "-i", *paths], check=True)  # noqa: S603
+
+
+def test_an_unwritable_cache_folder_answers_503(client, read_only_cache):
+    """var/cache that cannot be written: the sign-in page and an attempt answer
+    503 with the message at once (not a 500, not a hang)."""
+    started = time.monotonic()
+    page = client.get(reverse("accounts:login"))
+    attempt = client.post(
+        reverse("accounts:login"), {"username": "a@example.com", "password": "x"}
+    )
+    _refused(page)
+    _refused(attempt)
+    assert SIGN_IN_UNAVAILABLE.split(".")[0] in attempt.content.decode()
+    assert time.monotonic() - started < 5
