@@ -1,4 +1,10 @@
-"""Rate limits (django-ratelimit on the shared cache) and failure counters."""
+"""Rate limits (django-ratelimit on the shared cache) and failure counters.
+
+They fail closed: when the cache does not answer, every function here raises
+``kreo.cache.CacheUnavailable`` (the cache backend's own translation, nothing
+caught here), and ``accounts.middleware.DependencyOutageMiddleware`` answers
+503. Nothing counts as "no failures yet" for want of a cache.
+"""
 
 import hashlib
 

@@ -3,6 +3,7 @@
 Every account event is recorded through ``audit.services.audit_record``.
 """
 
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -24,12 +25,15 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django_otp import login as otp_login
 from django_otp.plugins.otp_static.models import StaticDevice
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from accounts import api_tokens, emails, limits, tokens
 from accounts.models import SessionRecord, User
 from audit.models import Outcome
 from audit.services import audit_record
 from kreo.net import client_ip
+
+logger = logging.getLogger(__name__)
 
 LOGIN_INVALID = "The email address or password is not correct."
 VERIFY_INVALID = "This link is not valid, or it has already been used."
@@ -97,12 +101,39 @@ def _mail_queue(request: HttpRequest, task, user: User) -> None:
     """
     transaction.on_commit(
         partial(
-            task.delay,
+            _mail_task_send,
+            request,
+            task,
             user_id=user.pk,
             protocol=request.scheme,
             domain=request.get_host(),
         )
     )
+
+
+def _mail_task_send(request: HttpRequest, task, *, user_id, **kwargs) -> None:
+    """Queue the mail task; with the broker down, log and audit, do not fail.
+
+    The pages after sign-up, reset and resend answer the same whether the
+    address has an account (no enumeration), so a failure to queue for a real
+    account must not answer differently: the page says what it always says,
+    and the mail that did not leave is an error in the log and the audit
+    trail. The person can ask again (resend, reset) once the broker is back.
+    """
+    try:
+        task.delay(user_id=user_id, **kwargs)
+    except BrokerUnavailable as exc:
+        logger.error("mail task %s for user %s not queued: %s", task.name, user_id, exc)
+        audit_record(
+            event_type="auth.mail.unqueued",
+            request=request,
+            outcome=Outcome.ERROR,
+            target_type="accounts.user",
+            target_id=str(user_id),
+            error_code="broker_unavailable",
+            error_description=str(exc)[:200],
+            details={"task": task.name},
+        )
 
 
 def _site_link(protocol: str, domain: str, name: str, **kwargs) -> str:

@@ -25,6 +25,8 @@ SHARED_ATOMIC_BACKENDS = frozenset(
         "django_redis.cache.RedisCache",  # production: ratelimit
         "django.core.cache.backends.redis.RedisCache",  # production: default
         "kreo.cache.SharedCache",  # the embedded default (SQLite files)
+        "kreo.cache.RedisCounterCache",  # production: ratelimit, outages -> 503
+        "kreo.cache.RedisCache",  # production: default, outages -> 503
     }
 )
 NOT_SHARED = (
@@ -60,4 +62,32 @@ def key_format_check(app_configs=None, **kwargs):
     return [
         Error(message, hint="See .env.example.", id=keyformats.IDS[variable])
         for variable, message in keyformats.problems(values)
+    ]
+
+
+# Session engines that keep sessions in the cache: with Redis down every
+# signed-in user would be signed out (or get an error), where the database
+# engine keeps project pages working through a cache outage.
+CACHE_SESSION_ENGINES = frozenset(
+    {
+        "django.contrib.sessions.backends.cache",
+        "django.contrib.sessions.backends.cached_db",
+    }
+)
+SESSIONS_ON_CACHE = (
+    "Sessions are kept in the cache ({engine}): a Redis outage would end or "
+    "break every signed-in session, not only sign-in."
+)
+
+
+@register(Tags.caches)
+def session_engine_check(app_configs=None, **kwargs):
+    if settings.SESSION_ENGINE not in CACHE_SESSION_ENGINES:
+        return []
+    return [
+        Error(
+            SESSIONS_ON_CACHE.format(engine=settings.SESSION_ENGINE),
+            hint="Keep Django's default database session engine.",
+            id="kreo.E011",
+        )
     ]

@@ -81,6 +81,7 @@ MIDDLEWARE = [
     "kreo.outage.OutageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "accounts.middleware.SessionControlMiddleware",
+    "accounts.middleware.DependencyOutageMiddleware",  # cache/broker down: 503
     "accounts.oidc.middleware.SessionRefresh",  # SSO roles re-read from the IdP
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -160,21 +161,38 @@ CSRF_COOKIE_SAMESITE = "Lax"
 # CAPTCHA-needed state and single-use markers hold whichever process answers.
 REDIS_URL = env.str("REDIS_URL", default="")
 SILENCED_SYSTEM_CHECKS = []
+# Cache outages (README, Outages): how long a cache call may wait before the
+# request fails closed with 503 (Retry-After: KREO_OUTAGE_RETRY_AFTER_SECONDS).
+KREO_CACHE_TIMEOUT = env.float("KREO_CACHE_TIMEOUT_SECONDS", default=1.0)
 if REDIS_URL:
+    # kreo.cache's subclasses of Django's and django-redis's backends: an
+    # outage raises CacheUnavailable (a 503, accounts.middleware), and no
+    # call waits longer than KREO_CACHE_TIMEOUT_SECONDS for a hung Redis.
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "kreo.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("KREO_CACHE_PREFIX", default="kreo"),
+            "OPTIONS": {
+                "socket_connect_timeout": KREO_CACHE_TIMEOUT,
+                "socket_timeout": KREO_CACHE_TIMEOUT,
+            },
         }
     }
     # Rate limits and login-failure counters: django-redis, the backend that
     # django-ratelimit supports (atomic increments on the shared Redis).
     CACHES["ratelimit"] = {
-        "BACKEND": "django_redis.cache.RedisCache",
+        "BACKEND": "kreo.cache.RedisCounterCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env.str("KREO_CACHE_PREFIX", default="kreo") + "-rl",
+        "OPTIONS": {
+            "SOCKET_CONNECT_TIMEOUT": KREO_CACHE_TIMEOUT,
+            "SOCKET_TIMEOUT": KREO_CACHE_TIMEOUT,
+        },
     }
+    # django-ratelimit's W001 knows django_redis.cache.RedisCache by name;
+    # RedisCounterCache is that class, with outages translated (kreo/cache.py).
+    SILENCED_SYSTEM_CHECKS.append("django_ratelimit.W001")
 else:
     # diskcache's DjangoCache (kreo/cache.py): every write in a BEGIN IMMEDIATE
     # SQLite transaction. bench/bench_cache.py measures it against Django's
@@ -183,11 +201,13 @@ else:
         "default": {
             "BACKEND": "kreo.cache.SharedCache",
             "LOCATION": str(VAR_DIR / "cache" / "default"),
+            "FAIL_AFTER": KREO_CACHE_TIMEOUT,
             "KEY_PREFIX": env.str("KREO_CACHE_PREFIX", default="kreo"),
         },
         "ratelimit": {
             "BACKEND": "kreo.cache.SharedCache",
             "LOCATION": str(VAR_DIR / "cache" / "ratelimit"),
+            "FAIL_AFTER": KREO_CACHE_TIMEOUT,
             "KEY_PREFIX": env.str("KREO_CACHE_PREFIX", default="kreo") + "-rl",
         },
     }
