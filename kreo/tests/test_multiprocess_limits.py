@@ -261,3 +261,53 @@ def test_login_rate_limit_per_ip_holds_across_workers(seeded, start_site):
     assert again.status_code == 429
     workers += [refused.worker, again.worker]
     assert len(set(workers)) >= 2, f"one worker answered everything: {workers}"
+
+
+def _altcha_payload(site: Site) -> str:
+    """A challenge from the site, solved as the widget would (altcha's solver)."""
+    import base64
+    import json
+
+    import altcha
+
+    data = site.request("GET", "/accounts/captcha/challenge/").json()
+    solution = altcha.solve_challenge(altcha.Challenge.from_dict(data), timeout=30)
+    assert solution is not None
+    return base64.b64encode(
+        json.dumps({"challenge": data, "solution": solution.to_dict()}).encode()
+    ).decode()
+
+
+def test_a_solved_captcha_is_spent_for_every_worker(seeded, start_site):
+    """A solved ALTCHA signs up once; the same payload sent again is refused
+    with 400 whichever worker answers (the spent record is shared)."""
+    site = start_site(KREO_ALTCHA_COST="1", KREO_ALTCHA_ATTEMPTS="20")
+    site.request("GET", "/accounts/signup/")
+    solved = _altcha_payload(site)
+
+    def signup(email: str) -> requests.Response:
+        password = "correct horse battery staple 42"  # nosec B105 - test input
+        return site.request(
+            "POST",
+            "/accounts/signup/",
+            data={
+                "email": email,
+                "password1": password,
+                "password2": password,
+                "captcha": solved,
+                "csrfmiddlewaretoken": site.session.cookies["csrftoken"],
+            },
+        )
+
+    first = signup("first@example.test")
+    assert first.status_code == 302, first.text[:500]
+    replays = []
+    for n in range(12):
+        again = signup(f"replay-{n}@example.test")
+        assert again.status_code == 400, f"replay {n} answered {again.status_code}"
+        replays.append(again.worker)
+        if again.worker != first.worker:
+            break
+    assert any(worker != first.worker for worker in replays), (
+        f"every replay reached the first worker {first.worker}: {replays}"
+    )
