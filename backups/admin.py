@@ -24,23 +24,17 @@ VERIFY_FAILED = "Set {id}: {count} faulty artifact(s): {names}."
 NOT_ALLOWED = "Only superusers may start backups or verify them."
 FAILURE_CHARS = 160  # the list shows the start of an error; hover for more
 
-COLOURS = {
-    "good": "#1a7f37",
-    "done": "#1a7f37",
-    "incomplete": "#9a6700",  # amber: 3-2-1 not met, counts as no good backup
-    "skipped": "#6e7781",
-    "running": "#0969da",
-    "pending": "#0969da",
-    "failed": "#cf222e",
-    "pruned": "#6e7781",
-    "locked": "#6e7781",
-}
+# Colours live in static/css/admin-backups.css (the CSP allows no inline
+# style attribute): one class per state, amber for an incomplete set.
+STATES = frozenset(
+    {"good", "done", "incomplete", "skipped", "running", "pending", "failed"}
+    | {"pruned", "locked"}
+)
 
 
 def _badge(state: str):
-    return format_html(
-        '<strong style="color:{}">{}</strong>', COLOURS.get(state, "#000"), state
-    )
+    known = state if state in STATES else "unknown"
+    return format_html('<strong class="state state-{}">{}</strong>', known, state)
 
 
 class ReadOnly:
@@ -64,6 +58,9 @@ class BackupCopyInline(ReadOnly, admin.TabularInline):
 
 @admin.register(BackupSet)
 class BackupSetAdmin(ReadOnly, admin.ModelAdmin):
+    class Media:
+        css = {"all": ("css/admin-backups.css",)}
+
     list_display = [
         "id",
         "created_at",
@@ -210,6 +207,9 @@ class BackupSetAdmin(ReadOnly, admin.ModelAdmin):
 
 @admin.register(RestoreDrill)
 class RestoreDrillAdmin(ReadOnly, admin.ModelAdmin):
+    class Media:
+        css = {"all": ("css/admin-backups.css",)}
+
     list_display = ["id", "backup_set", "started_at", "result", "copy_number"]
     readonly_fields = [
         "backup_set",

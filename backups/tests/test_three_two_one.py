@@ -77,7 +77,8 @@ def test_no_bucket_set_is_incomplete_and_the_admin_says_why(client, seeded, sett
     page = client.get(reverse("admin:backups_backupset_changelist")).content.decode()
     assert 'data-backup-age="none"' in page
     assert 'data-backup-offsite="none"' in page and "BACKUP_S3_BUCKET" in page
-    assert '<strong style="color:#9a6700">incomplete</strong>' in page
+    assert '<strong class="state state-incomplete">incomplete</strong>' in page
+    assert "css/admin-backups.css" in page  # amber: .state-incomplete
 
 
 def test_backup_refuses_a_bucket_in_another_region(seeded, settings, s3_client):
