@@ -103,6 +103,12 @@ class PlainDataDisk(Disk):
         return _plain_load(bytes(value) if isinstance(value, sqlite3.Binary) else value)
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLite's "database is locked" / "busy": another process holds the file."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
 class SharedCache(DjangoCache):
     """Django cache backend for the embedded default (see the module docstring).
 
@@ -136,7 +142,12 @@ class SharedCache(DjangoCache):
         while True:
             try:
                 return operation(*args, retry=False)
-            except Timeout:
+            except (Timeout, sqlite3.OperationalError) as exc:
+                # A busy file (another process's write) is waited for, as
+                # diskcache's Timeout is; any other SQLite error is an outage.
+                busy = isinstance(exc, Timeout) or _busy(exc)
+                if not busy:
+                    raise CacheUnavailable(f"cache {self.directory}: {exc}") from exc
                 if time.monotonic() >= deadline:
                     raise CacheUnavailable(
                         f"cache {self.directory} not writable within "

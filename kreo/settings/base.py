@@ -120,6 +120,14 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env.int("KREO_DB_CONNECT_TIMEOUT_SECONDS", default=5)
     )
+elif DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The embedded default's web workers, Celery worker and beat write one
+    # file; a writer waits for the lock (a backup's snapshot holds a read
+    # lock while it copies) up to this long instead of Django's 5 s, which a
+    # loaded machine exceeded (beat's sync failed with "database is locked").
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "timeout", env.int("KREO_SQLITE_BUSY_SECONDS", default=20)
+    )
 # Seconds a client is told to wait (Retry-After) while the database is out.
 KREO_OUTAGE_RETRY_AFTER_SECONDS = env.int("KREO_OUTAGE_RETRY_AFTER_SECONDS", default=30)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
