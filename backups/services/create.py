@@ -68,6 +68,9 @@ def _fail_dead(backup_set: BackupSet, error: str, error_code: str) -> None:
     3 is marked ``locked`` with its retention date and the retention job
     deletes them once they expire. The set stays ``failed``: never good.
     """
+    for n in (1, 2):  # files first: a set seen failed has none left
+        shutil.rmtree(set_folder(n, backup_set.pk), ignore_errors=True)
+        shutil.rmtree(_partial(set_folder(n, backup_set.pk)), ignore_errors=True)
     backup_set.state = SetState.FAILED
     backup_set.error = error[:4000]
     backup_set.finished_at = timezone.now()
@@ -75,9 +78,6 @@ def _fail_dead(backup_set: BackupSet, error: str, error_code: str) -> None:
     backup_set.copies.filter(state=CopyState.PENDING).update(
         state=CopyState.FAILED, error=error[:4000]
     )
-    for n in (1, 2):
-        shutil.rmtree(set_folder(n, backup_set.pk), ignore_errors=True)
-        shutil.rmtree(_partial(set_folder(n, backup_set.pk)), ignore_errors=True)
     offsite_note = ""
     if settings.BACKUP_S3_BUCKET:
         try:

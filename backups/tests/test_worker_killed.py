@@ -179,17 +179,24 @@ def test_sweep_leaves_a_live_backup_alone(seeded, settings):
     assert running.state == SetState.FAILED
 
 
-def test_sweep_deletes_unlocked_offsite_objects_and_reports_locked_ones(
+def test_sweep_removes_a_dead_sets_files_and_reports_locked_offsite_objects(
     seeded, offsite, settings, s3_client
 ):
-    """A dead set's copy-3 objects: those without retention are deleted;
-    those under Object Lock cannot be, so copy 3 is marked locked with its
-    date, the audit event says so, and the set is failed, never good."""
+    """A dead set's partial copy 1 and written copy 2 folders are removed;
+    of its copy-3 objects those without retention are deleted, those under
+    Object Lock cannot be, so copy 3 is marked locked with its date and the
+    audit event says so; the set is failed, never good."""
     settings.KREO_TASK_STALE_SECONDS = 1
     old = timezone.now() - timedelta(minutes=5)
     dead = BackupSet.objects.create(created_at=old, heartbeat_at=old)
     for n in (1, 2, 3):
         BackupCopy.objects.create(backup_set=dead, number=n)
+    half = services.set_folder(1, dead.pk)
+    half = half.with_name(half.name + ".partial")
+    whole = services.set_folder(2, dead.pk)
+    for folder in (half, whole):
+        folder.mkdir(parents=True)
+        (folder / "part").write_bytes(b"half")
     prefix = offsite_store.prefix_for(dead.pk)
     s3_client.put_object(Bucket=settings.BACKUP_S3_BUCKET, Key=prefix + "a", Body=b"x")
     s3_client.put_object(
@@ -204,6 +211,7 @@ def test_sweep_deletes_unlocked_offsite_objects_and_reports_locked_ones(
 
     dead.refresh_from_db()
     assert dead.state == SetState.FAILED
+    assert not half.exists() and not whole.exists()
     listing = s3_client.list_object_versions(
         Bucket=settings.BACKUP_S3_BUCKET, Prefix=prefix
     )
