@@ -559,6 +559,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 KREO_TASK_HEARTBEAT_SECONDS = env.int("KREO_TASK_HEARTBEAT_SECONDS", default=30)
 KREO_TASK_STALE_SECONDS = env.int("KREO_TASK_STALE_SECONDS", default=180)
 KREO_TASK_SWEEP_SECONDS = env.int("KREO_TASK_SWEEP_SECONDS", default=60)
+if KREO_TASK_STALE_SECONDS < 2 * KREO_TASK_HEARTBEAT_SECONDS:
+    # A live backup whose heartbeat is one beat late would then look dead
+    # (the lock still protects it, but the window would mean nothing).
+    raise ImproperlyConfigured(
+        "KREO_TASK_STALE_SECONDS must be at least twice KREO_TASK_HEARTBEAT_SECONDS."
+    )
 KREO_HEARTBEAT_SECONDS = env.int("KREO_HEARTBEAT_SECONDS", default=60)
 
 # Mail: an SMTP relay when EMAIL_HOST is set; otherwise each message is
