@@ -95,10 +95,14 @@ def test_backup_worker_killed_mid_run_is_failed_cleaned_and_retried(
     assert killed.state == SetState.RUNNING
     assert list(settings.BACKUP_COPY1_DIR.glob("*.partial"))
 
+    # On Redis the killed task's message is unacknowledged (acks_late): with a
+    # short visibility timeout the new worker gets it again, and must not take
+    # a second set for it.
     fresh = WorkerProcess(
         tmp_path / "worker-2.log",
         KREO_TASK_HEARTBEAT_SECONDS="1",
         KREO_TASK_STALE_SECONDS=str(STALE),
+        KREO_TASK_VISIBILITY_SECONDS="5",
     )
     try:
 
@@ -124,6 +128,13 @@ def test_backup_worker_killed_mid_run_is_failed_cleaned_and_retried(
             list(BackupSet.objects.values("pk", "state", "error")),
             fresh.output(),
         )
+        if settings.REDIS_URL:  # kombu restores unacked messages every 10 s
+            assert _wait(
+                lambda: "delivered again" in fresh.output(),
+                40,
+                0.5,
+                check=_no_good_set_lacks_a_copy,
+            ), fresh.output()
     finally:
         fresh.stop()
 
