@@ -9,7 +9,11 @@ the object and the seal at the cut.
 
 States (``AuditArchive.state``): pending -> uploaded -> verified -> purged.
 Every step is idempotent and a run starts by finishing unfinished archives,
-so a failure anywhere loses nothing and the next run resumes.
+so a failure anywhere loses nothing and the next run resumes: a worker killed
+mid-upload leaves the archive ``pending`` (no event is removed before its
+archive is read back and verified), and the next run aborts the dead
+multipart upload and uploads it again. One run at a time (``kreo.worker``
+lock; an advisory lock on PostgreSQL), so a redelivered task waits its turn.
 """
 
 import gzip
@@ -21,6 +25,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.exceptions import InvalidTag
@@ -32,6 +37,7 @@ from django.utils import timezone
 from audit import chain, keys, serialise
 from audit.models import ArchiveState, AuditArchive, AuditEvent, AuditSeal
 from kreo import s3 as kreo_s3
+from kreo.worker import exclusive, stream_pause
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +46,7 @@ CHUNK = 1024 * 1024
 PART = 8 * 1024 * 1024
 LENGTH = struct.Struct(">I")
 NOT_CONFIGURED = "Audit archival needs AUDIT_ARCHIVE_S3_BUCKET in the environment."
+BUSY = "Another audit archive run is in progress; this one did nothing."
 PURGE_BATCH = 10_000
 
 
@@ -287,15 +294,28 @@ def plan(*, now=None) -> list[AuditArchive]:
     return created
 
 
+def _abort_dead_uploads(archive: AuditArchive, client) -> int:
+    """Abort multipart uploads of this archive left by a killed worker."""
+    listing = client.list_multipart_uploads(Bucket=archive.bucket, Prefix=archive.key)
+    dead = [u for u in listing.get("Uploads", []) if u["Key"] == archive.key]
+    for item in dead:
+        client.abort_multipart_upload(
+            Bucket=archive.bucket, Key=item["Key"], UploadId=item["UploadId"]
+        )
+    return len(dead)
+
+
 def upload(archive: AuditArchive, client) -> None:
     extra = {"ServerSideEncryption": "AES256", **_lock_params(client, archive.bucket)}
     events = AuditEvent.objects.filter(
         id__gte=archive.first_id, id__lte=archive.last_id
     ).order_by("id")
+    _abort_dead_uploads(archive, client)
     uploader = _Uploader(client, archive.bucket, archive.key, extra)
     try:
         encryptor = _Encryptor(uploader, archive.key)
         for row in serialise.iter_values(events, chunk_size=5000):
+            stream_pause()
             encryptor.write_line(serialise.jsonl_line(row))
         encryptor.close()
         uploader.close()
@@ -385,7 +405,14 @@ def run(*, now=None, client=None, progress=None) -> dict:
     """Finish unfinished archives, plan new ones, and carry each to purged."""
     if not settings.AUDIT_ARCHIVE_S3_BUCKET:
         raise ArchiveError(NOT_CONFIGURED)
-    client = client or s3_client()
+    with exclusive("audit-archive", Path(settings.VAR_DIR) / "locks") as got:
+        if not got:
+            logger.warning(BUSY)
+            return {"archives": 0, "events": 0, "purged": 0, "busy": True}
+        return _run(now=now, client=client or s3_client(), progress=progress)
+
+
+def _run(*, now, client, progress) -> dict:
     plan(now=now)
     summary = {"archives": 0, "events": 0, "purged": 0}
     todo = AuditArchive.objects.exclude(state=ArchiveState.PURGED).order_by("first_id")

@@ -10,13 +10,13 @@ from audit import services
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="audit.tasks.seal")
+@shared_task(name="audit.tasks.seal", acks_late=True, reject_on_worker_lost=True)
 def seal() -> int:
     """Fold recorded events into signed seals."""
     return services.audit_seal()
 
 
-@shared_task(name="audit.tasks.archive")
+@shared_task(name="audit.tasks.archive", acks_late=True, reject_on_worker_lost=True)
 def archive() -> dict | None:
     """Archive events past retention; an unconfigured bucket only warns."""
     if not settings.AUDIT_ARCHIVE_S3_BUCKET:
@@ -32,7 +32,7 @@ def review() -> int | None:
     return opened.pk if opened else None
 
 
-@shared_task(name="audit.tasks.spool_drain")
+@shared_task(name="audit.tasks.spool_drain", acks_late=True, reject_on_worker_lost=True)
 def spool_drain() -> int:
     """Write events spooled during a database outage to the trail.
 

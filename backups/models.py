@@ -31,8 +31,9 @@ class BackupSet(models.Model):
 
     A set is ``good`` only once all three copies are written and its manifest
     sealed; without copy 3 it is ``incomplete`` until the retry uploads it. A
-    set left ``running`` by a killed worker is failed and cleaned up by the
-    next run.
+    ``running`` set carries a heartbeat; one whose heartbeat is older than
+    ``KREO_TASK_STALE_SECONDS`` (its worker died) is failed, cleaned up and
+    retried by the minute sweep (``backups.tasks.backup_sweep``).
     """
 
     created_at = models.DateTimeField(db_index=True)
@@ -56,6 +57,11 @@ class BackupSet(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     verify_ok = models.BooleanField(null=True, blank=True)
     verify_report = models.JSONField(default=list, blank=True)
+    # Stamped every KREO_TASK_HEARTBEAT_SECONDS by the process writing the set.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The Celery task that took the set: a redelivered task finds it and does
+    # not take a second one.
+    task_id = models.CharField(max_length=64, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -1,36 +1,101 @@
-"""Scheduled backup jobs; the schedule itself is in kreo.celery.DEFAULT_SCHEDULE."""
+"""Scheduled backup jobs; the schedule itself is in kreo.celery.DEFAULT_SCHEDULE.
+
+The jobs that must not be lost are ``acks_late`` with
+``reject_on_worker_lost``: a worker killed mid-task does not acknowledge it,
+so the broker delivers it again. Each is safe to run twice: a backup task
+that finds the set it already took returns it, and one backup runs at a time
+(``backups.services.common._exclusive``).
+"""
+
+import logging
 
 from celery import shared_task
 
 from backups import services
-from backups.models import Trigger
+from backups.models import BackupSet, SetState, Trigger
+
+logger = logging.getLogger(__name__)
+
+MUST_NOT_BE_LOST = {"acks_late": True, "reject_on_worker_lost": True}
 
 
-@shared_task(name="backups.tasks.backup_scheduled")
-def backup_scheduled() -> int:
+def _take(task, *, trigger: str, actor=None) -> int:
+    """Take a set for this task once: a redelivered task returns the set it took.
+
+    If that set failed (its worker died), a new one is taken only when no set
+    was started after it (the sweep's retry may already have taken one).
+    """
+    task_id = task.request.id or ""
+    if task_id:
+        earlier = BackupSet.objects.filter(task_id=task_id).order_by("-pk").first()
+        if earlier and (
+            earlier.state != SetState.FAILED
+            or BackupSet.objects.filter(pk__gt=earlier.pk).exists()
+        ):
+            logger.warning(
+                "backup task %s delivered again: set %s already taken (%s)",
+                task_id,
+                earlier.pk,
+                earlier.state,
+            )
+            return earlier.pk
+    return services.backup_create(actor=actor, trigger=trigger, task_id=task_id).pk
+
+
+@shared_task(name="backups.tasks.backup_scheduled", bind=True, **MUST_NOT_BE_LOST)
+def backup_scheduled(self) -> int:
     """Take the daily set; an S3 outage leaves it incomplete for the retry task."""
-    return services.backup_create(trigger=Trigger.SCHEDULE).pk
+    return _take(self, trigger=Trigger.SCHEDULE)
 
 
-@shared_task(name="backups.tasks.backup_offsite_retry")
+@shared_task(name="backups.tasks.backup_offsite_retry", **MUST_NOT_BE_LOST)
 def backup_offsite_retry() -> list[int]:
+    """Upload copy 3 of incomplete sets (again: uploads are checked by SHA-256)."""
     return [item.pk for item in services.backup_offsite_retry()]
 
 
-@shared_task(name="backups.tasks.backup_prune")
+@shared_task(name="backups.tasks.backup_prune", **MUST_NOT_BE_LOST)
 def backup_prune() -> list[int]:
     return services.backup_prune()
 
 
-@shared_task(name="backups.tasks.backup_drill")
+@shared_task(name="backups.tasks.backup_drill", **MUST_NOT_BE_LOST)
 def backup_drill() -> bool:
     return bool(services.backup_drill().ok)
 
 
-@shared_task(name="backups.tasks.backup_manual")
-def backup_manual(*, actor_id: int | None = None) -> int:
+@shared_task(name="backups.tasks.backup_manual", bind=True, **MUST_NOT_BE_LOST)
+def backup_manual(self, *, actor_id: int | None = None) -> int:
     """The admin's "back up now"."""
     from django.contrib.auth import get_user_model
 
     actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
-    return services.backup_create(actor=actor).pk
+    return _take(self, trigger=Trigger.MANUAL, actor=actor)
+
+
+@shared_task(name="backups.tasks.backup_retry", bind=True, **MUST_NOT_BE_LOST)
+def backup_retry(self, *, failed_id: int) -> int | None:
+    """A new set in place of ``failed_id``, whose worker died.
+
+    Skipped when a set was started after it (another retry, the daily run).
+    """
+    if (
+        BackupSet.objects.filter(pk__gt=failed_id)
+        .exclude(task_id=self.request.id or "-")
+        .exists()
+    ):
+        return None
+    failed = BackupSet.objects.filter(pk=failed_id).first()
+    trigger = failed.trigger if failed else Trigger.SCHEDULE
+    return _take(self, trigger=trigger, actor=failed.actor if failed else None)
+
+
+@shared_task(name="backups.tasks.backup_sweep")
+def backup_sweep() -> list[int]:
+    """Every minute: fail, clean and retry the sets whose worker died."""
+    dead = services.backup_sweep_stale()
+    for set_id in dead:
+        backup_retry.delay(failed_id=set_id)
+    if dead:
+        logger.warning("backup sets %s failed (worker stopped); retry queued", dead)
+    return dead

@@ -43,6 +43,7 @@ DEFAULT_SCHEDULE = {
         "backups.tasks.backup_offsite_retry",
         "BACKUP_OFFSITE_RETRY_SECONDS",
     ),
+    "backup stale sweep": ("backups.tasks.backup_sweep", "KREO_TASK_SWEEP_SECONDS"),
     "backup restore drill": ("backups.tasks.backup_drill", "BACKUP_DRILL_SECONDS"),
     "privacy purge": ("privacy.tasks.purge", "KREO_PURGE_INTERVAL_SECONDS"),
 }

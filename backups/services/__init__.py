@@ -3,7 +3,8 @@
 A set is long work across processes (pg_dump, S3), so a service here is not
 one transaction: each state change is saved as it happens, and a set becomes
 ``good`` only in its last step. A worker killed half-way leaves a ``running``
-set, which the next run marks failed and whose folders it removes.
+set, whose heartbeat stops: the minute sweep (or the next run) marks it
+failed, removes its files and queues a new set.
 
 The services live in one module each and are re-exported here, so callers
 keep ``from backups import services``.
@@ -27,10 +28,12 @@ from backups.services.create import (
     INTERRUPTED,
     NO_BUCKET,
     OFFSITE_FAILED,
+    WORKER_STOPPED,
     _write,
     backup_cleanup_interrupted,
     backup_create,
     backup_offsite_retry,
+    backup_sweep_stale,
 )
 from backups.services.drill import (
     DRILL_MAIL_SUBJECT,
@@ -65,6 +68,7 @@ __all__ = [
     "RESTORE_NEEDS_LEDGER",
     "RESTORE_WRONG_REGION",
     "OFFSITE_FAILED",
+    "WORKER_STOPPED",
     "Progress",
     "_write",
     "backup_age_hours",
@@ -75,6 +79,7 @@ __all__ = [
     "backup_offsite_retry",
     "backup_prune",
     "backup_restore",
+    "backup_sweep_stale",
     "backup_verify",
     "compare_with_manifest",
     "manifest_json",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from django.conf import settings
 
 from backups.manifest import MANIFEST, set_folder
+from kreo.worker import exclusive, stream_pause
 
 __all__ = ["MANIFEST", "set_folder"]
 
@@ -33,6 +33,7 @@ def _say(progress: Progress, message: str) -> None:
 def _counted(chunks: Iterable[bytes], label: str, progress: Progress):
     done, next_report = 0, REPORT_EVERY
     for piece in chunks:
+        stream_pause()
         done += len(piece)
         if done >= next_report:
             _say(progress, f"  {label}: {done / 1048576:,.0f} MiB")
@@ -52,14 +53,9 @@ def _partial(folder: Path) -> Path:
 
 @contextmanager
 def _exclusive():
-    root = Path(settings.BACKUP_COPY1_DIR)
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(root / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise RuntimeError(BUSY) from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    """One backup at a time: a file lock in copy 1's folder and, on PostgreSQL,
+    an advisory lock, so workers on other hosts sharing the database wait too."""
+    with exclusive("backup", Path(settings.BACKUP_COPY1_DIR)) as got:
+        if not got:
+            raise RuntimeError(BUSY)
+        yield

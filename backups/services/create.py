@@ -7,10 +7,12 @@ import os
 import shutil
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.models import Outcome
@@ -18,6 +20,7 @@ from audit.services import audit_record
 from backups import crypto, databases, filesets, logical, offsite
 from backups.models import BackupCopy, BackupSet, CopyState, SetState
 from backups.services.common import (
+    BUSY,
     DATA_2,
     DB_ARTIFACT,
     FILES_1,
@@ -31,6 +34,7 @@ from backups.services.common import (
     _say,
     set_folder,
 )
+from kreo.worker import Heartbeat
 
 INTERRUPTED = "Interrupted: the worker stopped before the set was complete."
 FILES_CHANGED = "The project files changed while the set was written; retry."
@@ -45,26 +49,107 @@ OFFSITE_FAILED = (
 )
 
 
+WORKER_STOPPED = (
+    "Failed: the worker running it stopped (no heartbeat for {seconds} s); "
+    "its partial files were removed and a new backup was queued."
+)
+OFFSITE_LEFT_LOCKED = (
+    "{count} object(s) of copy 3 already uploaded are under Object Lock until "
+    "{until}; they cannot be deleted before then and the daily retention job "
+    "removes them once they expire."
+)
+
+
+def _fail_dead(backup_set: BackupSet, error: str, error_code: str) -> None:
+    """Fail a set whose writer died; remove its partial copies and audit it.
+
+    Copies 1 and 2 (complete or ``.partial``) are removed. Objects of copy 3
+    already uploaded are deleted; those under Object Lock cannot be, so copy
+    3 is marked ``locked`` with its retention date and the retention job
+    deletes them once they expire. The set stays ``failed``: never good.
+    """
+    for n in (1, 2):  # files first: a set seen failed has none left
+        shutil.rmtree(set_folder(n, backup_set.pk), ignore_errors=True)
+        shutil.rmtree(_partial(set_folder(n, backup_set.pk)), ignore_errors=True)
+    backup_set.state = SetState.FAILED
+    backup_set.error = error[:4000]
+    backup_set.finished_at = timezone.now()
+    backup_set.save(update_fields=["state", "error", "finished_at"])
+    backup_set.copies.filter(state=CopyState.PENDING).update(
+        state=CopyState.FAILED, error=error[:4000]
+    )
+    offsite_note = ""
+    if settings.BACKUP_S3_BUCKET:
+        try:
+            left = offsite.written_versions(offsite.prefix_for(backup_set.pk))
+            gone = offsite.delete_prefix(backup_set.pk) if left else True
+        except offsite.OffsiteError as exc:
+            left, gone = {"?": ""}, False
+            offsite_note = f"copy 3 not cleaned (S3: {exc}); "
+        if not gone:
+            until = timezone.now() + timedelta(days=settings.BACKUP_S3_LOCK_DAYS)
+            offsite_note += OFFSITE_LEFT_LOCKED.format(
+                count=len(left), until=until.date().isoformat()
+            )
+            BackupCopy.objects.filter(backup_set=backup_set, number=3).update(
+                state=CopyState.LOCKED, locked_until=until, error=offsite_note[:4000]
+            )
+    audit_record(
+        event_type="backup.create",
+        target=backup_set,
+        outcome=Outcome.FAILURE,
+        error_code=error_code,
+        error_description=error,
+        details={"offsite": offsite_note} if offsite_note else None,
+    )
+
+
 def backup_cleanup_interrupted() -> list[int]:
-    """Fail sets left ``running`` by a killed worker and remove their folders.
+    """Fail sets left ``running`` by a killed worker and remove their files.
 
     Call only while holding the backup lock: no set can be running then.
     """
     stale = list(BackupSet.objects.filter(state=SetState.RUNNING))
     for backup_set in stale:
-        backup_set.state = SetState.FAILED
-        backup_set.error = INTERRUPTED
-        backup_set.finished_at = timezone.now()
-        backup_set.save(update_fields=["state", "error", "finished_at"])
-        backup_set.copies.filter(state=CopyState.PENDING).update(
-            state=CopyState.FAILED, error=INTERRUPTED
-        )
-        for copy in (1, 2):
-            shutil.rmtree(set_folder(copy, backup_set.pk), ignore_errors=True)
+        _fail_dead(backup_set, INTERRUPTED, "interrupted")
     for root in (settings.BACKUP_COPY1_DIR, settings.BACKUP_COPY2_DIR):
         for leftover in Path(root).glob("*.partial"):
             shutil.rmtree(leftover, ignore_errors=True)
     return [backup_set.pk for backup_set in stale]
+
+
+def backup_sweep_stale(*, now=None) -> list[int]:
+    """Fail and clean the running sets whose worker died; return their ids.
+
+    A set is dead when its heartbeat is older than ``KREO_TASK_STALE_SECONDS``
+    *and* the backup lock is free (a live writer holds it, so a slow or
+    briefly disconnected one is never failed). Busy lock: nothing to do now.
+    """
+    seconds = settings.KREO_TASK_STALE_SECONDS
+    cutoff = (now or timezone.now()) - timedelta(seconds=seconds)
+    candidates = BackupSet.objects.filter(state=SetState.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    )
+    if not candidates.exists():
+        return []
+    try:
+        with _exclusive():
+            dead = list(candidates)
+            for backup_set in dead:
+                _fail_dead(
+                    backup_set, WORKER_STOPPED.format(seconds=seconds), "worker_lost"
+                )
+            return [backup_set.pk for backup_set in dead]
+    except RuntimeError as exc:
+        if str(exc) == BUSY:
+            return []
+        raise
+
+
+def _beat(set_id: int) -> None:
+    BackupSet.objects.filter(pk=set_id, state=SetState.RUNNING).update(
+        heartbeat_at=timezone.now()
+    )
 
 
 def _write(
@@ -168,79 +253,92 @@ def _write_copies(backup_set: BackupSet, progress: Progress) -> dict:
     return manifest
 
 
-def backup_create(*, actor=None, trigger: str = "manual", progress: Progress = None):
+def backup_create(
+    *,
+    actor=None,
+    trigger: str = "manual",
+    progress: Progress = None,
+    task_id: str = "",
+):
     """Take a 3-2-1 set now; return it (``good``, ``incomplete`` or ``failed``).
 
     ``good`` needs all three copies: without copy 3 (S3 down, the bucket in
     another region, or no bucket configured) the set is ``incomplete`` and
     counts as no good backup until ``backup_offsite_retry`` uploads it.
+    While it runs, a thread stamps the set's heartbeat (``backup_sweep_stale``).
     """
     with _exclusive():
         cleaned = backup_cleanup_interrupted()
         if cleaned:
             _say(progress, f"cleaned up interrupted sets {cleaned}")
+        now = timezone.now()
         backup_set = BackupSet.objects.create(
-            created_at=timezone.now(),
+            created_at=now,
+            heartbeat_at=now,
             trigger=trigger,
             actor=actor,
             engine=connection.vendor,
+            task_id=task_id,
         )
-        copies = {
-            n: BackupCopy.objects.create(backup_set=backup_set, number=n)
-            for n in (1, 2, 3)
-        }
-        _say(progress, f"backup set {backup_set.pk} started")
-        try:
-            manifest = _write_copies(backup_set, progress)
-        except Exception as exc:
-            backup_set.state = SetState.FAILED
-            backup_set.error = str(exc)[:4000]
-            backup_set.finished_at = timezone.now()
-            backup_set.save()
-            BackupCopy.objects.filter(backup_set=backup_set).update(
-                state=CopyState.FAILED, error=str(exc)[:4000]
-            )
-            for n in (1, 2):
-                shutil.rmtree(
-                    _partial(set_folder(n, backup_set.pk)), ignore_errors=True
-                )
-                shutil.rmtree(set_folder(n, backup_set.pk), ignore_errors=True)
-            audit_record(
-                event_type="backup.create",
-                actor=actor,
-                outcome=Outcome.FAILURE,
-                target=backup_set,
-                error_code="backup_failed",
-                error_description=str(exc),
-            )
-            raise
-        backup_set.manifest = manifest
-        backup_set.save(update_fields=["manifest"])
-        for n in (1, 2):
-            artifacts = manifest["copies"][str(n)]["artifacts"]
-            copy = copies[n]
-            copy.state = CopyState.DONE
-            copy.location = str(set_folder(n, backup_set.pk))
-            copy.size = sum(a["size"] for a in artifacts.values())
-            copy.save()
-        _offsite_copy(backup_set, copies[3], progress)
-        _settle(backup_set, copies[3])
+        with Heartbeat(lambda: _beat(backup_set.pk)):
+            return _take(backup_set, actor, trigger, progress)
+
+
+def _take(backup_set: BackupSet, actor, trigger: str, progress: Progress):
+    """Write the copies of a set just created (under the lock, heartbeat on)."""
+    copies = {
+        n: BackupCopy.objects.create(backup_set=backup_set, number=n) for n in (1, 2, 3)
+    }
+    _say(progress, f"backup set {backup_set.pk} started")
+    try:
+        manifest = _write_copies(backup_set, progress)
+    except Exception as exc:
+        backup_set.state = SetState.FAILED
+        backup_set.error = str(exc)[:4000]
         backup_set.finished_at = timezone.now()
-        backup_set.save(update_fields=["state", "error", "finished_at"])
+        backup_set.save()
+        BackupCopy.objects.filter(backup_set=backup_set).update(
+            state=CopyState.FAILED, error=str(exc)[:4000]
+        )
+        for n in (1, 2):
+            shutil.rmtree(_partial(set_folder(n, backup_set.pk)), ignore_errors=True)
+            shutil.rmtree(set_folder(n, backup_set.pk), ignore_errors=True)
         audit_record(
             event_type="backup.create",
             actor=actor,
+            outcome=Outcome.FAILURE,
             target=backup_set,
-            outcome=Outcome.SUCCESS,
-            details={
-                "state": backup_set.state,
-                "trigger": trigger,
-                "tables": len(manifest["tables"]),
-                "files": manifest["files"]["count"],
-            },
+            error_code="backup_failed",
+            error_description=str(exc),
         )
-        _say(progress, f"backup set {backup_set.pk}: {backup_set.state}")
-        return backup_set
+        raise
+    backup_set.manifest = manifest
+    backup_set.save(update_fields=["manifest"])
+    for n in (1, 2):
+        artifacts = manifest["copies"][str(n)]["artifacts"]
+        copy = copies[n]
+        copy.state = CopyState.DONE
+        copy.location = str(set_folder(n, backup_set.pk))
+        copy.size = sum(a["size"] for a in artifacts.values())
+        copy.save()
+    _offsite_copy(backup_set, copies[3], progress)
+    _settle(backup_set, copies[3])
+    backup_set.finished_at = timezone.now()
+    backup_set.save(update_fields=["state", "error", "finished_at"])
+    audit_record(
+        event_type="backup.create",
+        actor=actor,
+        target=backup_set,
+        outcome=Outcome.SUCCESS,
+        details={
+            "state": backup_set.state,
+            "trigger": trigger,
+            "tables": len(manifest["tables"]),
+            "files": manifest["files"]["count"],
+        },
+    )
+    _say(progress, f"backup set {backup_set.pk}: {backup_set.state}")
+    return backup_set
 
 
 def _settle(backup_set: BackupSet, copy3: BackupCopy) -> None:

@@ -527,8 +527,22 @@ SPECTACULAR_SETTINGS = {
 # Celery: Redis when configured; otherwise a broker on the local filesystem,
 # so a real worker and beat run with no server installed.
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+# Tasks that must not be lost (backups, audit archive and seal, spool drain,
+# purge, drill, exports) are acks_late: the message is acknowledged only when
+# the task ends, so one whose worker is killed is delivered again. On Redis an
+# unacknowledged message comes back after ``visibility_timeout``; it must be
+# longer than the longest task, or a second worker would take a task that is
+# still running. The longest is a full backup (pg_dump, two encrypted copies
+# and the S3 upload), which takes minutes at our sizes and stays well under
+# 12 h at the largest we plan for, while 12 h is still shorter than the daily
+# backup interval, so a daily backup lost with its worker is redelivered
+# before the next one is due. A redelivered task is harmless: the backup and
+# archive locks and each task's own checks (a set per task id, archive
+# states, spool ids) stop it from doing the work twice. The quick path after
+# a killed worker is not redelivery but the minute sweep (heartbeats, below).
+KREO_TASK_VISIBILITY_SECONDS = env.int("KREO_TASK_VISIBILITY_SECONDS", default=43200)
 CELERY_BROKER_TRANSPORT_OPTIONS = (
-    {}
+    {"visibility_timeout": KREO_TASK_VISIBILITY_SECONDS}
     if REDIS_URL
     else {
         "data_folder_in": str(VAR_DIR / "broker" / "queue"),
@@ -544,6 +558,21 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# With acks_late a worker should not hold tasks it has not started: a killed
+# worker then delays only the one it was running.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A running backup set stamps its heartbeat every KREO_TASK_HEARTBEAT_SECONDS;
+# the sweep (every KREO_TASK_SWEEP_SECONDS) fails, cleans and retries a set
+# whose heartbeat is older than KREO_TASK_STALE_SECONDS (its worker died).
+KREO_TASK_HEARTBEAT_SECONDS = env.int("KREO_TASK_HEARTBEAT_SECONDS", default=30)
+KREO_TASK_STALE_SECONDS = env.int("KREO_TASK_STALE_SECONDS", default=180)
+KREO_TASK_SWEEP_SECONDS = env.int("KREO_TASK_SWEEP_SECONDS", default=60)
+if KREO_TASK_STALE_SECONDS < 2 * KREO_TASK_HEARTBEAT_SECONDS:
+    # A live backup whose heartbeat is one beat late would then look dead
+    # (the lock still protects it, but the window would mean nothing).
+    raise ImproperlyConfigured(
+        "KREO_TASK_STALE_SECONDS must be at least twice KREO_TASK_HEARTBEAT_SECONDS."
+    )
 KREO_HEARTBEAT_SECONDS = env.int("KREO_HEARTBEAT_SECONDS", default=60)
 
 # Mail: an SMTP relay when EMAIL_HOST is set; otherwise each message is

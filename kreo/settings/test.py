@@ -52,3 +52,8 @@ MEDIA_URL = "/media-not-served/"
 # browser test solve it in milliseconds; the protocol is the same.
 KREO_ALTCHA_COST = env.int("KREO_ALTCHA_COST", default=1)
 KREO_ALTCHA_ATTEMPTS = env.int("KREO_ALTCHA_ATTEMPTS", default=20)
+
+# Test only (never read outside the test settings): seconds to pause per
+# streamed chunk of a backup or audit archive, so a test can kill a real
+# worker mid-run (kreo.worker.stream_pause).
+KREO_TEST_STREAM_DELAY = env.float("KREO_TEST_STREAM_DELAY", default=0.0)
