@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
+import subprocess  # nosec B404 - test helpers start local servers
 import sys
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -32,7 +32,7 @@ class OwnRedis:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(  # noqa: S603 - a fixed local command
+        self.process = subprocess.Popen(  # noqa: S603 # nosec B603 - fixed command
             [
                 shutil.which("redis-server") or "redis-server",
                 "--bind",
