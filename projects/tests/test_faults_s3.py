@@ -2,7 +2,8 @@
 
 The product as deployed: production settings (``.ci/production.env``), the
 shipped gunicorn config (``deploy/gunicorn/gunicorn.conf.py``: gthread, here
-with three workers), the test database, a Redis of the test's own, and the
+with three workers; ``KREO_FAULT_S3_WORKER_CLASS=sync`` for sync workers,
+one thread each), the test database, a Redis of the test's own, and the
 project files on a moto S3 server that this test starts on a free port
 (never the run's shared one). A small load runs throughout: downloads of
 files uploaded before the fault through the page and the API, uploads through
@@ -61,6 +62,8 @@ from scripts import services
 
 DOWN_SECONDS = float(os.environ.get("KREO_FAULT_S3_SECONDS", "8"))
 HUNG_AT_LEAST = 40.0
+# The shipped config's gthread, or "sync" (the setup) to compare.
+WORKER_CLASS = os.environ.get("KREO_FAULT_S3_WORKER_CLASS", "gthread")
 NAMED_KEY = re.compile(r"S3 outage: upload of .* key (projects/\S+) failed")
 LINGER_RESET = struct.pack("ii", 1, 0)
 REGION = "eu-west-2"
@@ -232,10 +235,13 @@ def gunicorn(own_s3, own_redis, tmp_path):
         "AWS_SECRET_ACCESS_KEY": "testing",
         "KREO_PORT": str(port),
         "GUNICORN_WORKERS": "3",
+        # gunicorn runs gthread for "sync" when threads > 1.
+        **({"GUNICORN_THREADS": "1"} if WORKER_CLASS == "sync" else {}),
     }
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - the deployed command
-            [str(BIN / "gunicorn"), "-c", "deploy/gunicorn/gunicorn.conf.py"],
+            [str(BIN / "gunicorn"), "-c", "deploy/gunicorn/gunicorn.conf.py"]
+            + ["--worker-class", WORKER_CLASS],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -479,7 +485,7 @@ def test_s3_down_under_load(own_s3, gunicorn, fault):
     report = {
         "fault": fault,
         "down_seconds": round(returning - down, 1),
-        "gunicorn": "deploy/gunicorn/gunicorn.conf.py (gthread), 3 workers",
+        "gunicorn": f"deploy/gunicorn/gunicorn.conf.py, {WORKER_CLASS}, 3 workers",
         "requests": len(results),
         "during_fault": len(during),
         "statuses_during_fault": by_kind,
