@@ -9,6 +9,14 @@ connect timeout and standard retries, so an unreachable S3 fails in seconds.
 import boto3
 from botocore.config import Config
 
+# Project files: seconds S3 may stay silent in one call before it is an
+# outage. An upload makes two calls (HEAD for a free name, then PUT), each
+# tried twice, so a hung S3 answers 503 within ~25 s: before gunicorn's
+# worker timeout (30 s) and nginx's proxy_read_timeout (60 s), either of
+# which would otherwise drop the connection. S3 answers a call (or a part of
+# a multipart upload, 8 MB) in well under a second when it is up.
+FILES_READ_TIMEOUT = 6
+
 
 def config(*, read_timeout: int = 60, attempts: int = 2) -> Config:
     """The client settings; also the project files' (django-storages'

@@ -117,13 +117,21 @@ def _save(item, chunks: Iterator[bytes]) -> None:
     """Write the object; an S3 failure raises StorageUnavailable.
 
     A PUT either stores the whole object or nothing (a multipart upload that
-    fails is aborted by boto3), so no partial object is left behind.
+    fails is aborted by boto3), so no partial object is left behind. But a
+    PUT that timed out may still be carried out by S3 later, so the key (random,
+    chosen before the PUT) is named in the outage line: if it turns up in the
+    bucket, it is an object without a row, to be removed.
     """
+    field = item.blob.field
+    key = field.generate_filename(item, "upload")
     try:
-        item.blob.save("upload", File(crypto.reader(chunks)), save=False)
+        stored = item.blob.storage.save(
+            key, File(crypto.reader(chunks)), max_length=field.max_length
+        )
     except _S3_ERRORS as exc:
-        where = f"project {item.project_id} file {item.id}"
+        where = f"project {item.project_id} file {item.id} key {key}"
         raise outage("upload", where, exc) from exc
+    item.blob = stored
 
 
 def blob_store(item, source: Iterator[bytes]) -> None:

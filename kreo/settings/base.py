@@ -254,9 +254,9 @@ if AWS_STORAGE_BUCKET_NAME:
             "file_overwrite": False,
             "signature_version": "s3v4",
             "addressing_style": "path",
-            # Short connect timeout, two tries: an unreachable S3 answers 503
-            # within seconds (projects.storage).
-            "client_config": kreo_s3.config(),
+            # Short connect and read timeouts, two tries: an unreachable or
+            # hung S3 answers 503 within seconds (projects.storage).
+            "client_config": kreo_s3.config(read_timeout=kreo_s3.FILES_READ_TIMEOUT),
         },
     }
 else:

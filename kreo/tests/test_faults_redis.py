@@ -19,30 +19,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
-from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
 import requests
-from django.db import connection
 
 from accounts.middleware import SIGN_IN_UNAVAILABLE
 from accounts.tests.factories import PASSWORD, UserFactory
 from audit.models import AuditEvent
+from kreo.testing.faults import BIN, LOGIN, ROOT, Client, OwnRedis, production_env
 from projects.models import Role
 from projects.tests.factories import MembershipFactory
 from scripts import services
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-HOST = "app.kreo.example"
-LOGIN = "/accounts/login/"
 DOWN_SECONDS = float(os.environ.get("KREO_FAULT_REDIS_SECONDS", "8"))
 MESSAGE_START = SIGN_IN_UNAVAILABLE.split(".")[0]
 
@@ -55,93 +47,12 @@ pytestmark = [
 ]
 
 
-class OwnRedis:
-    """A redis-server of this test's own, killed and restarted on one port."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.port = folder, services.free_port()
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(  # noqa: S603 - a fixed local command
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        services.wait_for("127.0.0.1", self.port, 15, "the test's Redis")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def freeze(self) -> None:
-        """Hang Redis: connections are accepted, nothing is answered."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-
 @pytest.fixture
 def own_redis(tmp_path):
     redis = OwnRedis(tmp_path)
     redis.start()
     yield redis
     redis.kill()
-
-
-def _production_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
-    values = dict(
-        line.split("=", 1)
-        for line in (ROOT / ".ci" / "production.env").read_text().splitlines()
-        if line and not line.startswith("#")
-    )
-    db = connection.settings_dict
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL", "KREO_"))
-    }
-    return {
-        **clean,
-        **values,
-        "DATABASE_URL": (
-            f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}"
-            f":{db['PORT'] or 5432}/{db['NAME']}"
-        ),
-        "REDIS_URL": redis_url,
-        "AWS_STORAGE_BUCKET_NAME": os.environ.get("AWS_STORAGE_BUCKET_NAME", "x"),
-        "DJANGO_ALLOWED_HOSTS": HOST,
-        "DJANGO_TRUSTED_PROXY_COUNT": "1",  # the test plays the TLS proxy
-        "KREO_VAR_DIR": str(tmp_path / "var"),
-        "KREO_KEY_LEDGER_DIR": str(tmp_path / "ledger"),
-        "KREO_CACHE_PREFIX": "fault",
-        # Every attempt reaches the cache-backed checks, none is rate limited.
-        "KREO_RATE_LOGIN_IP": "100000/15m",
-        "KREO_RATE_LOGIN_ACCOUNT": "100000/15m",
-        "KREO_CAPTCHA_AFTER_ACCOUNT": "100000",
-        "KREO_CAPTCHA_AFTER_IP": "100000",
-    }
 
 
 @pytest.fixture
@@ -164,7 +75,7 @@ def gunicorn(own_redis, tmp_path):
                 "-",
             ],
             cwd=ROOT,
-            env=_production_env(tmp_path, own_redis.url),
+            env=production_env(tmp_path, own_redis.url),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -186,51 +97,6 @@ def gunicorn(own_redis, tmp_path):
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(10)
-
-
-class Client:
-    """HTTP through a pretend TLS proxy, keeping its own (Secure) cookies."""
-
-    def __init__(self, url: str):
-        self.url, self.cookies = url, {}
-        self.headers = {
-            "Host": HOST,
-            "X-Forwarded-Proto": "https",
-            "Origin": f"https://{HOST}",
-            "Referer": f"https://{HOST}{LOGIN}",
-            "Connection": "close",
-        }
-
-    def request(self, method: str, path: str, **kwargs) -> requests.Response:
-        cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        response = requests.request(
-            method,
-            self.url + path,
-            headers={**self.headers, "Cookie": cookie},
-            timeout=30,
-            allow_redirects=False,
-            **kwargs,
-        )
-        for header in response.raw.headers.getlist("Set-Cookie"):
-            for name, morsel in SimpleCookie(header).items():
-                self.cookies[name] = morsel.value
-        return response
-
-    def get(self, path: str) -> requests.Response:
-        return self.request("GET", path)
-
-    def sign_in(self, email: str, password: str) -> requests.Response:
-        if "__Host-csrftoken" not in self.cookies:
-            self.get(LOGIN)
-        return self.request(
-            "POST",
-            LOGIN,
-            data={
-                "username": email,
-                "password": password,
-                "csrfmiddlewaretoken": self.cookies["__Host-csrftoken"],
-            },
-        )
 
 
 class Load:
