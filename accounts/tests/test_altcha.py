@@ -154,6 +154,7 @@ def test_an_unsigned_challenge_is_refused(client):
     data = challenge(client)
     del data["signature"]
     response = signup(client, "bot@example.test", payload(data))
+    assert response.status_code == 400
     assert_refused(response, ALTCHA_FORGED, "bot@example.test")
 
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.db import connection
@@ -19,28 +18,17 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 from backups import databases, services
 from backups.models import CopyState, SetState
 from backups.tests import allmodels
+from kreo.testing.worker import database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEANUP = "celery.backend_cleanup"
-
-
-def _database_url() -> str:
-    """The URL of the test database this process uses (not the configured one)."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{Path(db['NAME']).resolve()}"
-    auth = quote(db["USER"] or "", safe="")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
-    return f"postgres://{auth}@{host}/{db['NAME']}"
 
 
 def _beat_env(var_dir: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
     # The beat's broker is a folder of its own: no worker of this run takes
     # the heartbeats it sends.
-    env.update(KREO_VAR_DIR=str(var_dir), DATABASE_URL=_database_url())
+    env.update(KREO_VAR_DIR=str(var_dir), DATABASE_URL=database_url())
     return env
 
 
