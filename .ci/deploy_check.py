@@ -22,13 +22,13 @@ def main() -> int:
     )
     moto, url = services.start_moto()
     try:
-        credentials = {"AWS_ACCESS_KEY_ID": "ci", "AWS_SECRET_ACCESS_KEY": "ci"}
+        credentials = {"AWS_ACCESS_KEY_ID": "ci", "AWS_SECRET_ACCESS_KEY": "ci"}  # nosec B105
         boto3.client(
             "s3",
             endpoint_url=url,
             region_name="eu-west-2",
             aws_access_key_id="ci",
-            aws_secret_access_key="ci",  # noqa: S106 - moto accepts any
+            aws_secret_access_key="ci",  # noqa: S106 - moto accepts any  # nosec B106
         ).create_bucket(
             Bucket=env["BACKUP_S3_BUCKET"],
             CreateBucketConfiguration={"LocationConstraint": "eu-west-2"},

@@ -26,7 +26,7 @@ REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 class KreoOIDCBackend(OIDCAuthenticationBackend):
     """Settings are read per call (the tests point them at a local provider)."""
 
-    refresh_token = ""
+    refresh_token = ""  # nosec B105 - empty: none received yet
 
     def __init__(self, *args, **kwargs):
         self.UserModel = get_user_model()

@@ -341,7 +341,7 @@ def _roles_reread(identity: Identity) -> str:
             status = exc.response.status_code if exc.response is not None else 0
             if status not in (400, 401):
                 raise SSOUnconfirmed from exc
-            locked.refresh_token = ""
+            locked.refresh_token = ""  # nosec B105 - the spent grant cleared
             locked.save(update_fields=["refresh_token"])
             return "sso_session_ended"
         except (requests.RequestException, errors.SSOFailure, ValueError) as exc:
