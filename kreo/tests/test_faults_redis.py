@@ -39,6 +39,7 @@ DOWN_SECONDS = float(os.environ.get("KREO_FAULT_REDIS_SECONDS", "8"))
 MESSAGE_START = SIGN_IN_UNAVAILABLE.split(".")[0]
 
 pytestmark = [
+    pytest.mark.faults,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
         not os.environ.get("DATABASE_URL", "").startswith("postgres"),
