@@ -622,6 +622,9 @@ BACKUP_S3_REGION = env.str(
 BACKUP_S3_ENDPOINT_URL = env.str(
     "BACKUP_S3_ENDPOINT_URL", default=env.str("AWS_S3_ENDPOINT_URL", default="")
 )
+# Object Lock mode for every app bucket that has Object Lock (backups' copy 3,
+# audit archives, the erasure ledger): kreo.s3.retention_params.
+KREO_S3_LOCK_MODE = env.str("KREO_S3_LOCK_MODE", default="COMPLIANCE")
 BACKUP_S3_LOCK_DAYS = env.int("BACKUP_S3_LOCK_DAYS", default=30)
 BACKUP_INTERVAL_SECONDS = env.int("BACKUP_INTERVAL_SECONDS", default=24 * 3600)
 BACKUP_DRILL_SECONDS = env.int("BACKUP_DRILL_SECONDS", default=7 * 24 * 3600)
