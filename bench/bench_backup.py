@@ -1,5 +1,6 @@
 """Backups on PostgreSQL: throughput against plain ``pg_dump -Fc > /dev/null``
-in the same run, peak memory at two database sizes, and restore times.
+in the same run, peak memory at two database sizes, and restore times
+against plain ``pg_restore --single-transaction`` of the same dump.
 
 Each size gets a fresh PostgreSQL database (created and dropped here), filled
 with project rows of about 1 KiB of incompressible-ish text each until
@@ -62,6 +63,41 @@ def _plain_pg_dump(database_url: str) -> float:
     return time.perf_counter() - started
 
 
+def _plain_pg_restore(database_url: str, target_url: str) -> float:
+    """A restore of ``pg_dump -Fc`` (taken first, not timed) with the flags the
+    backup's own restore uses (backups.databases.native_restore)."""
+    with tempfile.TemporaryDirectory(prefix="kreo-bench-dump-") as folder:
+        dump = Path(folder) / "plain.pgdump"
+        with open(dump, "wb") as out:
+            subprocess.run(  # noqa: S603 - the baseline, fixed arguments
+                [
+                    shutil.which("pg_dump") or "pg_dump",
+                    "-Fc",
+                    "--no-owner",
+                    "--no-acl",
+                    f"--dbname={database_url}",
+                ],
+                stdout=out,
+                check=True,
+            )
+        started = time.perf_counter()
+        subprocess.run(  # noqa: S603 - the baseline, fixed arguments
+            [
+                shutil.which("pg_restore") or "pg_restore",
+                "--clean",
+                "--if-exists",
+                "--no-owner",
+                "--no-acl",
+                "--single-transaction",
+                "--exit-on-error",
+                f"--dbname={target_url}",
+                str(dump),
+            ],
+            check=True,
+        )
+        return time.perf_counter() - started
+
+
 def _size_mib(conn, name: str) -> float:
     return conn.execute("SELECT pg_database_size(%s)", [name]).fetchone()[0] / 2**20
 
@@ -89,7 +125,7 @@ def _one_size(admin_url: str, target_mib: int) -> list[dict]:
     import psycopg
 
     name = f"kreo_bench_backup_{uuid.uuid4().hex[:8]}"
-    restore_names = [f"{name}_r1", f"{name}_r2"]
+    restore_names = [f"{name}_r0", f"{name}_r1", f"{name}_r2"]
     with psycopg.connect(admin_url, autocommit=True) as conn:
         for db in [name, *restore_names]:
             conn.execute(f'CREATE DATABASE "{db}"')
@@ -115,6 +151,9 @@ def _one_size(admin_url: str, target_mib: int) -> list[dict]:
             baseline = (plain + plain_after) / 2
             full = _child("backup", env)
             ratio = baseline / copy1["seconds"]
+            plain_restore = _plain_pg_restore(
+                database_url, f"{base}/{restore_names[0]}"
+            )
             rows += [
                 _row(size, "pg_dump -Fc > /dev/null (mean of 2)", baseline, "", ""),
                 _row(
@@ -129,10 +168,18 @@ def _one_size(admin_url: str, target_mib: int) -> list[dict]:
                     "backup_create: copies 1+2, checksums, manifest",
                     full["seconds"],
                     full["peak_rss_mib"],
-                    f"{baseline / full['seconds']:.2f} of pg_dump",
+                    f"{baseline / full['seconds']:.2f} of pg_dump "
+                    f"(time {full['seconds'] / baseline:.2f}x pg_dump's)",
+                ),
+                _row(
+                    size,
+                    "pg_restore --single-transaction of pg_dump -Fc (empty db)",
+                    plain_restore,
+                    "",
+                    "",
                 ),
             ]
-            for copy, target in zip((1, 2), restore_names, strict=True):
+            for copy, target in zip((1, 2), restore_names[1:], strict=True):
                 out = _child(
                     "restore", env, str(full["set_id"]), str(copy), f"{base}/{target}"
                 )
@@ -143,7 +190,12 @@ def _one_size(admin_url: str, target_mib: int) -> list[dict]:
                         f"({'pg_restore' if copy == 1 else 'logical JSONL'})",
                         out["seconds"],
                         out["peak_rss_mib"],
-                        "checksums equal" if out["equal"] else "CHECKSUMS DIFFER",
+                        ("checksums equal" if out["equal"] else "CHECKSUMS DIFFER")
+                        + (
+                            f"; time {out['seconds'] / plain_restore:.2f}x pg_restore's"
+                            if copy == 1
+                            else ""
+                        ),
                     )
                 )
     finally:
