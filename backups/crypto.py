@@ -1,10 +1,11 @@
 """Encryption of backup artifacts, and the manifest's MAC.
 
-Copy 1 (and copy 3, its offsite twin) uses a streaming AEAD: AES-256-GCM over
-1 MiB chunks, each nonce carrying the chunk index and a final-chunk flag, so
-a reordered, dropped, or truncated chunk fails authentication. Every file
-has its own random salt, from which HKDF derives the file's key; the header
-(magic, key id, salt) is authenticated with every chunk.
+Copy 1 (and copy 3, its offsite twin) is sealed with Kreo's one format,
+``KREOSEAL`` (kreo/sealed.py: AES-256-GCM STREAM, 1 MiB chunks), under
+``BACKUP_ENCRYPTION_KEY`` with the context ``kreo-backup/<set id>/<name>``:
+an artifact moved into another set, or renamed, does not open. Artifacts
+written before are ``KREOBK1``, read by a read-only decoder chosen by the
+magic bytes (docs/FORMATS.md sections 2 and 6).
 
 Copy 2 uses age (X25519) through pyrage: the backup host holds only the
 public key and cannot read what it wrote.
@@ -15,10 +16,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,22 +32,24 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from pyrage import x25519
 
+from kreo import sealed
 from kreo.streams import IterReader
 
-MAGIC = b"KREOBK1\n"
-CHUNK = 1024 * 1024
-TAG = 16
-SALT = 32
-KEY_ID = 8
-HEADER = len(MAGIC) + KEY_ID + SALT
+CHUNK = sealed.BULK_CHUNK
+# The format before KREOSEAL, read only: magic, key id (8), salt (32), then
+# 1 MiB chunks sealed with AES-256-GCM under HKDF(key, salt, "kreo-backup-v1").
+LEGACY_MAGIC = b"KREOBK1\n"
+LEGACY_TAG = 16
+LEGACY_SALT = 32
+LEGACY_KEY_ID = 8
+LEGACY_HEADER = len(LEGACY_MAGIC) + LEGACY_KEY_ID + LEGACY_SALT
 
 WRONG_KEY = (
-    "This artifact was encrypted under a different backup key "
+    "{name}: encrypted under a different backup key "
     "(BACKUP_ENCRYPTION_KEY); nothing was restored."
 )
-NOT_AN_ARTIFACT = "This file is not a Kreo backup artifact (bad header)."
-CORRUPTED = "The artifact failed authentication at chunk {index}: corrupted."
-TRUNCATED = "The artifact is truncated: its final chunk is missing."
+NOT_AN_ARTIFACT = "{name}: not a Kreo backup artifact (neither KREOSEAL nor KREOBK1)."
+CORRUPTED = "{name}: chunk {index} failed authentication: corrupted or truncated."
 AGE_WRONG_KEY = (
     "The logical copy cannot be decrypted with this age identity "
     "(BACKUP_AGE_IDENTITY_FILE); nothing was restored."
@@ -87,19 +91,9 @@ def manifest_key() -> bytes:
     return decode_key(settings.BACKUP_MANIFEST_KEY, "BACKUP_MANIFEST_KEY")
 
 
-def _key_id(key: bytes) -> bytes:
-    return hmac.new(key, b"kreo-backup-key-id", hashlib.sha256).digest()[:KEY_ID]
-
-
-def _file_key(key: bytes, salt: bytes) -> AESGCM:
-    derived = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=salt, info=b"kreo-backup-v1"
-    ).derive(key)
-    return AESGCM(derived)
-
-
-def _nonce(index: int, final: bool) -> bytes:
-    return index.to_bytes(11, "big") + (b"\x01" if final else b"\x00")
+def context(set_id: int, name: str) -> bytes:
+    """What binds an artifact to its set and name (docs/FORMATS.md section 2)."""
+    return f"kreo-backup/{set_id}/{name}".encode("ascii")
 
 
 class HashingWriter:
@@ -120,68 +114,124 @@ class HashingWriter:
         self.fileobj.flush()
 
 
-def rechunk(chunks: Iterable[bytes], size: int = CHUNK) -> Iterator[bytes]:
-    """Regroup a byte stream into pieces of exactly ``size`` (the last shorter)."""
-    buffer = bytearray()
+class HashingReader(io.RawIOBase):
+    """Read a file while counting bytes and computing their SHA-256: an
+    artifact is checked against the manifest in the pass that decrypts it."""
+
+    def __init__(self, source: BinaryIO):
+        self.source = source
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        data = self.read(len(target))
+        target[: len(data)] = data
+        return len(data)
+
+    def read(self, size=-1) -> bytes:
+        data = self.source.read(size)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+def seal_artifact(
+    chunks: Iterable[bytes], out: BinaryIO, key: bytes, *, set_id: int, name: str
+) -> None:
+    """Seal a plaintext stream into ``out`` as artifact ``name`` of the set."""
+    writer = sealed.SealingWriter(
+        out, key, context=context(set_id, name), chunk_size=CHUNK
+    )
     for piece in chunks:
-        buffer += piece
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    yield bytes(buffer)
+        writer.write(piece)
+    writer.close()
 
 
-def aead_encrypt(chunks: Iterable[bytes], out: BinaryIO, key: bytes) -> None:
-    """Encrypt a plaintext stream into ``out`` in authenticated chunks."""
-    salt = os.urandom(SALT)
-    header = MAGIC + _key_id(key) + salt
-    aead = _file_key(key, salt)
-    out.write(header)
-    pending: bytes | None = None
-    index = 0
-    for piece in rechunk(chunks):
-        if pending is not None:
-            out.write(aead.encrypt(_nonce(index, False), pending, header))
-            index += 1
-        pending = piece
-    out.write(aead.encrypt(_nonce(index, True), pending or b"", header))
+def open_artifact(
+    source: BinaryIO, key: bytes, *, set_id: int, name: str
+) -> Iterator[bytes]:
+    """Yield the plaintext of artifact ``name`` of the set, every chunk
+    authenticated: ``KREOSEAL``, or ``KREOBK1`` written before it.
 
-
-def aead_decrypt(source: BinaryIO, key: bytes) -> Iterator[bytes]:
-    """Yield the plaintext of an artifact, authenticating every chunk.
-
-    Raises ``BackupCryptoError`` on a wrong key, a corrupted chunk, or a
-    missing tail; plaintext already yielded must be discarded by the caller.
+    Raises ``BackupCryptoError`` (naming the artifact and the chunk) on a wrong
+    key, another set's or name's artifact, a corrupted or truncated one;
+    plaintext already yielded must then be discarded by the caller.
     """
-    header = source.read(HEADER)
-    if len(header) < HEADER or not header.startswith(MAGIC):
-        raise BackupCryptoError(NOT_AN_ARTIFACT)
-    if not hmac.compare_digest(header[len(MAGIC) : len(MAGIC) + KEY_ID], _key_id(key)):
-        raise BackupCryptoError(WRONG_KEY)
-    aead = _file_key(key, header[-SALT:])
-    index = 0
-    block = source.read(CHUNK + TAG)
+    label = f"set {set_id} {name}"
+    head = source.read(len(sealed.MAGIC))
+    if head == LEGACY_MAGIC:
+        yield from _legacy_open(source, key, label)
+        return
+    if not sealed.is_sealed(head):
+        raise BackupCryptoError(NOT_AN_ARTIFACT.format(name=label))
+    head += source.read(sealed.HEADER - len(head))
+    try:
+        found = sealed.parse_header(head, label).key_id
+        if not hmac.compare_digest(found, sealed.key_id(key)):
+            raise BackupCryptoError(WRONG_KEY.format(name=label))
+        yield from sealed.open_stream(
+            key, _Prefixed(head, source), context=context(set_id, name), name=label
+        )
+    except sealed.SealedError as exc:
+        raise BackupCryptoError(str(exc)) from exc
+
+
+class _Prefixed:
+    """``source`` with its first bytes, already read, put back in front."""
+
+    def __init__(self, head: bytes, source: BinaryIO):
+        self.head, self.source = head, source
+
+    def read(self, size: int) -> bytes:
+        if not self.head:
+            return self.source.read(size)
+        data, self.head = self.head[:size], self.head[size:]
+        return data + self.source.read(size - len(data)) if len(data) < size else data
+
+
+def _legacy_key_id(key: bytes) -> bytes:
+    return hmac.new(key, b"kreo-backup-key-id", hashlib.sha256).digest()[:LEGACY_KEY_ID]
+
+
+def _legacy_open(source: BinaryIO, key: bytes, label: str) -> Iterator[bytes]:
+    """Read-only decoder of ``KREOBK1`` (docs/FORMATS.md section 6): a chunk
+    is final when nothing follows it, as the old writer sealed it."""
+    read = sealed.reader(source)
+    header = LEGACY_MAGIC + read(LEGACY_HEADER - len(LEGACY_MAGIC))
+    if len(header) < LEGACY_HEADER:
+        raise BackupCryptoError(NOT_AN_ARTIFACT.format(name=label))
+    if not hmac.compare_digest(
+        header[len(LEGACY_MAGIC) : len(LEGACY_MAGIC) + LEGACY_KEY_ID],
+        _legacy_key_id(key),
+    ):
+        raise BackupCryptoError(WRONG_KEY.format(name=label))
+    derived = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=header[-LEGACY_SALT:],
+        info=b"kreo-backup-v1",
+    ).derive(key)
+    aead = AESGCM(derived)
+    whole = CHUNK + LEGACY_TAG
+    index, current = 0, read(whole)
     while True:
-        following = source.read(CHUNK + TAG) if len(block) == CHUNK + TAG else b""
+        following = read(whole) if len(current) == whole else b""
         final = not following
+        nonce = index.to_bytes(11, "big") + (b"\x01" if final else b"\x00")
         try:
-            yield aead.decrypt(_nonce(index, final), block, header)
-        except InvalidTag as exc:
-            if final and _is_inner_chunk(aead, index, block, header):
-                raise BackupCryptoError(TRUNCATED) from exc
-            raise BackupCryptoError(CORRUPTED.format(index=index)) from exc
+            yield aead.decrypt(nonce, current, header)
+        except InvalidTag:
+            raise BackupCryptoError(CORRUPTED.format(name=label, index=index)) from None
         if final:
             return
-        block = following
-        index += 1
-
-
-def _is_inner_chunk(aead: AESGCM, index: int, block: bytes, header: bytes) -> bool:
-    try:
-        aead.decrypt(_nonce(index, False), block, header)
-    except InvalidTag:
-        return False
-    return True
+        index, current = index + 1, following
 
 
 def age_recipient() -> str:
@@ -275,16 +325,3 @@ def manifest_open(raw: bytes) -> dict:
     if not hmac.compare_digest(expected, str(mac)):
         raise BackupCryptoError(MANIFEST_FORGED)
     return document
-
-
-def file_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
-    with open(path, "rb") as source:
-        while piece := source.read(size):
-            yield piece
-
-
-def sha256_of(chunks: Iterable[bytes], progress: Callable | None = None) -> str:
-    digest = hashlib.sha256()
-    for piece in chunks:
-        digest.update(piece)
-    return digest.hexdigest()

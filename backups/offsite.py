@@ -1,6 +1,8 @@
 """Copy 3: copy 1's artifacts in S3 (eu-west-2), multipart, server-side
-encrypted, under Object Lock retention in compliance mode where the bucket
-has Object Lock enabled.
+encrypted, under Object Lock retention (``KREO_S3_LOCK_MODE``, compliance by
+default) where the bucket has Object Lock configured: kreo.s3 decides it,
+and each object's retention is read back on the version uploaded (confirmed,
+or set where the put left none); a copy 3 it cannot confirm fails.
 
 Every object is read back by the version id its upload created: under Object
 Lock anyone allowed to write may still put a delete marker or a newer version
@@ -18,7 +20,6 @@ from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
-from django.utils import timezone
 
 from kreo import s3 as kreo_s3
 
@@ -65,21 +66,6 @@ def region_problem(s3=None) -> str:
     return ""
 
 
-def lock_enabled(s3, bucket: str) -> bool:
-    try:
-        config = s3.get_object_lock_configuration(Bucket=bucket)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in (
-            "ObjectLockConfigurationNotFoundError",
-            "NoSuchObjectLockConfiguration",
-        ):
-            return False
-        raise
-    lock = config.get("ObjectLockConfiguration", {})
-    return lock.get("ObjectLockEnabled") == "Enabled"
-
-
 def upload(
     set_id: int, files: list[Path], checksums: dict[str, str]
 ) -> tuple[str, dt.datetime | None, dict[str, str]]:
@@ -97,11 +83,8 @@ def upload(
         s3 = client()
         if problem := region_problem(s3):
             raise OffsiteError(problem)
-        locked = lock_enabled(s3, bucket)
-        until = (
-            timezone.now() + dt.timedelta(days=settings.BACKUP_S3_LOCK_DAYS)
-            if locked
-            else None
+        retention = kreo_s3.retention_params(
+            s3, bucket, days=settings.BACKUP_S3_LOCK_DAYS
         )
         transfer = TransferConfig(
             multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=2
@@ -111,10 +94,8 @@ def upload(
             extra = {
                 "ServerSideEncryption": "AES256",
                 "Metadata": {"sha256": checksums.get(path.name, "")},
+                **retention,
             }
-            if locked:
-                extra["ObjectLockMode"] = "COMPLIANCE"
-                extra["ObjectLockRetainUntilDate"] = until
             with open(path, "rb") as source:
                 s3.upload_fileobj(source, bucket, key, ExtraArgs=extra, Config=transfer)
             # upload_fileobj does not return the version it made: the newest
@@ -122,12 +103,15 @@ def upload(
             version = s3.head_object(Bucket=bucket, Key=key).get("VersionId")
             if version and version != "null":
                 versions[path.name] = version
+            kreo_s3.confirm_retention(
+                s3, bucket, key, versions.get(path.name), retention
+            )
             expected = checksums.get(path.name)
             if expected and sha256_object(key, version) != expected:
                 raise OffsiteError(CHECKSUM_MISMATCH.format(key=key))
-    except (BotoCoreError, ClientError, Boto3Error) as exc:
+    except (BotoCoreError, ClientError, Boto3Error, kreo_s3.RetentionError) as exc:
         raise OffsiteError(str(exc)) from exc
-    return prefix, until, versions
+    return prefix, retention.get("ObjectLockRetainUntilDate"), versions
 
 
 def stream(key: str, version: str | None = None) -> Iterator[bytes]:

@@ -253,9 +253,7 @@ class S3Ledger:
         return True
 
     def _retention(self) -> dict:
-        from backups.offsite import lock_enabled
-
-        if not lock_enabled(self.client, self.bucket):
+        if not kreo_s3.lock_configured(self.client, self.bucket):
             return {}
         until = timezone.now() + timedelta(days=settings.KREO_KEY_LEDGER_LOCK_DAYS)
         return {

@@ -180,18 +180,27 @@ def _write_copies(backup_set: BackupSet, progress: Progress) -> dict:
         _partial(folder).mkdir(parents=True, mode=0o700)
     with databases.snapshot() as snap:
         _say(progress, f"snapshot of the {snap.vendor} database taken")
-        aead = lambda chunks, out: crypto.aead_encrypt(chunks, out, key)  # noqa: E731
-        age = lambda chunks, out: crypto.age_encrypt(chunks, out, recipient)  # noqa: E731
         part1, part2 = _partial(folders[1]), _partial(folders[2])
         db_name = DB_ARTIFACT[snap.vendor]
+
+        def aead(name: str) -> Callable:
+            return lambda chunks, out: crypto.seal_artifact(
+                chunks, out, key, set_id=backup_set.pk, name=name
+            )
+
+        age = lambda chunks, out: crypto.age_encrypt(chunks, out, recipient)  # noqa: E731
         tables: dict = {}
         # Copy 1's dump (pg_dump is its own process; AES and SHA-256 release
         # the GIL) runs in a thread while this one writes the logical export,
         # which also counts and checksums every table for the manifest.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            _say(progress, "copy 1: native dump, AES-256-GCM")
+            _say(progress, "copy 1: native dump, sealed (KREOSEAL)")
             dump = pool.submit(
-                _write, aead, databases.native_dump(snap), part1 / db_name, progress
+                _write,
+                aead(db_name),
+                databases.native_dump(snap),
+                part1 / db_name,
+                progress,
             )
             _say(progress, "copy 2: logical export, age")
             art2 = {
@@ -206,7 +215,7 @@ def _write_copies(backup_set: BackupSet, progress: Progress) -> dict:
         _say(progress, f"{len(tables)} tables counted and checksummed")
         files1 = filesets.FilesSummary()
         art1[FILES_1] = _write(
-            aead,
+            aead(FILES_1),
             filesets.tar_stream(filesets.file_names(snap.alias), files1),
             part1 / FILES_1,
             progress,
@@ -229,7 +238,10 @@ def _write_copies(backup_set: BackupSet, progress: Progress) -> dict:
         "tables": tables,
         "files": files1.as_dict(),
         "copies": {
-            "1": {"encryption": "AES-256-GCM chunked, key A", "artifacts": art1},
+            "1": {
+                "encryption": "KREOSEAL v1, BACKUP_ENCRYPTION_KEY",
+                "artifacts": art1,
+            },
             "2": {
                 "encryption": "age X25519",
                 "recipient": recipient,

@@ -134,9 +134,12 @@ def backup_restore(
     """Restore a set's database and files from one copy.
 
     Works from the copy alone (its MAC'd manifest), so the catalogue may be
-    gone. Every artifact is checked against the manifest, and the key tried,
-    before the target is touched: a wrong key or a corrupted file changes
-    nothing. Returns the manifest.
+    gone. Each artifact is read once: its size is checked and the key tried
+    before the target is touched, its SHA-256 while it is decrypted into the
+    target, whose restore rolls back on a mismatch (the files artifact, whose
+    files are written one by one, is checked whole first). A wrong key, a
+    corrupted, truncated or another set's artifact changes nothing. Returns
+    the manifest.
 
     The erasure ledger is read first, and an unreadable one refuses the
     restore: read only afterwards, an outage at that moment would leave
@@ -190,9 +193,7 @@ def backup_restore(
         artifacts = manifest["copies"][str(source_copy)]["artifacts"]
         for name, expected in artifacts.items():
             path = folder / name
-            size = path.stat().st_size if path.exists() else -1
-            digest = crypto.sha256_of(crypto.file_chunks(path)) if size >= 0 else ""
-            if size != expected["size"] or digest != expected["sha256"]:
+            if not path.exists() or path.stat().st_size != expected["size"]:
                 raise ValueError(ARTIFACT_MISMATCH.format(name=name))
         alias = databases.alias_for_url(target_db) if target_db else "default"
         # A restore into the live database: no pod settles the ledger meanwhile.
@@ -200,7 +201,13 @@ def backup_restore(
         try:
             with marked:
                 _restore_into(
-                    manifest, source_copy, folder, alias, restore_files, progress
+                    manifest,
+                    set_id,
+                    source_copy,
+                    folder,
+                    alias,
+                    restore_files,
+                    progress,
                 )
                 # Erasures made since the backup stay erased (projects.keys).
                 erasures = after_restore(
@@ -242,32 +249,87 @@ def _rescan_after_restore(alias: str, actor, progress: Progress) -> dict:
         return {"error": str(exc)}
 
 
-def _restore_into(manifest, copy, folder, alias, restore_files, progress) -> None:
+def _checked(
+    chunks: Iterator[bytes], source: crypto.HashingReader, expected: dict, name: str
+) -> Iterator[bytes]:
+    """The plaintext of an artifact read once: its SHA-256 and size are
+    checked against the manifest as it is decrypted, and the last non-empty
+    piece is held back until they match. A restore fed from it never gets
+    a whole stream from a wrong file: pg_restore is killed before its
+    single transaction commits, the logical import and SQLite copy roll back.
+    """
+    held = None
+    for piece in chunks:
+        if not piece:
+            continue
+        if held is not None:
+            yield held
+        held = piece
+    source.drain()
+    if (
+        source.size != expected["size"]
+        or source.sha256.hexdigest() != expected["sha256"]
+    ):
+        raise ValueError(ARTIFACT_MISMATCH.format(name=name))
+    if held is not None:
+        yield held
+
+
+def _check_whole(path: Path, expected: dict, name: str) -> None:
+    """SHA-256 of an artifact whose plaintext is written as it is read (the
+    files go to storage one by one, nothing to roll back): checked first."""
+    with open(path, "rb") as raw:
+        source = crypto.HashingReader(raw)
+        source.drain()
+    if (
+        source.size != expected["size"]
+        or source.sha256.hexdigest() != expected["sha256"]
+    ):
+        raise ValueError(ARTIFACT_MISMATCH.format(name=name))
+
+
+def _restore_into(
+    manifest, set_id, copy, folder, alias, restore_files, progress
+) -> None:
+    """Restore from the artifacts in ``folder``, each opened as the one of
+    set ``set_id`` it is named for (another set's does not open)."""
     engine = manifest["engine"]
     if copy == 1 and connections[alias].vendor != engine:
         raise ValueError(databases.ENGINE_MISMATCH.format(copy=1, engine=engine))
-    decrypt = (
-        (lambda f: crypto.age_decrypt(f))
-        if copy == 2
-        else (lambda f: crypto.aead_decrypt(f, crypto.key_a()))
-    )
+    artifacts = manifest["copies"][str(copy)]["artifacts"]
     db_name = DATA_2 if copy == 2 else DB_ARTIFACT[engine]
     files_name = FILES_2 if copy == 2 else FILES_1
-    with open(folder / db_name, "rb") as db_file, open(folder / files_name, "rb") as fs:
-        db_stream = _primed(decrypt(db_file))
-        files_stream = _primed(decrypt(fs))
+    if restore_files:
+        _check_whole(folder / files_name, artifacts[files_name], files_name)
+
+    def plaintext(stack: contextlib.ExitStack, name: str) -> Iterator[bytes]:
+        source = crypto.HashingReader(stack.enter_context(open(folder / name, "rb")))
+        if copy == 2:
+            chunks = crypto.age_decrypt(source)
+        else:
+            chunks = crypto.open_artifact(
+                source, crypto.key_a(), set_id=set_id, name=name
+            )
+        return _primed(_checked(chunks, source, artifacts[name], name))
+
+    with contextlib.ExitStack() as stack:
+        db_stream = plaintext(stack, db_name)
+        files_stream = plaintext(stack, files_name) if restore_files else None
         saved = _catalogue_rows(alias)
         _say(progress, f"restoring the database from {db_name}")
         if copy == 2:
             call_command("migrate", database=alias, verbosity=0, interactive=False)
-            logical.import_lines(_counted(db_stream, db_name, progress), alias)
+            with transaction.atomic(using=alias):
+                logical.import_lines(_counted(db_stream, db_name, progress), alias)
+                for _rest in db_stream:  # read to its end: checked, or rolled back
+                    pass
         else:
             databases.native_restore(
                 _counted(db_stream, db_name, progress), engine, alias
             )
             connections[alias].close()
         _catalogue_restore(saved, alias)
-        if restore_files:
+        if files_stream is not None:
             _say(progress, f"restoring files from {files_name}")
             summary = filesets.tar_restore(_counted(files_stream, files_name, progress))
             _say(progress, f"{summary.count} files restored")

@@ -32,29 +32,6 @@ OTHER_VERSIONS = (
 )
 
 
-class _HashingReader(io.RawIOBase):
-    def __init__(self, source):
-        self.source = source
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target) -> int:
-        data = self.source.read(len(target))
-        self.sha256.update(data)
-        self.size += len(data)
-        target[: len(data)] = data
-        return len(data)
-
-    def read(self, size=-1):
-        data = self.source.read(size)
-        self.sha256.update(data)
-        self.size += len(data)
-        return data
-
-
 def copy3_versions(backup_set: BackupSet) -> dict[str, str]:
     """The S3 version id of each copy-3 object the set wrote.
 
@@ -103,21 +80,21 @@ def _open_artifact(copy: int, set_id: int, name: str, version: str | None = None
     return open(set_folder(copy, set_id) / name, "rb")
 
 
-def _decrypting(copy: int, source) -> Iterator[bytes]:
+def _decrypting(copy: int, source, set_id: int, name: str) -> Iterator[bytes]:
     if copy == 2:
         return crypto.age_decrypt(source)
-    return crypto.aead_decrypt(source, crypto.key_a())
+    return crypto.open_artifact(source, crypto.key_a(), set_id=set_id, name=name)
 
 
 def _check_artifact(
     copy: int, set_id: int, name: str, expected: dict, version: str | None = None
 ) -> None:
     with _open_artifact(copy, set_id, name, version) as raw:
-        source = _HashingReader(raw)
+        source = crypto.HashingReader(raw)
         plain = hashlib.sha256()
-        for piece in _decrypting(copy, source):
+        for piece in _decrypting(copy, source, set_id, name):
             plain.update(piece)
-        source.read()
+        source.drain()
     if (
         source.sha256.hexdigest() != expected["sha256"]
         or source.size != expected["size"]

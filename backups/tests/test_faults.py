@@ -12,6 +12,7 @@ from pyrage import x25519
 from backups import crypto, services
 from backups.models import BackupCopy, BackupSet, CopyState, SetState
 from conftest import new_key
+from kreo import sealed
 from projects.models import Project
 
 
@@ -114,37 +115,39 @@ def test_public_key_alone_writes_but_cannot_read(seeded, settings, tmp_path):
 
 def _sealed(plaintext: bytes, key: bytes) -> bytes:
     out = io.BytesIO()
-    crypto.aead_encrypt([plaintext], out, key)
+    crypto.seal_artifact([plaintext], out, key, set_id=7, name="db.pgdump.enc")
     return out.getvalue()
 
 
 def _open(ciphertext: bytes, key: bytes) -> bytes:
-    return b"".join(crypto.aead_decrypt(io.BytesIO(ciphertext), key))
+    return b"".join(
+        crypto.open_artifact(
+            io.BytesIO(ciphertext), key, set_id=7, name="db.pgdump.enc"
+        )
+    )
 
 
 def test_truncated_artifact_is_detected():
     """Cutting whole chunks off the end is reported as truncation."""
     key = os.urandom(32)
     plaintext = os.urandom(3 * crypto.CHUNK + 1000)
-    sealed = _sealed(plaintext, key)
-    assert _open(sealed, key) == plaintext
-    cut = sealed[: crypto.HEADER + 2 * (crypto.CHUNK + crypto.TAG)]
+    sealed_bytes = _sealed(plaintext, key)
+    assert _open(sealed_bytes, key) == plaintext
+    cut = sealed_bytes[: sealed.HEADER + 2 * (crypto.CHUNK + sealed.TAG)]
     with pytest.raises(crypto.BackupCryptoError, match="truncated"):
         _open(cut, key)
-    with pytest.raises(crypto.BackupCryptoError):
-        _open(sealed[:-10], key)
+    with pytest.raises(crypto.BackupCryptoError, match="set 7 db.pgdump.enc"):
+        _open(sealed_bytes[:-10], key)
 
 
 def test_reordered_chunks_are_detected():
     """Swapping two chunks fails authentication at the first moved one."""
     key = os.urandom(32)
-    sealed = _sealed(os.urandom(3 * crypto.CHUNK), key)
-    size = crypto.CHUNK + crypto.TAG
-    first = sealed[crypto.HEADER : crypto.HEADER + size]
-    second = sealed[crypto.HEADER + size : crypto.HEADER + 2 * size]
-    swapped = (
-        sealed[: crypto.HEADER] + second + first + sealed[crypto.HEADER + 2 * size :]
-    )
+    sealed_bytes = _sealed(os.urandom(3 * crypto.CHUNK), key)
+    size, head = crypto.CHUNK + sealed.TAG, sealed.HEADER
+    first = sealed_bytes[head : head + size]
+    second = sealed_bytes[head + size : head + 2 * size]
+    swapped = sealed_bytes[:head] + second + first + sealed_bytes[head + 2 * size :]
     with pytest.raises(crypto.BackupCryptoError, match="chunk 0"):
         _open(swapped, key)
 
