@@ -158,7 +158,7 @@ def _one_size(admin_url: str, target_mib: int) -> list[dict]:
                 _row(size, "pg_dump -Fc > /dev/null (mean of 2)", baseline, "", ""),
                 _row(
                     size,
-                    "copy 1: pg_dump -Fc + AES-256-GCM + SHA-256 to disk",
+                    "copy 1: pg_dump -Fc + KREOSEAL + SHA-256 to disk",
                     copy1["seconds"],
                     copy1["peak_rss_mib"],
                     f"{ratio:.2f} of pg_dump ({'ok' if ratio >= BUDGET else 'OVER'})",
@@ -246,7 +246,9 @@ def _worker(role: str, args: list[str]) -> dict:
         with tempfile.TemporaryDirectory() as folder, databases.snapshot() as snap:
             path = Path(folder) / "db.pgdump.enc"
             services._write(
-                lambda chunks, out: crypto.aead_encrypt(chunks, out, key),
+                lambda chunks, out: crypto.seal_artifact(
+                    chunks, out, key, set_id=0, name=path.name
+                ),
                 databases.native_dump(snap),
                 path,
                 None,

@@ -85,11 +85,13 @@ def backup_drill(
         manifest = read_manifest(copy, backup_set.pk)
         folder = set_folder(copy, backup_set.pk)
         with _scratch_database() as alias:
-            _restore_into(manifest, copy, folder, alias, False, progress)
+            _restore_into(manifest, backup_set.pk, copy, folder, alias, False, progress)
             stats = databases.table_stats(alias)
         files_name = FILES_2 if copy == 2 else FILES_1
         with open(folder / files_name, "rb") as fs:
-            summary = filesets.tar_summary(_decrypting(copy, fs))
+            summary = filesets.tar_summary(
+                _decrypting(copy, fs, backup_set.pk, files_name)
+            )
         mismatches = compare_with_manifest(manifest, stats, summary.as_dict())
     except Exception as exc:
         drill.error = str(exc)[:4000]
