@@ -1,6 +1,8 @@
 """`check --deploy` on production settings with the CI placeholders, against
-a real S3 server (moto) holding the CI backup bucket in eu-west-2: the deploy
-check reads the backup bucket's region, and refuses one it cannot read."""
+a real S3 server (moto) holding the CI backup and audit archive buckets in
+eu-west-2 with Object Lock: the deploy checks read the backup bucket's
+region and each app bucket's Object Lock (kreo.W020), and refuse what they
+cannot read."""
 
 import os
 import subprocess
@@ -23,16 +25,19 @@ def main() -> int:
     moto, url = services.start_moto()
     try:
         credentials = {"AWS_ACCESS_KEY_ID": "ci", "AWS_SECRET_ACCESS_KEY": "ci"}  # nosec B105
-        boto3.client(
+        s3 = boto3.client(
             "s3",
             endpoint_url=url,
             region_name="eu-west-2",
             aws_access_key_id="ci",
             aws_secret_access_key="ci",  # noqa: S106 - moto accepts any  # nosec B106
-        ).create_bucket(
-            Bucket=env["BACKUP_S3_BUCKET"],
-            CreateBucketConfiguration={"LocationConstraint": "eu-west-2"},
         )
+        for bucket in (env["BACKUP_S3_BUCKET"], env["AUDIT_ARCHIVE_S3_BUCKET"]):
+            s3.create_bucket(
+                Bucket=bucket,
+                CreateBucketConfiguration={"LocationConstraint": "eu-west-2"},
+                ObjectLockEnabledForBucket=True,
+            )
         done = subprocess.run(
             [
                 sys.executable,
@@ -43,7 +48,13 @@ def main() -> int:
                 "WARNING",
             ],
             cwd=ROOT,
-            env={**os.environ, **env, **credentials, "BACKUP_S3_ENDPOINT_URL": url},
+            env={
+                **os.environ,
+                **env,
+                **credentials,
+                "BACKUP_S3_ENDPOINT_URL": url,
+                "AUDIT_ARCHIVE_S3_ENDPOINT_URL": url,
+            },
             check=False,
         )
         return done.returncode

@@ -13,12 +13,18 @@ Key formats: every key in the settings has the format its user expects.
 
 The same rules production settings enforce at start (kreo.keyformats), for
 `manage.py check --deploy`, each problem an error naming the variable.
+
+Object Lock: the app's own buckets that keep what must not be deleted
+(backups' copy 3, audit archives, the erasure ledger) have Object Lock
+configured; without it kreo.s3.retention_params writes them unretained.
 """
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 
 from kreo import keyformats
+from kreo import s3 as kreo_s3
 
 SHARED_ATOMIC_BACKENDS = frozenset(
     {
@@ -91,3 +97,62 @@ def session_engine_check(app_configs=None, **kwargs):
             id="kreo.E011",
         )
     ]
+
+
+# (bucket setting, endpoint setting, region setting) of each locked bucket.
+LOCKED_BUCKETS = (
+    ("BACKUP_S3_BUCKET", "BACKUP_S3_ENDPOINT_URL", "BACKUP_S3_REGION"),
+    (
+        "AUDIT_ARCHIVE_S3_BUCKET",
+        "AUDIT_ARCHIVE_S3_ENDPOINT_URL",
+        "AUDIT_ARCHIVE_S3_REGION",
+    ),
+    (
+        "KREO_KEY_LEDGER_S3_BUCKET",
+        "KREO_KEY_LEDGER_S3_ENDPOINT_URL",
+        "KREO_KEY_LEDGER_S3_REGION",
+    ),
+)
+NO_OBJECT_LOCK = (
+    "The bucket {bucket} ({setting}) has no Object Lock configured: what Kreo "
+    "writes there is not retained and can be deleted or overwritten."
+)
+LOCK_UNKNOWN = (
+    "Whether the bucket {bucket} ({setting}) has Object Lock could not be "
+    "read ({error}); writes there fail until S3 answers."
+)
+
+
+@register(Tags.security, deploy=True)
+def object_lock_check(app_configs=None, **kwargs):
+    problems = []
+    for setting, endpoint, region in LOCKED_BUCKETS:
+        bucket = getattr(settings, setting, "")
+        if not bucket:
+            continue
+        client = kreo_s3.client(
+            getattr(settings, endpoint), getattr(settings, region), attempts=1
+        )
+        try:
+            locked = kreo_s3.lock_configured(client, bucket)
+        except (BotoCoreError, ClientError) as exc:
+            problems.append(
+                Error(
+                    LOCK_UNKNOWN.format(bucket=bucket, setting=setting, error=exc),
+                    hint="Check the endpoint, region and credentials, and that "
+                    "they may call s3:GetBucketObjectLockConfiguration.",
+                    id="kreo.E020",
+                )
+            )
+            continue
+        if not locked:
+            problems.append(
+                Warning(
+                    NO_OBJECT_LOCK.format(bucket=bucket, setting=setting),
+                    hint="Create the bucket with Object Lock enabled (it cannot "
+                    "be turned on for most existing buckets); the mode is "
+                    "KREO_S3_LOCK_MODE.",
+                    id="kreo.W020",
+                )
+            )
+    return problems

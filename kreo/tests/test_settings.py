@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_bucket
-
 ROOT = Path(__file__).resolve().parents[2]
 # Every variable production requires, as the CI placeholders .ci/run uses.
 PRODUCTION_ENV = dict(
@@ -63,12 +61,32 @@ def test_production_refuses_debug():
     assert "DJANGO_DEBUG" in done.stderr
 
 
+# The ledger bucket a production test may name (projects/tests/test_ledger.py).
+LEDGER_BUCKET = "kreo-key-ledger"
+
+
 def deploy_s3(s3_client) -> dict:
-    """What `check --deploy` needs to read the backup bucket's region: the CI
-    bucket, on the run's S3 server, in eu-west-2."""
-    make_bucket(s3_client, PRODUCTION_ENV["BACKUP_S3_BUCKET"])
+    """What `check --deploy` needs to read the backup bucket's region and each
+    app bucket's Object Lock (kreo.W020): the CI buckets, with Object Lock, on
+    the run's S3 server, in eu-west-2."""
+    for bucket in (
+        PRODUCTION_ENV["BACKUP_S3_BUCKET"],
+        PRODUCTION_ENV["AUDIT_ARCHIVE_S3_BUCKET"],
+        LEDGER_BUCKET,
+    ):
+        try:
+            s3_client.create_bucket(
+                Bucket=bucket,
+                CreateBucketConfiguration={"LocationConstraint": "eu-west-2"},
+                ObjectLockEnabledForBucket=True,
+            )
+        except s3_client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+    endpoint = os.environ["KREO_TEST_S3_ENDPOINT"]
     return {
-        "BACKUP_S3_ENDPOINT_URL": os.environ["KREO_TEST_S3_ENDPOINT"],
+        "BACKUP_S3_ENDPOINT_URL": endpoint,
+        "AUDIT_ARCHIVE_S3_ENDPOINT_URL": endpoint,
+        "KREO_KEY_LEDGER_S3_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's test credentials
     }

@@ -22,7 +22,7 @@ from accounts.tests.factories import UserFactory
 from audit.models import AuditEvent
 from backups import services as backup_services
 from conftest import S3_ENDPOINT
-from kreo.tests.test_settings import PRODUCTION_ENV, deploy_s3, manage
+from kreo.tests.test_settings import LEDGER_BUCKET, PRODUCTION_ENV, deploy_s3, manage
 from projects import keys, services
 from projects.ledger import S3Ledger
 from projects.models import ErasureCertificate, Project, ProjectFile, ProjectKey
@@ -332,7 +332,7 @@ def test_production_takes_the_bucket_in_place_of_the_folder(s3_client):
     bucket = {
         **without,
         **deploy_s3(s3_client),
-        "KREO_KEY_LEDGER_S3_BUCKET": "kreo-key-ledger",
+        "KREO_KEY_LEDGER_S3_BUCKET": LEDGER_BUCKET,
     }
     done = manage("check", "--deploy", "--fail-level", "WARNING", env=bucket)
     assert done.returncode == 0, done.stderr
