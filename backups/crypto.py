@@ -146,12 +146,10 @@ def seal_artifact(
     chunks: Iterable[bytes], out: BinaryIO, key: bytes, *, set_id: int, name: str
 ) -> None:
     """Seal a plaintext stream into ``out`` as artifact ``name`` of the set."""
-    writer = sealed.SealingWriter(
-        out, key, context=context(set_id, name), chunk_size=CHUNK
-    )
-    for piece in chunks:
-        writer.write(piece)
-    writer.close()
+    for piece in sealed.seal_stream(
+        key, chunks, context=context(set_id, name), chunk_size=CHUNK
+    ):
+        out.write(piece)
 
 
 def open_artifact(
