@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from audit import archive
+from audit import archive, chain
 from audit.models import ArchiveState, AuditArchive, AuditEvent
 from audit.services import audit_seal
 from audit.tests.conftest import make_old_events, verify_output
@@ -141,12 +141,8 @@ def test_bucket_without_object_lock_archives_unlocked_with_a_warning(
     assert "ObjectLockMode" not in head
 
 
-def test_locked_bucket_retains_the_archive_version_in_compliance(
-    archive_bucket, s3_client, settings
-):
-    """On a bucket with Object Lock, the archive's version and its manifest
-    are retained in COMPLIANCE mode for AUDIT_ARCHIVE_LOCK_DAYS, and the
-    trail still verifies."""
+@pytest.fixture
+def locked_bucket(archive_bucket, s3_client, settings):
     bucket = f"kreo-audit-lock-{uuid.uuid4().hex[:8]}"
     s3_client.create_bucket(
         Bucket=bucket,
@@ -154,6 +150,24 @@ def test_locked_bucket_retains_the_archive_version_in_compliance(
         ObjectLockEnabledForBucket=True,
     )
     settings.AUDIT_ARCHIVE_S3_BUCKET = bucket
+    return bucket
+
+
+def _retained_versions(s3_client, bucket: str, key: str) -> list[dict]:
+    """The Object Lock of every version of ``key``."""
+    # moto answers GetObjectRetention by version with a 500; HEAD says it.
+    return [
+        s3_client.head_object(Bucket=bucket, Key=key, VersionId=v["VersionId"])
+        for v in s3_client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
+    ]
+
+
+def test_locked_bucket_retains_the_archive_version_in_compliance(
+    locked_bucket, s3_client, settings
+):
+    """On a bucket with Object Lock, the archive's version and its manifest
+    are retained in COMPLIANCE mode for AUDIT_ARCHIVE_LOCK_DAYS, and the
+    trail still verifies."""
     make_old_events(100)
     audit_seal()
     archive.run()
@@ -161,14 +175,33 @@ def test_locked_bucket_retains_the_archive_version_in_compliance(
     assert item.object_lock and item.state == ArchiveState.PURGED
     soon = timezone.now() + timedelta(days=settings.AUDIT_ARCHIVE_LOCK_DAYS - 1)
     for key in (item.key, item.manifest_key):
-        (version,) = s3_client.list_object_versions(Bucket=bucket, Prefix=key)[
-            "Versions"
-        ]
-        # moto answers GetObjectRetention by version with a 500; HEAD says it.
-        head = s3_client.head_object(
-            Bucket=bucket, Key=key, VersionId=version["VersionId"]
-        )
+        (head,) = _retained_versions(s3_client, locked_bucket, key)
         assert head["ObjectLockMode"] == "COMPLIANCE"
         assert head["ObjectLockRetainUntilDate"] > soon
     ok, text = verify_output()
     assert ok, text
+
+
+def test_multipart_archive_is_retained_too(locked_bucket, s3_client, settings):
+    """An archive past the 8 MiB part size goes up in parts (moto drops the
+    lock given at multipart start) and its version is still retained in
+    COMPLIANCE mode."""
+    settings.AUDIT_ARCHIVE_MAX_EVENTS = 5000
+    start = timezone.now() - timedelta(days=40)
+    events = []
+    for i in range(4000):
+        event = AuditEvent(
+            occurred_at=start + timedelta(milliseconds=i),
+            event_type="file.download",
+            outcome="success",
+            details={"i": i, "note": os.urandom(2560).hex()},
+        )
+        event.content_hash = chain.content_hash(chain.event_values(event))
+        events.append(event)
+    AuditEvent.objects.bulk_create(events, batch_size=500)
+    audit_seal()
+    archive.run()
+    item = AuditArchive.objects.get()
+    assert item.size > archive.PART and item.state == ArchiveState.PURGED
+    (head,) = _retained_versions(s3_client, locked_bucket, item.key)
+    assert head["ObjectLockMode"] == "COMPLIANCE"
