@@ -54,7 +54,8 @@ LOCK_UNKNOWN = (
     "the archive stays pending until S3 answers."
 )
 NOT_RETAINED = (
-    "{key}: not archived: {error} No event removed; the archive stays pending."
+    "{key}: not archived: its Object Lock retention could not be confirmed "
+    "({error}). No event removed; the archive stays pending."
 )
 UNKNOWN_MAGIC = "{key}: not an audit archive (neither KREOSEAL nor KREOAUD1)."
 PURGE_BATCH = 10_000
