@@ -128,6 +128,7 @@ NO_SEALS = (
     "no seals in this archive (written before archives carried their seals): "
     "content hashes checked, no signature to check."
 )
+MANIFEST_RANGE = "event {id}: outside the range {first}..{last} of {name}."
 MANIFEST_MISMATCH = "{name}: {field} is {found}, the archive manifest says {expected}."
 
 
@@ -690,15 +691,11 @@ class ArchiveCheck:
 
 
 def check_archive_manifest(path: Path, check: ArchiveCheck, size: int, sha: str):
+    """Compare with the archive's manifest: digest, size, count, id range (the
+    range of its seals, so an event outside it does not belong)."""
     manifest = json.loads(path.read_bytes())
     ids = check.ids
-    found = {
-        "sha256": sha,
-        "size": size,
-        "count": len(ids),
-        "first_id": ids[0] if ids else None,
-        "last_id": ids[-1] if ids else None,
-    }
+    found = {"sha256": sha, "size": size, "count": len(ids)}
     for field, value in found.items():
         if field in manifest and manifest[field] != value:
             check.problems.append(
@@ -706,6 +703,12 @@ def check_archive_manifest(path: Path, check: ArchiveCheck, size: int, sha: str)
                     name=path, field=field, found=value, expected=manifest[field]
                 )
             )
+    first, last = manifest.get("first_id"), manifest.get("last_id")
+    outside = [pk for pk in ids if first is not None and not first <= pk <= last]
+    if outside:
+        check.problems.append(
+            MANIFEST_RANGE.format(id=outside[0], name=path, first=first, last=last)
+        )
     cut = manifest.get("seal_at_cut") or {}
     last = max(check.seals, key=lambda s: int(s["seq"]), default=None)
     if (
