@@ -117,19 +117,24 @@ EVENT_HASH = "event {id}: content does not match its content hash."
 EVENT_ORDER = "event {id}: out of order (follows event {previous})."
 EVENT_UNSEALED = "event {id}: in no seal of this archive."
 SEAL_FOLLOWS = "seal {seq}: does not follow seal {previous} (a seal is missing)."
+SEAL_GAP = "seal {seq}: starts at event {first}, seal {previous} ended at {last}."
 SEAL_LINK = "seal {seq}: its previous head is not seal {previous}'s head."
+SEAL_GENESIS = "seal 1: its previous head is not the genesis (64 zeros)."
 SEAL_EVENTS = (
-    "seal {seq} (events {first}..{last}): the archive's events do not match its "
-    "head or count (event {id} removed, added or altered)."
+    "seal {seq} (events {first}..{last}): the archive's events there do not "
+    "rebuild its head or count: an event was removed, added or its hash changed."
 )
+SEAL_TIMES = "seal {seq}: its time range is not that of its events ({found})."
 SEAL_SIGNATURE = "seal {seq}: the signature does not verify with the public key."
 SEAL_KEY = "seal {seq}: signed by key id {found}, the public key's is {mine}."
+SEAL_AT_CUT = "the last seal ({seq}) is not the manifest's seal_at_cut ({cut})."
 NO_SEALS = (
-    "no seals in this archive (written before archives carried their seals): "
-    "content hashes checked, no signature to check."
+    "no seal records (a manifest written before KREOSEAL, or none given with "
+    "--manifest): content hashes checked, no signature to check."
 )
-MANIFEST_RANGE = "event {id}: outside the range {first}..{last} of {name}."
-MANIFEST_MISMATCH = "{name}: {field} is {found}, the archive manifest says {expected}."
+MANIFEST_RANGE = "event {id}: outside the manifest's range {first}..{last}."
+MANIFEST_MISMATCH = "the {field} is {found}, the manifest says {expected}."
+BAD_PUBLIC_KEY = "--public-key: the raw Ed25519 key in base64 (audit_public_key)."
 
 
 class KreoOpenError(Exception):
@@ -559,26 +564,12 @@ def content_hash(row: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _iso(value: str) -> str:
-    return datetime.fromisoformat(value).isoformat(timespec="microseconds")
-
-
 def seal_text(seal: dict) -> bytes:
     return (
         f"kreo-audit-seal-v1|{seal['seq']}|{seal['first_id']}|{seal['last_id']}|"
-        f"{seal['count']}|{_iso(seal['first_at'])}|{_iso(seal['last_at'])}|"
+        f"{seal['count']}|{seal['first_at']}|{seal['last_at']}|"
         f"{seal['prev_head']}|{seal['head']}|{seal['key_id']}"
     ).encode()
-
-
-def _as_seal(row: dict) -> dict | None:
-    """The seal a line carries, if it is one (not an event)."""
-    for wrapper in ("seal",):
-        if isinstance(row.get(wrapper), dict):
-            return row[wrapper]
-    if "signature" in row and "head" in row and "seq" in row:
-        return row
-    return None
 
 
 def archive_rows(chunks: Iterable[bytes], name: str) -> Iterator[dict]:
@@ -601,47 +592,57 @@ def archive_rows(chunks: Iterable[bytes], name: str) -> Iterator[dict]:
 
 
 class ArchiveCheck:
-    """Events (id, content hash) packed flat, seals kept whole, then checked."""
+    """An archive's events against its seal records (docs/FORMATS.md section 4,
+    "Verifying an archive on its own"). Events are kept as packed (id, hash)
+    pairs, 40 bytes each, so a million-event archive needs about 50 MB."""
 
     def __init__(self, public_key: Ed25519PublicKey, raw_public: bytes):
         self.public_key = public_key
         self.key_id = hashlib.sha256(raw_public).hexdigest()[:16]
         self.ids = array("q")
+        self.times: list[datetime] = []
         self.digests = bytearray()
         self.seals: list[dict] = []
         self.problems: list[str] = []
 
     def add(self, row: dict) -> None:
-        seal = _as_seal(row)
-        if seal is not None:
-            self.seals.append(seal)
-            return
         pk = int(row["id"])
         if content_hash(row) != row.get("content_hash"):
             self.problems.append(EVENT_HASH.format(id=pk))
         if self.ids and pk <= self.ids[-1]:
             self.problems.append(EVENT_ORDER.format(id=pk, previous=self.ids[-1]))
         self.ids.append(pk)
+        self.times.append(datetime.fromisoformat(row["occurred_at"]))
         self.digests += DIGEST.pack(pk, bytes.fromhex(row["content_hash"]))
 
     def finish(self) -> None:
         previous = None
         covered = 0
-        for seal in sorted(self.seals, key=lambda s: int(s["seq"])):
+        for seal in self.seals:
             seq = int(seal["seq"])
-            if previous is not None and seq != int(previous["seq"]) + 1:
+            if previous is None:
+                if seq == 1 and seal["prev_head"] != GENESIS:
+                    self.problems.append(SEAL_GENESIS)
+            elif seq != int(previous["seq"]) + 1:
                 self.problems.append(
                     SEAL_FOLLOWS.format(seq=seq, previous=previous["seq"])
                 )
-            elif previous is not None and seal["prev_head"] != previous["head"]:
-                self.problems.append(
-                    SEAL_LINK.format(seq=seq, previous=previous["seq"])
-                )
-            self._check_seal(seal)
+            else:
+                if int(seal["first_id"]) != int(previous["last_id"]) + 1:
+                    self.problems.append(
+                        SEAL_GAP.format(
+                            seq=seq,
+                            first=seal["first_id"],
+                            previous=previous["seq"],
+                            last=previous["last_id"],
+                        )
+                    )
+                if seal["prev_head"] != previous["head"]:
+                    self.problems.append(
+                        SEAL_LINK.format(seq=seq, previous=previous["seq"])
+                    )
+            covered += self._check_seal(seal)
             previous = seal
-            start = bisect.bisect_left(self.ids, int(seal["first_id"]))
-            end = bisect.bisect_right(self.ids, int(seal["last_id"]))
-            covered += end - start
         if self.seals and covered != len(self.ids):
             ranges = [(int(s["first_id"]), int(s["last_id"])) for s in self.seals]
             for pk in self.ids:
@@ -649,7 +650,9 @@ class ArchiveCheck:
                     self.problems.append(EVENT_UNSEALED.format(id=pk))
                     break
 
-    def _check_seal(self, seal: dict) -> None:
+    def _check_seal(self, seal: dict) -> int:
+        """Rebuild the seal's head from the events in its range; return their
+        number."""
         seq, first, last = int(seal["seq"]), int(seal["first_id"]), int(seal["last_id"])
         start = bisect.bisect_left(self.ids, first)
         end = bisect.bisect_right(self.ids, last)
@@ -657,11 +660,15 @@ class ArchiveCheck:
         inner = hashlib.sha256(packed).digest()
         head = hashlib.sha256(bytes.fromhex(seal["prev_head"]) + inner).hexdigest()
         if head != seal["head"] or end - start != int(seal["count"]):
-            self.problems.append(
-                SEAL_EVENTS.format(
-                    seq=seq, first=first, last=last, id=self._culprit(seal, start, end)
-                )
+            self.problems.append(SEAL_EVENTS.format(seq=seq, first=first, last=last))
+        elif end > start:
+            span = (min(self.times[start:end]), max(self.times[start:end]))
+            said = tuple(
+                map(datetime.fromisoformat, (seal["first_at"], seal["last_at"]))
             )
+            if span != said:
+                found = f"{span[0].isoformat()}..{span[1].isoformat()}"
+                self.problems.append(SEAL_TIMES.format(seq=seq, found=found))
         if seal["key_id"] != self.key_id:
             self.problems.append(
                 SEAL_KEY.format(seq=seq, found=seal["key_id"], mine=self.key_id)
@@ -670,61 +677,39 @@ class ArchiveCheck:
             self.public_key.verify(bytes.fromhex(seal["signature"]), seal_text(seal))
         except (InvalidSignature, ValueError):
             self.problems.append(SEAL_SIGNATURE.format(seq=seq))
-
-    def _culprit(self, seal: dict, start: int, end: int) -> int:
-        """The first event that differs from the seal's own digest list, if it
-        carries one (hex), else the seal's first event."""
-        listed = seal.get("digests")
-        if isinstance(listed, str):
-            try:
-                pairs = list(DIGEST.iter_unpack(bytes.fromhex(listed)))
-            except ValueError:
-                pairs = []
-            ours = list(DIGEST.iter_unpack(bytes(self.digests[start * 40 : end * 40])))
-            for theirs, mine in zip(pairs, ours, strict=False):
-                if theirs != mine:
-                    return mine[0]
-            if len(pairs) != len(ours):
-                longer = pairs if len(pairs) > len(ours) else ours
-                return longer[min(len(pairs), len(ours))][0]
-        return int(seal["first_id"])
+        return end - start
 
 
-def check_archive_manifest(path: Path, check: ArchiveCheck, size: int, sha: str):
-    """Compare with the archive's manifest: digest, size, count, id range (the
-    range of its seals, so an event outside it does not belong)."""
-    manifest = json.loads(path.read_bytes())
-    ids = check.ids
-    found = {"sha256": sha, "size": size, "count": len(ids)}
+def compare_manifest(manifest: dict, check: ArchiveCheck, size: int, sha: str):
+    """The manifest's claims against what was read: digest, size, count, range,
+    the seal at the cut."""
+    found = {"sha256": sha, "size": size, "count": len(check.ids)}
     for field, value in found.items():
         if field in manifest and manifest[field] != value:
             check.problems.append(
                 MANIFEST_MISMATCH.format(
-                    name=path, field=field, found=value, expected=manifest[field]
+                    field=field, found=value, expected=manifest[field]
                 )
             )
     first, last = manifest.get("first_id"), manifest.get("last_id")
-    outside = [pk for pk in ids if first is not None and not first <= pk <= last]
-    if outside:
-        check.problems.append(
-            MANIFEST_RANGE.format(id=outside[0], name=path, first=first, last=last)
-        )
+    if first is not None and last is not None:
+        for pk in check.ids:
+            if not first <= pk <= last:
+                check.problems.append(
+                    MANIFEST_RANGE.format(id=pk, first=first, last=last)
+                )
+                break
     cut = manifest.get("seal_at_cut") or {}
-    last = max(check.seals, key=lambda s: int(s["seq"]), default=None)
-    if (
-        last is not None
-        and cut
-        and (cut.get("head"), cut.get("seq"))
-        != (
-            last["head"],
-            int(last["seq"]),
-        )
-    ):
-        check.problems.append(
-            MANIFEST_MISMATCH.format(
-                name=path, field="the last seal", found=last["seq"], expected=cut
+    if check.seals and cut:
+        end = check.seals[-1]
+        if (int(end["seq"]), end["head"], end["signature"]) != (
+            cut.get("seq"),
+            cut.get("head"),
+            cut.get("signature"),
+        ):
+            check.problems.append(
+                SEAL_AT_CUT.format(seq=end["seq"], cut=cut.get("seq"))
             )
-        )
 
 
 def cmd_audit_verify(args) -> int:
@@ -732,29 +717,28 @@ def cmd_audit_verify(args) -> int:
         raw_public = base64.b64decode(args.public_key, validate=True)
         public_key = Ed25519PublicKey.from_public_bytes(raw_public)
     except (binascii.Error, ValueError) as exc:
-        raise KreoOpenError(
-            "--public-key: the raw Ed25519 key in base64 (manage.py audit_public_key)."
-        ) from exc
+        raise KreoOpenError(BAD_PUBLIC_KEY) from exc
     secret = args.archive_key or os.environ.get("AUDIT_ARCHIVE_KEY", "")
     if not secret:
         raise KreoOpenError(NO_KEY.format(what="archive key", env="AUDIT_ARCHIVE_KEY"))
+    manifest = json.loads(Path(args.manifest).read_bytes()) if args.manifest else {}
     path = Path(args.archive)
-    name = args.context or path.name
-    context = (args.context or "").encode()
+    object_key = args.context or manifest.get("object") or ""
+    name = object_key or path.name
     check = ArchiveCheck(public_key, raw_public)
+    check.seals = sorted(manifest.get("seal_records") or [], key=lambda s: s["seq"])
     with open(path, "rb") as raw:
         source = HashingReader(raw)
-        chunks = open_object(source, audit_archive_key(secret), context, name)
+        chunks = open_object(
+            source, audit_archive_key(secret), object_key.encode(), name
+        )
         for row in archive_rows(chunks, name):
             check.add(row)
         source.drain()
     check.finish()
-    if args.manifest:
-        check_archive_manifest(
-            Path(args.manifest), check, source.size, source.sha256.hexdigest()
-        )
-    ids = check.ids
-    seqs = sorted(int(s["seq"]) for s in check.seals)
+    if manifest:
+        compare_manifest(manifest, check, source.size, source.sha256.hexdigest())
+    ids, seqs = check.ids, [int(s["seq"]) for s in check.seals]
     _say(
         f"{name}: {len(ids)} events"
         + (f" (ids {ids[0]}..{ids[-1]})" if ids else "")
@@ -763,13 +747,13 @@ def cmd_audit_verify(args) -> int:
         + f", public key id {check.key_id}"
     )
     if not seqs:
-        _say(NO_SEALS)
+        _say(f"{name}: {NO_SEALS}")
     for problem in check.problems:
         _complain(f"{name}: {problem}")
     if check.problems:
         _complain(f"{name}: {len(check.problems)} problem(s): NOT verified")
         return 1
-    _say(f"{name}: verified")
+    _say(f"{name}: verified" + (" (signatures checked)" if seqs else ""))
     return 0
 
 
@@ -821,8 +805,12 @@ def parser() -> argparse.ArgumentParser:
         "--public-key", required=True, help="manage.py audit_public_key (base64)"
     )
     audit.add_argument("--archive-key", help="AUDIT_ARCHIVE_KEY (or env)")
-    audit.add_argument("--context", help="the archive's S3 object key")
-    audit.add_argument("--manifest", help="the archive's .manifest.json, to compare")
+    audit.add_argument(
+        "--manifest", help="the archive's .manifest.json: seal records, digest, count"
+    )
+    audit.add_argument(
+        "--context", help="the archive's S3 object key (default: the manifest's)"
+    )
     audit.add_argument("archive")
     audit.set_defaults(run=cmd_audit_verify)
     return top
