@@ -119,7 +119,10 @@ EVENT_UNSEALED = "event {id}: in no seal of this archive."
 SEAL_FOLLOWS = "seal {seq}: does not follow seal {previous} (a seal is missing)."
 SEAL_GAP = "seal {seq}: starts at event {first}, seal {previous} ended at {last}."
 SEAL_LINK = "seal {seq}: its previous head is not seal {previous}'s head."
-SEAL_GENESIS = "seal 1: its previous head is not the genesis (64 zeros)."
+SEAL_START = (
+    "seal {seq}: its previous head is not the genesis (seal 1: 64 zeros) or "
+    "the --prev-head given (the last head of the archive before)."
+)
 SEAL_EVENTS = (
     "seal {seq} (events {first}..{last}): the archive's events there do not "
     "rebuild its head or count: an event was removed, added or its hash changed."
@@ -604,6 +607,7 @@ class ArchiveCheck:
         self.digests = bytearray()
         self.seals: list[dict] = []
         self.problems: list[str] = []
+        self.prev_head = ""
 
     def add(self, row: dict) -> None:
         pk = int(row["id"])
@@ -621,8 +625,9 @@ class ArchiveCheck:
         for seal in self.seals:
             seq = int(seal["seq"])
             if previous is None:
-                if seq == 1 and seal["prev_head"] != GENESIS:
-                    self.problems.append(SEAL_GENESIS)
+                if seal["prev_head"] != (GENESIS if seq == 1 else self.prev_head):
+                    if seq == 1 or self.prev_head:
+                        self.problems.append(SEAL_START.format(seq=seq))
             elif seq != int(previous["seq"]) + 1:
                 self.problems.append(
                     SEAL_FOLLOWS.format(seq=seq, previous=previous["seq"])
@@ -727,6 +732,7 @@ def cmd_audit_verify(args) -> int:
     name = object_key or path.name
     check = ArchiveCheck(public_key, raw_public)
     check.seals = sorted(manifest.get("seal_records") or [], key=lambda s: s["seq"])
+    check.prev_head = args.prev_head or ""
     with open(path, "rb") as raw:
         source = HashingReader(raw)
         chunks = open_object(
@@ -810,6 +816,9 @@ def parser() -> argparse.ArgumentParser:
     )
     audit.add_argument(
         "--context", help="the archive's S3 object key (default: the manifest's)"
+    )
+    audit.add_argument(
+        "--prev-head", help="the head of the archive before (its seal_at_cut head)"
     )
     audit.add_argument("archive")
     audit.set_defaults(run=cmd_audit_verify)
