@@ -57,7 +57,7 @@ MAX_CHUNKS = 2**32
 # The older framings, read-only (docs/FORMATS.md section 6).
 F1_MAGIC, F1_HEADER, F1_CHUNK = b"KREOF1\x00\x00", 16, 64 * 1024
 BK1_MAGIC, BK1_HEADER, BK1_CHUNK = b"KREOBK1\n", 48, 1024 * 1024
-AUD1_MAGIC, AUD1_HEADER = b"KREOAUD1", 16
+AUD1_MAGIC, AUD1_HEADER, AUD1_CHUNK = b"KREOAUD1", 16, 1024 * 1024
 MAGICS = {
     SEAL_MAGIC: "KREOSEAL",
     F1_MAGIC: "KREOF1",
@@ -339,7 +339,10 @@ def open_aud1(source: BinaryIO, key: bytes, context: bytes, name: str):
     while length:
         if len(length) != 4:
             raise KreoOpenError(TRUNCATED.format(name=name, index=index - 1))
-        sealed = _read_exact(source, struct.unpack(">I", length)[0])
+        (size,) = struct.unpack(">I", length)
+        if size > AUD1_CHUNK + TAG:  # the writer's chunks: at most 1 MiB
+            raise KreoOpenError(TAMPERED.format(name=name, index=index))
+        sealed = _read_exact(source, size)
         length = _read_exact(source, 4)
         if length:
             nonce, aad = nonce_aad(index, False)

@@ -167,16 +167,34 @@ def test_the_tool_opens_the_documented_vectors(vector, plain, run_tool, tmp_path
 
 
 def test_a_cut_or_extended_vector_is_refused_and_nothing_written(run_tool, tmp_path):
-    """An object cut at a chunk boundary, a flipped bit or an added byte: exit
-    1, the chunk named, no output file and no temporary left behind."""
+    """An object cut at a chunk boundary, a flipped bit, an added byte, chunks
+    reordered or swapped in from another object, a bad header: exit 1, the
+    object and chunk named, no output file and no temporary left behind."""
     plain = bytes(i % 251 for i in range(2500))
-    blob = b"".join(
-        sealed.seal_stream(VECTOR_KEY, [plain], context=b"c", chunk_size=1024)
-    )
+
+    def seal() -> bytes:
+        return b"".join(
+            sealed.seal_stream(VECTOR_KEY, [plain], context=b"c", chunk_size=1024)
+        )
+
+    blob, other = seal(), seal()
+    chunk = [blob[53 + i * 1040 : 53 + (i + 1) * 1040] for i in range(3)]
     cases = {
         "cut": (blob[: 53 + 2 * 1040], "truncated after chunk 1"),
         "flipped": (blob[:1200] + bytes([blob[1200] ^ 1]) + blob[1201:], "chunk 1"),
         "extended": (blob + b"\0", "chunk 2 failed authentication"),
+        "reordered": (
+            blob[:53] + chunk[1] + chunk[0] + chunk[2],
+            "chunk 0 failed authentication",
+        ),
+        "swapped": (
+            blob[: 53 + 1040] + other[53 + 1040 : 53 + 2080] + chunk[2],
+            "chunk 1 failed authentication",
+        ),
+        "header-cut": (blob[:40], "header is cut short"),
+        "no-chunk": (blob[:53], "no chunk after the header"),
+        "version": (blob[:8] + b"\x02" + blob[9:], "KREOSEAL version 2 is unknown"),
+        "magic": (b"KREOSEAM" + blob[8:], "not a Kreo object"),
     }
     for label, (bad, message) in cases.items():
         source = tmp_path / f"{label}.sealed"
@@ -547,6 +565,7 @@ def test_an_archive_the_app_wrote_verifies(archived, run_tool):
 def test_an_archive_with_a_flipped_byte_fails_naming_the_chunk(
     archived, run_tool, tmp_path
 ):
+    """One bit changed in the downloaded object: its chunk is named."""
     raw = bytearray(archived["path"].read_bytes())
     raw[100] ^= 1
     archived["path"].write_bytes(bytes(raw))
@@ -558,6 +577,7 @@ def test_an_archive_with_a_flipped_byte_fails_naming_the_chunk(
 
 
 def test_an_archive_with_a_wrong_key_or_context_fails(archived, run_tool):
+    """Another AUDIT_ARCHIVE_KEY, or the object under another S3 key: refused."""
     wrong = {"AUDIT_ARCHIVE_KEY": "not the archive key"}
     done = run_tool("audit-verify", *archived["args"], archived["path"], env=wrong)
     assert done.returncode == 1 and archived["item"].key in done.stderr
