@@ -137,6 +137,7 @@ NO_SEALS = (
 )
 MANIFEST_RANGE = "event {id}: outside the manifest's range {first}..{last}."
 MANIFEST_MISMATCH = "the {field} is {found}, the manifest says {expected}."
+MALFORMED = "a manifest or archive line lacks what this format needs ({error})."
 BAD_PUBLIC_KEY = "--public-key: the raw Ed25519 key in base64 (audit_public_key)."
 
 
@@ -338,7 +339,7 @@ def open_aud1(source: BinaryIO, key: bytes, context: bytes, name: str):
         raise KreoOpenError(NO_CHUNK.format(name=name))
     while length:
         if len(length) != 4:
-            raise KreoOpenError(TRUNCATED.format(name=name, index=index - 1))
+            raise KreoOpenError(TAMPERED.format(name=name, index=index))
         (size,) = struct.unpack(">I", length)
         if size > AUD1_CHUNK + TAG:  # the writer's chunks: at most 1 MiB
             raise KreoOpenError(TAMPERED.format(name=name, index=index))
@@ -834,6 +835,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (KreoOpenError, OSError, ValueError) as exc:
         _complain(str(exc))
+        return 1
+    except (KeyError, TypeError) as exc:  # a manifest without a member it needs
+        _complain(MALFORMED.format(error=repr(exc)))
         return 1
 
 
