@@ -10,6 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.core import mail
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -74,7 +76,13 @@ def test_a_new_export_is_kreoseal_and_opens_only_as_its_own(client, owner, s3_st
     assert sealed.parse_header(stored).chunk_size == 64 * 1024
     assert reseal.storage_reseal()["exports_left"] == 0
     token = re.search(r"/([^/\s]+)/?\s*$", mail.outbox[-1].body).group(1)
-    key = services._archive_key(token, export.pk)
+    # docs/FORMATS.md §5: the export key from the link's token.
+    key = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=str(export.pk).encode(),
+        info=b"kreo-data-export",
+    ).derive(token.encode())
     opened = crypto.decrypt_chunks(
         key, export.pk, [stored], context=services.export_context(export.pk)
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
@@ -304,3 +305,26 @@ def test_keys_rotate_also_reseals(client, owner, project, bucket):
     assert raw(item.blob.name).startswith(b"KREOSEAL")
     assert download(client, item) == content
     assert reseal_events().count() == 1
+
+
+def test_a_stored_file_opens_by_the_recipe_in_docs_formats(client, project, bucket):
+    """docs/FORMATS.md §5, with the bare primitives: unwrap the data key
+    from its row with the KEK, open the object with the file id as context."""
+    content = PDF + os.urandom(70_000)
+    client.post(
+        reverse("projects:file-upload", args=[project.pk]),
+        {"file": ContentFile(content, name="doc.pdf")},
+    )
+    item = ProjectFile.objects.get(project=project)
+    row = ProjectKey.objects.get(pk=project.pk)
+    kek = dict(keys.parse_keyring(settings.KREO_KEYRING))[row.kek_id]
+    wrapped = bytes(row.wrapped)
+    assert len(wrapped) == 60
+    aad = row.kek_id.encode() + b"\x00kreo-project-data-key\x00" + project.pk.bytes
+    data_key = AESGCM(kek).decrypt(wrapped[:12], wrapped[12:], aad)
+    stored = raw(item.blob.name)
+    assert sealed.open_bytes(data_key, stored, context=item.pk.bytes) == content
+    # Plaintext byte p lies in chunk p // 65536, at 53 + (p // 65536) * 65552.
+    second = stored[53 + 65552 : 53 + 2 * 65552]
+    cipher = sealed.Opener(data_key, stored[:53], item.pk.bytes)
+    assert cipher.open(1, second, True) == content[65536:]
