@@ -239,7 +239,9 @@ def decrypt_chunks(
         opener = _opener(key, read, file_id, context, name)
     except sealed.SealedError as exc:
         raise FileIntegrityError(str(exc)) from None
-    whole = getattr(opener, "chunk_size", CHUNK) + TAG
+    chunk_size = getattr(opener, "chunk_size", CHUNK)
+    whole = chunk_size + TAG
+    batch_size = max(1, BATCH * CHUNK // chunk_size)  # about 1 MiB a batch
 
     def open_(chunks: list[bytes], start: int, last: bool):
         """(plaintexts, error): the chunks that verified, then the failure."""
@@ -272,9 +274,9 @@ def decrypt_chunks(
             if not following:
                 yield functools.partial(open_, batch, start, True)
                 return
-            if len(batch) == BATCH:
+            if len(batch) == batch_size:
                 yield functools.partial(open_, batch, start, False)
-                start, batch = start + BATCH, []
+                start, batch = start + batch_size, []
             batch.append(following)
 
     for plains, error in _ahead(jobs()):

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from kreo import sealed as kreo_sealed
 from projects import crypto
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
@@ -253,3 +254,16 @@ def test_an_abandoned_stream_leaves_no_thread_behind():
     stream.close()
     left = [t for t in threading.enumerate() if t.ident not in before]
     assert left == []
+
+
+def test_an_object_sealed_with_another_chunk_size_opens_by_its_header():
+    """The chunk size is the header's: a 1 MiB-chunk object (as the bulk
+    writers make) opens too, batches kept to about 1 MiB."""
+    plaintext = os.urandom(3 * 2**20 + 5)
+    stored = kreo_sealed.seal_bytes(
+        KEY, plaintext, context=FILE_ID.bytes, chunk_size=2**20
+    )
+    assert opened(stored) == plaintext
+    cut = stored[: kreo_sealed.HEADER + 2 * (2**20 + crypto.TAG)]
+    with pytest.raises(crypto.FileIntegrityError, match="truncated after chunk 1"):
+        opened(cut)
