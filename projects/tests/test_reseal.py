@@ -328,3 +328,30 @@ def test_a_stored_file_opens_by_the_recipe_in_docs_formats(client, project, buck
     second = stored[53 + 65552 : 53 + 2 * 65552]
     cipher = sealed.Opener(data_key, stored[:53], item.pk.bytes)
     assert cipher.open(1, second, True) == content[65536:]
+
+
+def test_an_interrupted_run_is_audited_and_the_next_one_finishes(
+    client, owner, project, bucket
+):
+    """Stopped after the first file (Ctrl-C): the event says what was done
+    and that the run stopped; running again finishes the rest."""
+    contents = {}
+    for _ in range(3):
+        content = PDF + os.urandom(crypto.CHUNK + 10)
+        contents[legacy_file(project, owner, content).pk] = content
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reseal.storage_reseal(progress=stop)
+    event = reseal_events().get()
+    assert event.outcome == Outcome.ERROR
+    assert "run it again" in event.error_description
+    assert event.details["resealed"] == 1 and event.details["left"] == 2
+
+    assert reseal.storage_reseal()["resealed"] == 2
+    for pk, content in contents.items():
+        item = ProjectFile.objects.get(pk=pk)
+        assert raw(item.blob.name).startswith(b"KREOSEAL")
+        assert download(client, item) == content
