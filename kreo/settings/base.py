@@ -313,7 +313,6 @@ KREO_KEY_LEDGER_S3_REGION = env.str(
     "KREO_KEY_LEDGER_S3_REGION",
     default=env.str("AWS_S3_REGION_NAME", default="eu-west-2"),
 )
-KREO_KEY_LEDGER_LOCK_MODE = env.str("KREO_KEY_LEDGER_LOCK_MODE", default="COMPLIANCE")
 KREO_KEY_LEDGER_LOCK_DAYS = env.int("KREO_KEY_LEDGER_LOCK_DAYS", default=400)
 # Days before soft-deleted projects, never-verified accounts and expired
 # exports are purged.
