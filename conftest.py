@@ -169,6 +169,18 @@ def s3_storage(settings, s3_client):
 
 
 @pytest.fixture
+def own_redis(tmp_path):
+    """A Redis of the test's own on a free port (kreo.testing.faults.OwnRedis),
+    for tests that kill, freeze or restart it."""
+    from kreo.testing.faults import OwnRedis
+
+    redis = OwnRedis(tmp_path)
+    redis.start()
+    yield redis
+    redis.kill()
+
+
+@pytest.fixture
 def redis_url():
     return _need(REDIS_URL, "KREO_TEST_REDIS_URL")
 

@@ -1,11 +1,16 @@
-"""Archival to S3: sealed events as gzip JSON Lines, AES-256-GCM in chunks.
+"""Archival to S3: sealed events as gzip JSON Lines in a ``KREOSEAL`` object.
 
-Object layout: ``MAGIC | nonce prefix (8)`` then chunks of
-``length (4, big-endian) | ciphertext``. Chunk ``i`` is sealed with nonce
-``prefix | i`` and associated data ``MAGIC | object key | i | final``, so a
-chunk cannot be moved, dropped or the object truncated unnoticed. Each
-archive holds whole seals; its manifest names counts, time range, SHA-256 of
-the object and the seal at the cut.
+Object: the gzip of the events' JSON Lines, sealed with ``kreo/sealed.py``
+(1 MiB chunks, key ``audit.keys.archive_key()``, context the S3 object key
+in UTF-8), so a chunk cannot be altered, moved, dropped, the object cut
+short or copied to another key unnoticed. Archives written before
+``KREOSEAL`` (``KREOAUD1``) are read by ``audit/legacy.py``, chosen by the
+magic bytes. Each archive holds whole seals; its manifest names counts,
+time range, SHA-256 of the object and every seal record it covers, so the
+archive verifies with the public key alone (docs/FORMATS.md sections 3, 4).
+
+Object Lock: ``kreo.s3.retention_params`` decides; an archive whose lock
+cannot be queried (AccessDenied, an outage) is refused and stays pending.
 
 States (``AuditArchive.state``): pending -> uploaded -> verified -> purged.
 Every step is idempotent and a run starts by finishing unfinished archives,
@@ -16,37 +21,43 @@ multipart upload and uploads it again. One run at a time (``kreo.worker``
 lock; an advisory lock on PostgreSQL), so a redelivered task waits its turn.
 """
 
-import gzip
 import hashlib
+import itertools
 import json
 import logging
-import os
-import struct
 import zlib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit import chain, keys, serialise
+from audit import chain, keys, legacy, serialise
 from audit.models import ArchiveState, AuditArchive, AuditEvent, AuditSeal
 from kreo import s3 as kreo_s3
+from kreo import sealed
 from kreo.worker import exclusive, stream_pause
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"KREOAUD1"
-CHUNK = 1024 * 1024
 PART = 8 * 1024 * 1024
-LENGTH = struct.Struct(">I")
+READ = 256 * 1024
+MANIFEST_FORMAT = "kreo-audit-archive-v2"
 NOT_CONFIGURED = "Audit archival needs AUDIT_ARCHIVE_S3_BUCKET in the environment."
 BUSY = "Another audit archive run is in progress; this one did nothing."
+LOCK_UNKNOWN = (
+    "{key}: not archived: the Object Lock configuration of bucket {bucket} "
+    "could not be read ({error}). Nothing was uploaded and no event removed; "
+    "the archive stays pending until S3 answers."
+)
+NOT_RETAINED = (
+    "{key}: not archived: its Object Lock retention could not be confirmed "
+    "({error}). No event removed; the archive stays pending."
+)
+UNKNOWN_MAGIC = "{key}: not an audit archive (neither KREOSEAL nor KREOAUD1)."
 PURGE_BATCH = 10_000
 
 
@@ -62,10 +73,6 @@ def s3_client():
     )
 
 
-def _aad(key: str, index: int, final: bool) -> bytes:
-    return MAGIC + key.encode() + struct.pack(">IB", index, int(final))
-
-
 class _Uploader:
     """Multipart upload with one part buffer: memory stays flat."""
 
@@ -76,6 +83,7 @@ class _Uploader:
         self.buffer = bytearray()
         self.sha = hashlib.sha256()
         self.size = 0
+        self.version: str | None = None
 
     def write(self, data: bytes) -> None:
         self.sha.update(data)
@@ -103,28 +111,19 @@ class _Uploader:
     def close(self) -> None:
         if not self.parts:
             # Small archives go in one request.
-            self.client.put_object(
+            done = self.client.put_object(
                 Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), **self.extra
             )
-            return
-        if self.buffer:
-            self._flush()
-        self.client.complete_multipart_upload(
-            Bucket=self.bucket,
-            Key=self.key,
-            UploadId=self.upload_id,
-            MultipartUpload={"Parts": self.parts},
-        )
-        if "ObjectLockMode" in self.extra:
-            # Some S3 implementations drop retention given at multipart start.
-            self.client.put_object_retention(
+        else:
+            if self.buffer:
+                self._flush()
+            done = self.client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=self.key,
-                Retention={
-                    "Mode": self.extra["ObjectLockMode"],
-                    "RetainUntilDate": self.extra["ObjectLockRetainUntilDate"],
-                },
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": self.parts},
             )
+        self.version = done.get("VersionId")
 
     def abort(self) -> None:
         if not self.upload_id:
@@ -137,76 +136,36 @@ class _Uploader:
             logger.warning("audit archive: could not abort upload of %s", self.key)
 
 
-class _Encryptor:
-    def __init__(self, sink, key: str):
-        self.sink, self.key = sink, key
-        self.aead = AESGCM(keys.archive_key())
-        self.prefix = os.urandom(8)
-        self.index = 0
-        self.plain = bytearray()
-        self.zip = zlib.compressobj(6, zlib.DEFLATED, 31)
-        sink.write(MAGIC + self.prefix)
+class _HashingReader:
+    """``read(n)`` over an S3 body, hashing every byte read."""
 
-    def write_line(self, line: str) -> None:
-        self.plain += self.zip.compress(line.encode())
-        while len(self.plain) >= CHUNK:
-            self._emit(bytes(self.plain[:CHUNK]), final=False)
-            del self.plain[:CHUNK]
+    def __init__(self, body, sha=None):
+        self.read_exact = sealed.reader(body)
+        self.sha = sha
 
-    def _emit(self, data: bytes, final: bool) -> None:
-        nonce = self.prefix + struct.pack(">I", self.index)
-        sealed = self.aead.encrypt(nonce, data, _aad(self.key, self.index, final))
-        self.sink.write(LENGTH.pack(len(sealed)) + sealed)
-        self.index += 1
-
-    def close(self) -> None:
-        self.plain += self.zip.flush()
-        while len(self.plain) > CHUNK:
-            self._emit(bytes(self.plain[:CHUNK]), final=False)
-            del self.plain[:CHUNK]
-        self._emit(bytes(self.plain), final=True)
-
-
-def _read_exact(body, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        more = body.read(size - len(data))
-        if not more:
-            break
-        data += more
-    return data
-
-
-def decrypt_stream(body, key: str, sha=None) -> Iterator[bytes]:
-    """Yield the plaintext chunks of an archive object, checking every tag."""
-
-    def read(size):
-        data = _read_exact(body, size)
-        if sha is not None:
-            sha.update(data)
+    def read(self, size: int) -> bytes:
+        data = self.read_exact(size)
+        if self.sha is not None:
+            self.sha.update(data)
         return data
 
-    head = read(len(MAGIC) + 8)
-    if head[: len(MAGIC)] != MAGIC:
-        raise ArchiveError(f"{key}: not an audit archive")
-    prefix = head[len(MAGIC) :]
-    aead = AESGCM(keys.archive_key())
-    index = 0
-    length = read(LENGTH.size)
-    while length:
-        if len(length) != LENGTH.size:
-            raise ArchiveError(f"{key}: truncated")
-        sealed = read(LENGTH.unpack(length)[0])
-        length = read(LENGTH.size)
-        final = not length
-        nonce = prefix + struct.pack(">I", index)
-        try:
-            yield aead.decrypt(nonce, sealed, _aad(key, index, final))
-        except InvalidTag as exc:
-            raise ArchiveError(f"{key}: chunk {index} fails authentication") from exc
-        index += 1
-    if index == 0:
-        raise ArchiveError(f"{key}: truncated")
+
+def _plain_chunks(body, key: str, sha=None) -> Iterator[bytes]:
+    """The gzip stream inside an archive object, by its magic bytes:
+    ``KREOSEAL`` now, ``KREOAUD1`` for archives written before it."""
+    source = _HashingReader(body, sha)
+    head = source.read(len(sealed.MAGIC))
+    if sealed.is_sealed(head):
+        yield from sealed.open_stream(
+            keys.archive_key(),
+            itertools.chain([head], iter(lambda: source.read(READ), b"")),
+            context=key.encode(),
+            name=key,
+        )
+    elif head == legacy.MAGIC:
+        yield from legacy.open_stream(keys.archive_key(), source.read, object_key=key)
+    else:
+        raise ArchiveError(UNKNOWN_MAGIC.format(key=key))
 
 
 def _rows(chunks: Iterator[bytes]) -> Iterator[dict]:
@@ -218,6 +177,8 @@ def _rows(chunks: Iterator[bytes]) -> Iterator[dict]:
         for line in lines:
             yield json.loads(line)
     tail += unzip.flush()
+    if not unzip.eof:
+        raise ValueError("the gzip stream is cut short")
     if tail.strip():
         yield json.loads(tail)
 
@@ -227,25 +188,33 @@ def read_rows(archive: AuditArchive, client=None, sha=None) -> Iterator[dict]:
     client = client or s3_client()
     try:
         body = client.get_object(Bucket=archive.bucket, Key=archive.key)["Body"]
-        yield from _rows(decrypt_stream(body, archive.key, sha))
+        yield from _rows(_plain_chunks(body, archive.key, sha))
+    except (sealed.SealedError, legacy.LegacyError) as exc:
+        raise ArchiveError(str(exc)) from exc
     except (BotoCoreError, ClientError) as exc:
         raise ArchiveError(f"{archive.key}: cannot read: {exc}") from exc
-    except (zlib.error, gzip.BadGzipFile, ValueError) as exc:
+    except (zlib.error, ValueError) as exc:
         raise ArchiveError(f"{archive.key}: unreadable: {exc}") from exc
 
 
-def _lock_params(client, bucket: str) -> dict:
+def _retention(client, archive: AuditArchive) -> dict:
+    """The Object Lock arguments for this archive's puts; refuse the archive
+    when S3 cannot say whether the bucket locks (never upload it unlocked)."""
     try:
-        conf = client.get_object_lock_configuration(Bucket=bucket)
-    except ClientError:
-        return {}
-    if conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
-        return {}
-    until = timezone.now() + timedelta(days=settings.AUDIT_ARCHIVE_LOCK_DAYS)
-    return {
-        "ObjectLockMode": settings.AUDIT_ARCHIVE_LOCK_MODE,
-        "ObjectLockRetainUntilDate": until,
-    }
+        return kreo_s3.retention_params(
+            client, archive.bucket, days=settings.AUDIT_ARCHIVE_LOCK_DAYS
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise ArchiveError(
+            LOCK_UNKNOWN.format(key=archive.key, bucket=archive.bucket, error=exc)
+        ) from exc
+
+
+def _confirm(client, archive: AuditArchive, key: str, version, lock: dict) -> None:
+    try:
+        kreo_s3.confirm_retention(client, archive.bucket, key, version, lock)
+    except (kreo_s3.RetentionError, BotoCoreError, ClientError) as exc:
+        raise ArchiveError(NOT_RETAINED.format(key=key, error=exc)) from exc
 
 
 def plan(*, now=None) -> list[AuditArchive]:
@@ -305,26 +274,56 @@ def _abort_dead_uploads(archive: AuditArchive, client) -> int:
     return len(dead)
 
 
+def _seal_record(seal: AuditSeal) -> dict:
+    """A seal as the manifest carries it: every field of its signed text."""
+    return {
+        "seq": seal.seq,
+        "first_id": seal.first_id,
+        "last_id": seal.last_id,
+        "count": seal.count,
+        "first_at": chain.iso(seal.first_at),
+        "last_at": chain.iso(seal.last_at),
+        "prev_head": seal.prev_head,
+        "head": seal.head,
+        "key_id": seal.key_id,
+        "signature": seal.signature,
+    }
+
+
 def upload(archive: AuditArchive, client) -> None:
-    extra = {"ServerSideEncryption": "AES256", **_lock_params(client, archive.bucket)}
+    """Seal the archive's events into S3 (streamed, memory flat), then its
+    manifest; both retained as the bucket's Object Lock asks."""
+    lock = _retention(client, archive)
+    extra = {"ServerSideEncryption": "AES256", **lock}
     events = AuditEvent.objects.filter(
         id__gte=archive.first_id, id__lte=archive.last_id
     ).order_by("id")
     _abort_dead_uploads(archive, client)
     uploader = _Uploader(client, archive.bucket, archive.key, extra)
     try:
-        encryptor = _Encryptor(uploader, archive.key)
+        writer = sealed.SealingWriter(
+            uploader,
+            keys.archive_key(),
+            context=archive.key.encode(),
+            chunk_size=sealed.BULK_CHUNK,
+        )
+        gzip = zlib.compressobj(6, zlib.DEFLATED, 31)
         for row in serialise.iter_values(events, chunk_size=5000):
             stream_pause()
-            encryptor.write_line(serialise.jsonl_line(row))
-        encryptor.close()
+            writer.write(gzip.compress(serialise.jsonl_line(row).encode()))
+        writer.write(gzip.flush())
+        writer.close()
         uploader.close()
     except BaseException:
         uploader.abort()
         raise
-    last = AuditSeal.objects.get(seq=archive.last_seal)
+    _confirm(client, archive, archive.key, uploader.version, lock)
+    seals = AuditSeal.objects.filter(
+        seq__gte=archive.first_seal, seq__lte=archive.last_seal
+    ).order_by("seq")
+    records = [_seal_record(seal) for seal in seals.defer("digests").iterator()]
     manifest = {
-        "format": "kreo-audit-archive-v1 (gzip JSON Lines, AES-256-GCM chunks)",
+        "format": MANIFEST_FORMAT,
         "object": archive.key,
         "first_id": archive.first_id,
         "last_id": archive.last_id,
@@ -335,23 +334,22 @@ def upload(archive: AuditArchive, client) -> None:
         "size": uploader.size,
         "seals": [archive.first_seal, archive.last_seal],
         "seal_at_cut": {
-            "seq": last.seq,
-            "head": last.head,
-            "signature": last.signature,
-            "key_id": last.key_id,
+            key: records[-1][key] for key in ("seq", "head", "signature", "key_id")
         },
+        "seal_records": records,
         "public_key": keys.public_key_b64(),
         "created_at": timezone.now().isoformat(),
     }
-    client.put_object(
+    done = client.put_object(
         Bucket=archive.bucket,
         Key=archive.manifest_key,
         Body=json.dumps(manifest, indent=2).encode(),
         ContentType="application/json",
         **extra,
     )
+    _confirm(client, archive, archive.manifest_key, done.get("VersionId"), lock)
     archive.sha256, archive.size = uploader.sha.hexdigest(), uploader.size
-    archive.object_lock = "ObjectLockMode" in extra
+    archive.object_lock = bool(lock)
     archive.state = ArchiveState.UPLOADED
     archive.save()
 

@@ -45,7 +45,7 @@ CONTENT_FIELDS = (
 )
 
 
-def _iso(value) -> str:
+def iso(value) -> str:
     if isinstance(value, datetime):
         return value.isoformat(timespec="microseconds")
     return value
@@ -67,7 +67,7 @@ def canonical(values: dict) -> bytes:
     row = {name: values.get(name) for name in CONTENT_FIELDS}
     if values.get("spooled"):
         row["spooled"] = True
-    row["occurred_at"] = _iso(row["occurred_at"])
+    row["occurred_at"] = iso(row["occurred_at"])
     if row["actor_id"] is not None:
         row["actor_id"] = str(row["actor_id"])
     return json.dumps(
@@ -103,6 +103,6 @@ def seal_text(seal) -> bytes:
     """What the signature covers: every field a verifier relies on."""
     return (
         f"kreo-audit-seal-{HASH_VERSION}|{seal.seq}|{seal.first_id}|"
-        f"{seal.last_id}|{seal.count}|{_iso(seal.first_at)}|{_iso(seal.last_at)}|"
+        f"{seal.last_id}|{seal.count}|{iso(seal.first_at)}|{iso(seal.last_at)}|"
         f"{seal.prev_head}|{seal.head}|{seal.key_id}"
     ).encode()

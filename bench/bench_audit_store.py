@@ -125,7 +125,7 @@ def run(options=None) -> list[dict]:
             for role, label in (
                 ("seal", "audit_seal (hash chain + Ed25519)"),
                 ("verify", "audit_verify, hot store"),
-                ("archive", "audit_archive to S3 (gzip, AES-GCM, read back, purge)"),
+                ("archive", "audit_archive to S3 (gzip, sealed, read back, purge)"),
                 ("verify", "audit_verify, archives + hot"),
             ):
                 out = _child(role, env)

@@ -278,17 +278,28 @@ def reader(source: BinaryIO | Iterable[bytes]) -> Callable[[int], bytes]:
         return read
 
     pieces = iter(source)
-    buffer = bytearray()
+    current, position = b"", 0
 
     def read_iter(size: int) -> bytes:
-        while len(buffer) < size:
-            piece = next(pieces, None)
-            if piece is None:
-                break
-            buffer.extend(piece)
-        data = bytes(buffer[:size])
-        del buffer[:size]
-        return data
+        # No copy where a piece is exactly what was asked (storage handing
+        # over one sealed chunk at a time): the copy would cost as much as
+        # the cipher.
+        nonlocal current, position
+        parts, wanted = [], size
+        while wanted:
+            if position == len(current):
+                piece = next(pieces, None)
+                if piece is None:
+                    break
+                current, position = bytes(piece), 0
+                if not parts and len(current) == wanted:
+                    position = wanted
+                    return current
+            take = current[position : position + wanted]
+            position += len(take)
+            wanted -= len(take)
+            parts.append(take)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     return read_iter
 

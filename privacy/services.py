@@ -1,11 +1,14 @@
 """Data export, account deletion and the purge job.
 
 Export: a user asks; a Celery task builds a zip of their account data and
-every project they belong to (files decrypted from storage), encrypts it
-(``projects.crypto``) under a key derived from a fresh random link token, and
-mails the link. Only the token's hash is kept: the stored archive is
-unreadable without the link. The link works once, for the signed-in owner,
-until it expires (``KREO_EXPORT_TTL_SECONDS``).
+every project they belong to (files decrypted from storage), seals it
+(``KREOSEAL``, context ``kreo-export/<export id>``, docs/FORMATS.md §5) under
+a key derived from a fresh random link token, and mails the link. Only the
+token's hash is kept: the stored archive is unreadable without the link.
+Archives written before KREOSEAL (``KREOF1``) still open until they expire;
+they cannot be resealed, since their key exists only in the mailed link.
+The link works once, for the signed-in owner, until it expires
+(``KREO_EXPORT_TTL_SECONDS``).
 
 Account deletion (by its owner after re-entering the password or, for an
 account linked to single sign-on, after signing in again at the identity
@@ -77,6 +80,10 @@ def _ttl() -> timedelta:
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def export_context(export_id) -> bytes:
+    return f"kreo-export/{export_id}".encode("ascii")
 
 
 def _archive_key(token: str, export_id) -> bytes:
@@ -174,7 +181,10 @@ def export_build(*, export_id) -> DataExport:
             handle.seek(0)
             plain = iter(lambda: handle.read(crypto.CHUNK), b"")
             sealed = crypto.encrypt_chunks(
-                _archive_key(token, export.pk), export.pk, plain
+                _archive_key(token, export.pk),
+                export.pk,
+                plain,
+                context=export_context(export.pk),
             )
             export.blob = default_storage.save(
                 f"exports/{export.pk}", File(crypto.reader(sealed))
@@ -264,7 +274,11 @@ def export_open(*, actor, export_id, token: str, request=None):
         raise PermissionDenied(message)
     blob = _Blob(export.blob)
     chunks = crypto.decrypt_chunks(
-        _archive_key(token, export.pk), export.pk, raw_chunks(blob)
+        _archive_key(token, export.pk),
+        export.pk,
+        raw_chunks(blob),
+        context=export_context(export.pk),
+        name=f"export {export.pk}",
     )
     return export, chunks
 

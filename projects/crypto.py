@@ -1,26 +1,24 @@
-"""Streaming authenticated encryption of project files (format ``KREOF1``).
+"""Streaming authenticated encryption of project files and data exports.
 
-A stored file is a header, then chunks of AES-256-GCM under the project's
-data key::
+New objects are ``KREOSEAL`` (``kreo/sealed.py``, docs/FORMATS.md §1): the
+context is the file's UUID (16 raw bytes) or ``kreo-export/<export id>``,
+the chunk 64 KiB, the key the project's data key (an export's: derived
+from its link token). Objects written before it are ``KREOF1``
+(docs/FORMATS.md §6), read by the decoder here and never written again;
+``decrypt_chunks`` chooses by the first eight bytes, so everything already
+stored still opens until ``storage_reseal`` (``projects.reseal``) has moved
+it over.
 
-    header  = MAGIC (8) | nonce prefix (8, random per file)
-    chunk i = AES-256-GCM(plaintext[i*64 KiB:(i+1)*64 KiB]) with its 16-byte tag
-    nonce   = nonce prefix | i (4 bytes, big-endian)
-    AAD     = header | file id (16) | i (8 bytes) | final flag (1 byte)
-
-The AAD binds every chunk to its file, its position and whether it is the
-last one, so a chunk swapped in from another file, reordered, dropped, or a
-file cut at a chunk boundary fails authentication. Both directions read one
-chunk ahead to know which chunk is final, and hand the cipher a batch of 16
-chunks at a time on a worker thread, a batch ahead of the caller
-(``_ahead``). AES-GCM releases the GIL, so it runs while this thread waits
-on storage or the client's socket: on S3, downloads went from about 0.8 to
-0.87-0.95 of plain throughput (bench/bench_encryption.py). Where the
-machine's cores are already busy (local disk, client on the same host) the
-thread neither helps nor hurts; in memory alone the GIL hand-offs cost more
-than they save. A stream holds about three batches (3 MiB) at most, as
-separate 64 KiB strings (small allocations, no page faults on fresh
-buffers).
+Both directions hand the cipher a batch of 16 chunks (1 MiB of plaintext)
+at a time on a worker thread, a batch ahead of the caller (``_ahead``),
+built on ``sealed.Sealer``/``sealed.Opener``. AES-GCM releases the GIL, so
+it runs while this thread waits on storage or the client's socket: on S3,
+downloads went from about 0.8 to 0.87-0.95 of plain throughput
+(bench/bench_encryption.py). Where the machine's cores are already busy
+(local disk, client on the same host) the thread neither helps nor hurts;
+in memory alone the GIL hand-offs cost more than they save. A stream holds
+about three batches (3 MiB) at most, as separate 64 KiB strings. The
+reader reads one chunk ahead to know which chunk is final.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ from __future__ import annotations
 import functools
 import io
 import itertools
-import os
 import struct
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -38,22 +35,23 @@ from typing import BinaryIO, TypeVar
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kreo import sealed
 from kreo.streams import IterReader
 
-MAGIC = b"KREOF1\x00\x00"
-PREFIX = 8
-HEADER = len(MAGIC) + PREFIX
-CHUNK = 64 * 1024
-TAG = 16
+CHUNK = sealed.FILE_CHUNK
+TAG = sealed.TAG
 SEALED_CHUNK = CHUNK + TAG
+HEADER = sealed.HEADER
+MAGIC = sealed.MAGIC
 # Chunks sealed or opened per step on the worker thread (1 MiB of plaintext).
 BATCH = 16
-MAX_CHUNKS = 2**32
 
-TAMPERED = "The stored file failed authentication at chunk {index}: it was altered."
-TRUNCATED = "The stored file is truncated: its final chunk is missing."
-NOT_ENCRYPTED = "The stored object is not a Kreo encrypted file (bad header)."
+# The old format, read only (docs/FORMATS.md §6).
+LEGACY_MAGIC = b"KREOF1\x00\x00"
+LEGACY_PREFIX = 8
+LEGACY_HEADER = len(LEGACY_MAGIC) + LEGACY_PREFIX
 
+NOT_ENCRYPTED = "{name}: not a Kreo encrypted object (neither KREOSEAL nor KREOF1)."
 
 T = TypeVar("T")
 
@@ -64,18 +62,11 @@ class FileIntegrityError(Exception):
 
 def sealed_size(size: int) -> int:
     """Bytes in storage for ``size`` bytes of plaintext."""
-    chunks = max(1, -(-size // CHUNK))
-    return HEADER + size + chunks * TAG
+    return sealed.sealed_size(size, CHUNK)
 
 
-def _aad(header: bytes, file_id: uuid.UUID, index: int, final: bool) -> bytes:
-    return header + file_id.bytes + struct.pack(">QB", index, 1 if final else 0)
-
-
-def _nonce(prefix: bytes, index: int) -> bytes:
-    if index >= MAX_CHUNKS:
-        raise ValueError("file too large for one nonce prefix")
-    return prefix + struct.pack(">I", index)
+def file_context(file_id: uuid.UUID) -> bytes:
+    return uuid.UUID(str(file_id)).bytes
 
 
 def _ahead(jobs: Iterable[Callable[[], T]]) -> Iterator[T]:
@@ -140,25 +131,26 @@ def _batches(source: Iterable[bytes]) -> Iterator[tuple[list[bytes], bool]]:
 
 
 def encrypt_chunks(
-    key: bytes, file_id: uuid.UUID, source: Iterable[bytes]
-) -> Iterator[bytes | memoryview]:
-    """Yield the sealed form of the plaintext chunks ``source`` (any sizes).
+    key: bytes,
+    file_id: uuid.UUID,
+    source: Iterable[bytes],
+    *,
+    context: bytes | None = None,
+) -> Iterator[bytes]:
+    """Yield the ``KREOSEAL`` object for the plaintext pieces ``source``
+    (any sizes): the header, then the sealed chunks.
 
-    The header, then one read-only-by-convention buffer per batch.
+    ``context`` defaults to the file's id; a data export gives its own.
     """
-    aead = AESGCM(key)
-    prefix = os.urandom(PREFIX)
-    header = MAGIC + prefix
-    yield header
+    sealer = sealed.Sealer(
+        key, file_context(file_id) if context is None else context, chunk_size=CHUNK
+    )
+    yield sealer.header
 
     def seal(chunks: list[bytes], start: int, last: bool) -> list[bytes]:
         final = len(chunks) - 1
         return [
-            aead.encrypt(
-                _nonce(prefix, start + n),
-                chunk,
-                _aad(header, file_id, start + n, last and n == final),
-            )
+            sealer.seal(start + n, chunk, last and n == final)
             for n, chunk in enumerate(chunks)
         ]
 
@@ -168,92 +160,123 @@ def encrypt_chunks(
             yield functools.partial(seal, chunks, start, last)
             start += len(chunks)
 
-    for sealed in _ahead(jobs()):
-        yield from sealed
+    for batch in _ahead(jobs()):
+        yield from batch
 
 
-def _exact_reader(source) -> Callable[[int], bytes]:
-    """``read(n)``: exactly n bytes unless the source ends first."""
-    if hasattr(source, "read"):
+class _LegacyOpener:
+    """``KREOF1``: AES-256-GCM under the data key itself; nonce = the
+    header's random prefix | uint32(i); AAD = header | file id | uint64(i)
+    | final flag (docs/FORMATS.md §6)."""
 
-        def read(size: int) -> bytes:
-            data = source.read(size)
-            if len(data) in (0, size):
-                return data
-            parts = [data]
-            left = size - len(data)
-            while left:
-                more = source.read(left)
-                if not more:
-                    break
-                parts.append(more)
-                left -= len(more)
-            return b"".join(parts)
+    def __init__(self, key: bytes, header: bytes, file_id: uuid.UUID, name: str):
+        self.name = name
+        self._aead = AESGCM(key)
+        self._header = header
+        self._prefix = header[len(LEGACY_MAGIC) :]
+        self._file = file_context(file_id)
 
-        return read
-    stream = iter(source)
-    buffer = bytearray()
+    def _open(self, index: int, data: bytes, final: bool) -> bytes:
+        if index >= sealed.MAX_CHUNKS:
+            raise FileIntegrityError(sealed.TOO_LARGE.format(name=self.name))
+        nonce = self._prefix + struct.pack(">I", index)
+        aad = self._header + self._file + struct.pack(">QB", index, int(final))
+        return self._aead.decrypt(nonce, data, aad)
 
-    def read_iter(size: int) -> bytes:
-        while len(buffer) < size:
-            piece = next(stream, None)
-            if piece is None:
-                break  # the end; an empty piece before it is just skipped
-            buffer.extend(piece)
-        out = bytes(buffer[:size])
-        del buffer[:size]
-        return out
+    def open(self, index: int, data: bytes, final: bool) -> bytes:
+        try:
+            return self._open(index, data, final)
+        except InvalidTag:
+            raise sealed.SealedError(
+                sealed.TAMPERED.format(name=self.name, index=index)
+            ) from None
 
-    return read_iter
+    def authentic(self, index: int, data: bytes, final: bool) -> bool:
+        try:
+            self._open(index, data, final)
+        except InvalidTag:
+            return False
+        return True
 
 
-def decrypt_chunks(key: bytes, file_id: uuid.UUID, source) -> Iterator[bytes]:
+def _opener(key, read, file_id, context, name):
+    """The opener for the object ``read`` reads, chosen by its magic bytes."""
+    head = read(len(MAGIC))
+    if sealed.is_sealed(head):
+        header = head + read(HEADER - len(head))
+        if context is None:
+            context = file_context(file_id)
+        return sealed.Opener(key, header, context, name)
+    if head == LEGACY_MAGIC:
+        header = head + read(LEGACY_PREFIX)
+        if len(header) < LEGACY_HEADER:
+            raise FileIntegrityError(sealed.BAD_HEADER.format(name=name))
+        return _LegacyOpener(key, header, file_id, name)
+    raise FileIntegrityError(NOT_ENCRYPTED.format(name=name))
+
+
+def decrypt_chunks(
+    key: bytes,
+    file_id: uuid.UUID,
+    source: BinaryIO | Iterable[bytes],
+    *,
+    context: bytes | None = None,
+    name: str | None = None,
+) -> Iterator[bytes]:
     """Yield plaintext chunk by chunk, each only after its tag has verified.
 
-    ``source`` is a binary file object or an iterable of byte strings. Raises
-    FileIntegrityError at the first chunk that does not authenticate;
-    nothing of that chunk, or after it, is yielded. Chunks are read and
-    opened BATCH at a time, the next batch opened while this one is yielded.
+    ``source`` is a binary file object or an iterable of byte strings, a
+    ``KREOSEAL`` object (opened with ``context``, by default the file's id)
+    or a ``KREOF1`` one (bound to ``file_id``). Raises FileIntegrityError,
+    naming the object and the chunk, at the first chunk that does not
+    authenticate, at a missing final chunk or at bytes after it; nothing of
+    that chunk, or after it, is yielded. Chunks are read and opened BATCH
+    at a time, the next batch opened while this one is yielded.
     """
-    aead = AESGCM(key)
-    read = _exact_reader(source)
-    header = read(HEADER)
-    if len(header) < HEADER or not header.startswith(MAGIC):
-        raise FileIntegrityError(NOT_ENCRYPTED)
-    prefix = header[len(MAGIC) :]
+    name = name or f"file {file_id}"
+    read = sealed.reader(source)
+    try:
+        opener = _opener(key, read, file_id, context, name)
+    except sealed.SealedError as exc:
+        raise FileIntegrityError(str(exc)) from None
+    chunk_size = getattr(opener, "chunk_size", CHUNK)
+    whole = chunk_size + TAG
+    batch_size = max(1, BATCH * CHUNK // chunk_size)  # about 1 MiB a batch
 
-    def open_(sealed_chunks: list[bytes], start: int, last: bool):
+    def open_(chunks: list[bytes], start: int, last: bool):
         """(plaintexts, error): the chunks that verified, then the failure."""
         plains: list[bytes] = []
-        final_n = len(sealed_chunks) - 1
-        for n, sealed in enumerate(sealed_chunks):
+        final_n = len(chunks) - 1
+        for n, data in enumerate(chunks):
             index, final = start + n, last and n == final_n
-            if len(sealed) < TAG:
-                return plains, FileIntegrityError(TRUNCATED)
-            nonce = _nonce(prefix, index)
-            try:
-                plains.append(
-                    aead.decrypt(nonce, sealed, _aad(header, file_id, index, final))
-                )
-            except InvalidTag:
-                cut = final and _opens(aead, nonce, sealed, header, file_id, index)
+            if len(data) < TAG:
                 return plains, FileIntegrityError(
-                    TRUNCATED if cut else TAMPERED.format(index=index)
+                    sealed.TRUNCATED.format(name=name, index=index - 1)
                 )
+            try:
+                plains.append(opener.open(index, data, final))
+            except sealed.SealedError as exc:
+                message = str(exc)
+                # Only on the error path: cut at a chunk boundary, or
+                # extended past its end, rather than altered?
+                if opener.authentic(index, data, not final):
+                    template = sealed.TRUNCATED if final else sealed.TRAILING
+                    message = template.format(name=name, index=index)
+                return plains, FileIntegrityError(message)
         return plains, None
 
     def jobs():
         """Batches of sealed chunks, reading one chunk ahead to find the last."""
-        start, batch = 0, [read(SEALED_CHUNK)]
+        start, batch = 0, [read(whole)]
         while True:
             current = batch[-1]
-            following = read(SEALED_CHUNK) if len(current) == SEALED_CHUNK else b""
+            following = read(whole) if len(current) == whole else b""
             if not following:
                 yield functools.partial(open_, batch, start, True)
                 return
-            if len(batch) == BATCH:
+            if len(batch) == batch_size:
                 yield functools.partial(open_, batch, start, False)
-                start, batch = start + BATCH, []
+                start, batch = start + batch_size, []
             batch.append(following)
 
     for plains, error in _ahead(jobs()):
@@ -262,13 +285,9 @@ def decrypt_chunks(key: bytes, file_id: uuid.UUID, source) -> Iterator[bytes]:
             raise error
 
 
-def _opens(aead, nonce, sealed, header, file_id, index) -> bool:
-    """Whether ``sealed`` is a genuine non-final chunk (the file was cut after it)."""
-    try:
-        aead.decrypt(nonce, sealed, _aad(header, file_id, index, False))
-    except InvalidTag:
-        return False
-    return True
+def is_current(head: bytes) -> bool:
+    """Whether an object starting with ``head`` is in the format written now."""
+    return sealed.is_sealed(head)
 
 
 def reader(chunks: Iterable[bytes]) -> BinaryIO:

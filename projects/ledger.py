@@ -14,8 +14,10 @@ of the data ever contains the ledger):
 - one object per tombstone, ``<prefix>tombstones/<kind>/<id>/<time>-<random>``,
   written with ``If-None-Match: *`` (a server without conditional writes is
   asked with HEAD first), so a tombstone is never overwritten;
-- Object Lock retention where the bucket has it (``KREO_KEY_LEDGER_LOCK_MODE``
-  for ``KREO_KEY_LEDGER_LOCK_DAYS``), so nobody deletes one early; listing
+- Object Lock retention where the bucket has it (``kreo.s3.retention_params``:
+  ``KREO_S3_LOCK_MODE`` for ``KREO_KEY_LEDGER_LOCK_DAYS``; any S3 error on
+  the lock query refuses the tombstone rather than write it unlocked), so
+  nobody deletes one early; listing
   reads the first version of each key, so neither a delete marker nor a
   later version written over it hides or changes a tombstone;
 - a tombstone is withdrawn (its erasure rolled back) by writing a *void*
@@ -43,7 +45,7 @@ import os
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -253,13 +255,9 @@ class S3Ledger:
         return True
 
     def _retention(self) -> dict:
-        if not kreo_s3.lock_configured(self.client, self.bucket):
-            return {}
-        until = timezone.now() + timedelta(days=settings.KREO_KEY_LEDGER_LOCK_DAYS)
-        return {
-            "ObjectLockMode": settings.KREO_KEY_LEDGER_LOCK_MODE,
-            "ObjectLockRetainUntilDate": until,
-        }
+        return kreo_s3.retention_params(
+            self.client, self.bucket, days=settings.KREO_KEY_LEDGER_LOCK_DAYS
+        )
 
     def _versions(self, folder: str) -> dict[str, str]:
         """Each key under ``folder`` with its first stored version, page by

@@ -87,7 +87,8 @@ class ProjectFile(models.Model):
         related_name="+",
     )
     uploaded_at = models.DateTimeField(auto_now_add=True)
-    # "" for files stored before encryption; else the format (projects.crypto).
+    # "" for files stored before encryption; else the format its object was
+    # written in (projects.storage FORMAT, or LEGACY_FORMAT for KREOF1).
     encryption = models.CharField(max_length=16, blank=True, default="")
 
     class Meta:

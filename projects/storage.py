@@ -1,7 +1,9 @@
 """Stored file bytes: encrypted on the way in, decrypted and verified on the way out.
 
 Objects reach storage (local disk or S3, whose server-side encryption stays
-on too) only as ``projects.crypto`` ciphertext under the project's data key.
+on too) only as ``KREOSEAL`` objects (``projects.crypto``, ``kreo/sealed.py``)
+under the project's data key. Objects written before it (``KREOF1``) still
+open; ``storage_reseal`` moves them over (``projects.reseal``).
 """
 
 import logging
@@ -18,7 +20,9 @@ from storages.utils import clean_name
 from projects import crypto, keys
 
 CHUNK = crypto.SEALED_CHUNK
-FORMAT = "kreo-f1"
+# ProjectFile.encryption: the format its object was written in.
+FORMAT = "kreoseal1"
+LEGACY_FORMAT = "kreo-f1"
 MISSING = "The stored object of this file is missing."
 STORAGE_DOWN = (
     "File storage is not answering at the moment, so nothing was stored or "
@@ -96,6 +100,25 @@ def _open_raw(blob):
         raise crypto.FileIntegrityError(MISSING) from exc
 
 
+def raw_head(blob, size: int) -> bytes:
+    """The first ``size`` bytes of the stored object (one ranged GET on S3)."""
+    storage = blob.storage
+    if hasattr(storage, "bucket"):
+        key = storage._normalize_name(clean_name(blob.name))
+        try:
+            got = storage.bucket.Object(key).get(Range=f"bytes=0-{size - 1}")
+            return got["Body"].read()
+        except _S3_ERRORS as exc:
+            if is_missing(exc):
+                raise crypto.FileIntegrityError(MISSING) from exc
+            raise outage("read", key, exc) from exc
+    try:
+        with storage.open(blob.name, "rb") as handle:
+            return handle.read(size)
+    except FileNotFoundError as exc:
+        raise crypto.FileIntegrityError(MISSING) from exc
+
+
 def raw_chunks(blob: FieldFile, chunk_size: int = CHUNK) -> Iterator[bytes]:
     """Yield the stored bytes of ``blob`` without holding the file in memory."""
     handle = _open_raw(blob)
@@ -113,7 +136,7 @@ def _decrypted(data_key: bytes, item, handle) -> Iterator[bytes]:
         handle.close()
 
 
-def _save(item, chunks: Iterator[bytes]) -> None:
+def _save(item, chunks: Iterator[bytes], key: str | None = None) -> None:
     """Write the object; an S3 failure raises StorageUnavailable.
 
     A PUT either stores the whole object or nothing (a multipart upload that
@@ -123,7 +146,7 @@ def _save(item, chunks: Iterator[bytes]) -> None:
     bucket, it is an object without a row, to be removed.
     """
     field = item.blob.field
-    key = field.generate_filename(item, "upload")
+    key = key or field.generate_filename(item, "upload")
     try:
         stored = item.blob.storage.save(
             key, File(crypto.reader(chunks)), max_length=field.max_length
@@ -134,18 +157,19 @@ def _save(item, chunks: Iterator[bytes]) -> None:
     item.blob = stored
 
 
-def blob_store(item, source: Iterator[bytes]) -> None:
-    """Encrypt ``source`` under the project's data key into ``item.blob``.
+def blob_store(item, source: Iterator[bytes], key: str | None = None) -> None:
+    """Encrypt ``source`` under the project's data key into ``item.blob``,
+    at ``key`` (by default a new random one).
 
     Raises StorageUnavailable when S3 cannot store it.
     """
     if not settings.KREO_FILE_ENCRYPTION:
         # Only the benchmark's baseline (production pins encryption on).
-        _save(item, source)
+        _save(item, source, key)
         item.encryption = ""
         return
     data_key = keys.data_key_create(item.project)
-    _save(item, crypto.encrypt_chunks(data_key, item.id, source))
+    _save(item, crypto.encrypt_chunks(data_key, item.id, source), key)
     item.encryption = FORMAT
 
 

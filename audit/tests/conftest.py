@@ -1,8 +1,16 @@
+import uuid
+from datetime import timedelta
+
 import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from django.utils import timezone
+
+from audit import chain
+from audit.models import AuditEvent
+from conftest import REGION, S3_ENDPOINT, make_bucket
 
 
 @pytest.fixture
@@ -48,3 +56,35 @@ def verify_output(*args):
     except CommandError as exc:
         return False, out.getvalue() + str(exc)
     return True, out.getvalue()
+
+
+def make_old_events(n: int, days_ago: int = 40) -> None:
+    """Insert ``n`` hashed events dated ``days_ago`` days back, in id order."""
+    start = timezone.now() - timedelta(days=days_ago)
+    batch = []
+    for i in range(n):
+        event = AuditEvent(
+            occurred_at=start + timedelta(milliseconds=i),
+            event_type="file.download",
+            outcome="success",
+            actor_label=f"user{i % 50}@example.test",
+            source_ip="198.51.100.7",
+            method="GET",
+            path=f"/projects/{i}/",
+            details={"i": i},
+        )
+        event.content_hash = chain.content_hash(chain.event_values(event))
+        batch.append(event)
+    AuditEvent.objects.bulk_create(batch, batch_size=2000)
+
+
+@pytest.fixture
+def archive_bucket(settings, s3_client):
+    bucket = make_bucket(s3_client, f"kreo-audit-{uuid.uuid4().hex[:12]}")
+    settings.AUDIT_ARCHIVE_S3_BUCKET = bucket
+    settings.AUDIT_ARCHIVE_S3_ENDPOINT_URL = S3_ENDPOINT
+    settings.AUDIT_ARCHIVE_S3_REGION = REGION
+    settings.AUDIT_SEAL_DELAY_SECONDS = 0
+    settings.AUDIT_SEAL_BATCH = 500
+    settings.AUDIT_ARCHIVE_MAX_EVENTS = 1000
+    return bucket

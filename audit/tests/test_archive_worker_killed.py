@@ -20,7 +20,6 @@ from audit.models import ArchiveState, AuditArchive, AuditEvent
 from audit.services import audit_seal
 from audit.tasks import archive as archive_task
 from audit.tests.conftest import verify_output
-from audit.tests.test_archive import archive_bucket  # noqa: F401  (fixture)
 from kreo.testing.worker import WorkerProcess
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -64,7 +63,7 @@ def _nothing_removed_before_verified(ids: list[int]) -> None:
 
 @pytest.mark.celery
 def test_archive_worker_killed_mid_upload_loses_nothing_and_next_run_finishes(
-    archive_bucket,  # noqa: F811
+    archive_bucket,
     settings,
     s3_client,
     tmp_path,

@@ -12,7 +12,6 @@ from audit.models import AuditEvent, Outcome
 from audit.services import audit_record, audit_seal
 from audit.tasks import spool_drain
 from audit.tests.conftest import verify_output
-from audit.tests.test_archive import archive_bucket  # noqa: F401 - a fixture
 from audit.verify import audit_verify
 from kreo.testing.outage import database_down
 

@@ -313,7 +313,6 @@ KREO_KEY_LEDGER_S3_REGION = env.str(
     "KREO_KEY_LEDGER_S3_REGION",
     default=env.str("AWS_S3_REGION_NAME", default="eu-west-2"),
 )
-KREO_KEY_LEDGER_LOCK_MODE = env.str("KREO_KEY_LEDGER_LOCK_MODE", default="COMPLIANCE")
 KREO_KEY_LEDGER_LOCK_DAYS = env.int("KREO_KEY_LEDGER_LOCK_DAYS", default=400)
 # Days before soft-deleted projects, never-verified accounts and expired
 # exports are purged.
@@ -669,7 +668,6 @@ AUDIT_ARCHIVE_S3_REGION = env.str(
     default=env.str("AWS_S3_REGION_NAME", default="eu-west-2"),
 )
 AUDIT_ARCHIVE_PREFIX = env.str("AUDIT_ARCHIVE_PREFIX", default="audit/")
-AUDIT_ARCHIVE_LOCK_MODE = env.str("AUDIT_ARCHIVE_LOCK_MODE", default="GOVERNANCE")
 AUDIT_ARCHIVE_LOCK_DAYS = env.int("AUDIT_ARCHIVE_LOCK_DAYS", default=365)
 AUDIT_ARCHIVE_MAX_EVENTS = env.int("AUDIT_ARCHIVE_MAX_EVENTS", default=250_000)
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=30)

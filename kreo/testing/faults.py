@@ -1,7 +1,8 @@
 """Helpers shared by the whole-process fault tests (kreo/tests/test_faults_*.py,
 projects/tests/test_faults_s3.py): a Redis of the test's own, production
-settings for a gunicorn run against the test database, and an HTTP client
-behind a pretend TLS proxy."""
+settings for a gunicorn run against the test database, the gunicorn itself
+(``serving``), an HTTP client behind a pretend TLS proxy, and the load the
+tests keep up through a fault (``Load``, ``recovered_at``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import shutil
 import signal
 import subprocess  # nosec B404 - test helpers start local servers
 import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from http.cookies import SimpleCookie
 from pathlib import Path
 
@@ -152,3 +157,111 @@ class Client:
                 "csrfmiddlewaretoken": self.cookies["__Host-csrftoken"],
             },
         )
+
+
+@contextmanager
+def serving(
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    log: Path,
+    *,
+    probe: Callable[[str], requests.Response] | None = None,
+    wait: float = 120,
+):
+    """Run ``command`` (a gunicorn) until ``/healthz`` answers 200 (asked
+    through ``Client``, or ``probe(url)``): yields ``(url, process)``, then
+    stops it (SIGTERM, SIGKILL after 20 s)."""
+    probe = probe or (lambda url: Client(url).get("/healthz"))
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603  # nosec B603 - the deployed command
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(log.read_text(errors="replace"))
+            try:
+                if probe(url).status_code == 200:
+                    break
+            except requests.RequestException:  # not listening yet, or slow
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(log.read_text(errors="replace"))
+            time.sleep(0.2)
+        yield url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+class Load:
+    """Threads sending requests until ``stop`` is set, every answer recorded
+    (kind, start, seconds, status, Retry-After, whether the body carries
+    ``message``, and what ``_extra`` adds). Subclasses say what to send
+    (``_one``) and which threads run (``start``)."""
+
+    def __init__(self, message: str):
+        self.message = message
+        self.results: list[dict] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def _one(self, kind: str, n: int, visitor: Client) -> requests.Response:
+        raise NotImplementedError
+
+    def _extra(self, kind: str, response: requests.Response | None) -> dict:
+        return {}
+
+    def _run(self, kinds: Callable[[int], str], visitor: Client) -> None:
+        n = 0
+        while not self.stop.is_set():
+            kind = kinds(n)
+            started = time.monotonic()
+            try:
+                response = self._one(kind, n, visitor)
+                status, body = response.status_code, response.text
+                retry_after = response.headers.get("Retry-After")
+            except requests.RequestException as exc:
+                response, status, body, retry_after = None, 0, repr(exc), None
+            with self.lock:
+                self.results.append(
+                    {
+                        "kind": kind,
+                        "started": started,
+                        "seconds": time.monotonic() - started,
+                        "status": status,
+                        "message": self.message in body,
+                        "retry_after": retry_after,
+                        **self._extra(kind, response),
+                    }
+                )
+            n += 1
+            time.sleep(0.05)
+
+    def thread(self, kinds: Callable[[int], str], visitor: Client) -> threading.Thread:
+        thread = threading.Thread(target=self._run, args=(kinds, visitor))
+        thread.start()
+        return thread
+
+
+def recovered_at(
+    results: list[dict], since: float, good: dict[str, int]
+) -> float | None:
+    """When the service answered again: the first start after ``since`` from
+    which every request of a kind in ``good`` got its good status."""
+    recovered = None
+    for r in sorted(results, key=lambda r: r["started"]):
+        if r["started"] < since or r["kind"] not in good:
+            continue
+        if r["status"] == good[r["kind"]]:
+            recovered = recovered or r["started"]
+        else:
+            recovered = None
+    return recovered

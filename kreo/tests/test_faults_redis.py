@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -30,13 +29,23 @@ import requests
 from accounts.middleware import SIGN_IN_UNAVAILABLE
 from accounts.tests.factories import PASSWORD, UserFactory
 from audit.models import AuditEvent
-from kreo.testing.faults import BIN, LOGIN, ROOT, Client, OwnRedis, production_env
+from kreo.testing.faults import (
+    BIN,
+    LOGIN,
+    Client,
+    Load,
+    production_env,
+    recovered_at,
+    serving,
+)
 from projects.models import Role
 from projects.tests.factories import MembershipFactory
 from scripts import services
 
 DOWN_SECONDS = float(os.environ.get("KREO_FAULT_REDIS_SECONDS", "8"))
 MESSAGE_START = SIGN_IN_UNAVAILABLE.split(".")[0]
+# Sign-in is back when its page answers 200 and every attempt 302.
+SIGN_IN_GOOD = {"login_page": 200, "login_post": 302}
 
 pytestmark = [
     pytest.mark.faults,
@@ -49,70 +58,27 @@ pytestmark = [
 
 
 @pytest.fixture
-def own_redis(tmp_path):
-    redis = OwnRedis(tmp_path)
-    redis.start()
-    yield redis
-    redis.kill()
-
-
-@pytest.fixture
 def gunicorn(own_redis, tmp_path):
-    """Production settings under gunicorn, three sync workers: the base URL."""
+    """Production settings under gunicorn, three sync workers: (url, process, log)."""
     port = services.free_port()
+    command = [str(BIN / "gunicorn"), "kreo.wsgi", "--bind", f"127.0.0.1:{port}"]
+    command += ["--workers", "3", "--worker-class", "sync", "--access-logfile", "-"]
+    env = production_env(tmp_path, own_redis.url)
     log = tmp_path / "gunicorn.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603 - the deployed command
-            [
-                str(BIN / "gunicorn"),
-                "kreo.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "3",
-                "--worker-class",
-                "sync",
-                "--access-logfile",
-                "-",
-            ],
-            cwd=ROOT,
-            env=production_env(tmp_path, own_redis.url),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, log.read_text(errors="replace")
-        try:
-            if Client(url).get("/healthz").status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, log.read_text(errors="replace")
-        time.sleep(0.2)
-    yield url, process, log
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
+    with serving(command, env, port, log) as (url, process):
+        yield url, process, log
 
 
-class Load:
+class SignInLoad(Load):
     """Three threads, each cycling through the four kinds of request."""
 
     KINDS = ("login_page", "login_post", "project", "healthz")
 
-    def __init__(self, url: str, signed_in: Client, project_path: str, email: str):
-        self.url, self.signed_in = url, signed_in
-        self.project_path, self.email = project_path, email
-        self.results: list[dict] = []
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
+    def __init__(self, signed_in: Client, project_path: str, email: str):
+        super().__init__(MESSAGE_START)
+        self.signed_in, self.project_path, self.email = signed_in, project_path, email
 
-    def _one(self, kind: str, visitor: Client) -> requests.Response:
+    def _one(self, kind: str, n: int, visitor: Client) -> requests.Response:
         # The visitor signs in afresh each time: no session from the last one.
         visitor.cookies.pop("__Host-sessionid", None)
         if kind == "login_page":
@@ -123,59 +89,15 @@ class Load:
             return self.signed_in.get(self.project_path)
         return visitor.get("/healthz")
 
-    def _run(self, offset: int, visitor: Client) -> None:
-        n = offset
-        while not self.stop.is_set():
-            kind = self.KINDS[n % len(self.KINDS)]
-            started = time.monotonic()
-            try:
-                response = self._one(kind, visitor)
-                status, body = response.status_code, response.text
-                retry_after = response.headers.get("Retry-After")
-            except requests.RequestException as exc:
-                status, body, retry_after = 0, repr(exc), None
-            with self.lock:
-                self.results.append(
-                    {
-                        "kind": kind,
-                        "started": started,
-                        "seconds": time.monotonic() - started,
-                        "status": status,
-                        "message": MESSAGE_START in body,
-                        "retry_after": retry_after,
-                    }
-                )
-            n += 1
-            time.sleep(0.05)
-
-    def start(self, csrf: dict[str, str]) -> list[threading.Thread]:
+    def start(self, url: str, csrf: dict[str, str]) -> list[threading.Thread]:
         threads = []
         for offset in range(3):
-            visitor = Client(self.url)
+            visitor = Client(url)
             visitor.cookies.update(csrf)
-            thread = threading.Thread(target=self._run, args=(offset, visitor))
-            thread.start()
-            threads.append(thread)
+            threads.append(
+                self.thread(lambda n, o=offset: self.KINDS[(o + n) % 4], visitor)
+            )
         return threads
-
-
-def _recovered_at(results: list[dict], since: float) -> float | None:
-    """When sign-in answered again: the first start after ``since`` from which
-    every sign-in page is 200 and every attempt 302."""
-    sign_in = sorted(
-        (r for r in results if r["kind"] in ("login_page", "login_post")),
-        key=lambda r: r["started"],
-    )
-    good = {"login_page": 200, "login_post": 302}
-    recovered = None
-    for r in sign_in:
-        if r["started"] < since:
-            continue
-        if r["status"] == good[r["kind"]]:
-            recovered = recovered or r["started"]
-        else:
-            recovered = None
-    return recovered
 
 
 @pytest.mark.parametrize("fault", ["killed", "hung"])
@@ -196,8 +118,8 @@ def test_redis_down_under_load(own_redis, gunicorn, fault):
     assert probe.get(LOGIN).status_code == 200
     events_before = AuditEvent.objects.count()
 
-    load = Load(url, owner, project_path, visitor_user.email)
-    threads = load.start({"__Host-csrftoken": probe.cookies["__Host-csrftoken"]})
+    load = SignInLoad(owner, project_path, visitor_user.email)
+    threads = load.start(url, {"__Host-csrftoken": probe.cookies["__Host-csrftoken"]})
     time.sleep(3)
     if fault == "killed":
         own_redis.kill()
@@ -213,8 +135,8 @@ def test_redis_down_under_load(own_redis, gunicorn, fault):
     restarted = time.monotonic()
     deadline = restarted + 60
     while time.monotonic() < deadline:
-        if _recovered_at(load.results, restarted) and (
-            time.monotonic() - _recovered_at(load.results, restarted) > 3
+        if recovered_at(load.results, restarted, SIGN_IN_GOOD) and (
+            time.monotonic() - recovered_at(load.results, restarted, SIGN_IN_GOOD) > 3
         ):
             break
         time.sleep(0.2)
@@ -233,9 +155,9 @@ def test_redis_down_under_load(own_redis, gunicorn, fault):
     ]
     by_kind = {
         kind: sorted({r["status"] for r in during if r["kind"] == kind})
-        for kind in Load.KINDS
+        for kind in SignInLoad.KINDS
     }
-    recovered = _recovered_at(results, restarted)
+    recovered = recovered_at(results, restarted, SIGN_IN_GOOD)
     time.sleep(2)  # request events are written when each response closes
     refused_posts = [
         r for r in results if r["kind"] == "login_post" and r["status"] == 503

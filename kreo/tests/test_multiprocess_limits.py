@@ -19,6 +19,7 @@ whatever the widget (reCAPTCHA or ALTCHA).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ import pytest
 import requests
 
 from accounts.services import LOGIN_INVALID
+from kreo.testing.faults import serving
 from scripts import run as make_run
 from scripts import services
 
@@ -153,45 +155,28 @@ class Site:
 @pytest.fixture
 def start_site(seeded, tmp_path):
     """Start ``make run``'s gunicorn on a copy of the seeded embedded default."""
-    started: list[subprocess.Popen] = []
+    with contextlib.ExitStack() as running:
 
-    def start(**settings_env: str) -> Site:
-        template, _, _ = seeded
-        var_dir = tmp_path / "var"
-        shutil.copytree(template, var_dir, ignore=shutil.ignore_patterns("cache"))
-        port = str(services.free_port())
-        command = make_run.process_commands("127.0.0.1", port)["web"]
-        log = tmp_path / "gunicorn.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(  # noqa: S603 - make run's own command
-                command,
-                cwd=ROOT,
-                env=_embedded_env(var_dir, **settings_env),
-                stdout=out,
-                stderr=subprocess.STDOUT,
+        def start(**settings_env: str) -> Site:
+            template, _, _ = seeded
+            var_dir = tmp_path / "var"
+            shutil.copytree(template, var_dir, ignore=shutil.ignore_patterns("cache"))
+            port = services.free_port()
+            command = make_run.process_commands("127.0.0.1", str(port))["web"]
+            log = tmp_path / "gunicorn.log"
+            url, process = running.enter_context(
+                serving(
+                    command,
+                    _embedded_env(var_dir, **settings_env),
+                    port,
+                    log,
+                    probe=lambda url: requests.get(f"{url}/healthz", timeout=30),
+                    wait=180,
+                )
             )
-        started.append(process)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, log.read_text(errors="replace")
-            try:
-                if requests.get(f"{url}/healthz", timeout=30).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or slow
-                pass
-            assert time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.2)
-        return Site(var_dir, process, url, log)
+            return Site(var_dir, process, url, log)
 
-    yield start
-    for process in started:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        yield start
 
 
 def test_lockout_at_the_threshold_whichever_worker_answers(seeded, start_site):

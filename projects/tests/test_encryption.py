@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from accounts.tests.factories import UserFactory
 from audit.models import AuditEvent, Outcome
-from projects import crypto, services
+from projects import crypto, services, storage
 from projects.downloads import FILE_ALTERED
 from projects.models import ProjectFile, ProjectKey
 from projects.tests.factories import PDF
@@ -99,7 +99,7 @@ def test_stored_bytes_hold_no_plaintext_and_download_returns_original(
     assert b"%PDF" not in stored
     assert stored.startswith(crypto.MAGIC)
     assert len(stored) == crypto.sealed_size(len(content))
-    assert item.encryption == "kreo-f1"
+    assert item.encryption == storage.FORMAT
     response = download(client, item)
     assert response.status_code == 200
     assert b"".join(response.streaming_content) == content
@@ -260,7 +260,7 @@ def test_files_stored_before_encryption_are_served_then_encrypted(
     call_command("files_encrypt", stdout=out)
     assert "1 plaintext files encrypted" in out.getvalue()
     item.refresh_from_db()
-    assert item.encryption == "kreo-f1"
+    assert item.encryption == storage.FORMAT
     assert not default_storage.exists(old_name)
     assert MARKER not in raw_read(item.blob.name)
     assert b"".join(download(client, item).streaming_content) == content

@@ -54,7 +54,14 @@ from knox.models import AuthToken
 
 from accounts.tests.factories import PASSWORD
 from audit.models import AuditEvent
-from kreo.testing.faults import BIN, ROOT, Client, OwnRedis, production_env
+from kreo.testing.faults import (
+    BIN,
+    Client,
+    Load,
+    production_env,
+    recovered_at,
+    serving,
+)
 from projects.models import ProjectFile, Role
 from projects.storage import STORAGE_DOWN
 from projects.tests.factories import PDF, MembershipFactory
@@ -78,6 +85,8 @@ GOOD = {
     "project": 200,
     "healthz": 200,
 }
+# S3 is back when every upload and download is answered normally.
+S3_GOOD = {kind: GOOD[kind] for kind in S3_KINDS}
 
 pytestmark = [
     pytest.mark.faults,
@@ -214,14 +223,6 @@ def own_s3():
 
 
 @pytest.fixture
-def own_redis(tmp_path):
-    redis = OwnRedis(tmp_path)
-    redis.start()
-    yield redis
-    redis.kill()
-
-
-@pytest.fixture
 def gunicorn(own_s3, own_redis, tmp_path):
     """Production settings under the shipped gunicorn config, 3 workers."""
     port = services.free_port()
@@ -238,136 +239,70 @@ def gunicorn(own_s3, own_redis, tmp_path):
         # gunicorn runs gthread for "sync" when threads > 1.
         **({"GUNICORN_THREADS": "1"} if WORKER_CLASS == "sync" else {}),
     }
-    with log.open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603 - the deployed command
-            [str(BIN / "gunicorn"), "-c", "deploy/gunicorn/gunicorn.conf.py"]
-            + ["--worker-class", WORKER_CLASS],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert process.poll() is None, log.read_text(errors="replace")
-        try:
-            if Client(url).get("/healthz").status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, log.read_text(errors="replace")
-        time.sleep(0.2)
-    yield url, process, log
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
+    command = [str(BIN / "gunicorn"), "-c", "deploy/gunicorn/gunicorn.conf.py"]
+    with serving(command + ["--worker-class", WORKER_CLASS], env, port, log) as (
+        url,
+        process,
+    ):
+        yield url, process, log
 
 
-class Load:
+class FilesLoad(Load):
     """One thread for each kind of request, so that a request waiting on S3
     does not hide how the others are answered."""
 
     def __init__(self, page: Client, token: str, project: str, files: list[str]):
+        super().__init__(MESSAGE)
         self.page, self.token = page, token
         self.project, self.files = project, files
-        self.results: list[dict] = []
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
         self.counter = 0
+        self.names: dict[int, str] = {}
 
     def _name(self, kind: str) -> str:
         with self.lock:
             self.counter += 1
-            return f"{kind}-{self.counter}.pdf"
+            name = f"{kind}-{self.counter}.pdf"
+        self.names[threading.get_ident()] = name
+        return name
 
-    def _one(self, kind: str, n: int) -> tuple[requests.Response, str]:
+    def _one(self, kind: str, n: int, visitor: Client) -> requests.Response:
+        self.names[threading.get_ident()] = ""
         page, api = f"/projects/{self.project}", f"/api/projects/{self.project}"
         token = {"Authorization": f"Token {self.token}"}
         file_id = self.files[n % len(self.files)]
         if kind == "download_page":
-            return self.page.get(f"{page}/files/{file_id}/download/"), ""
+            return self.page.get(f"{page}/files/{file_id}/download/")
         if kind == "download_api":
             path = f"{api}/files/{file_id}/download/"
-            return self.page.request("GET", path, headers=token), ""
-        if kind in ("upload_page", "upload_api"):
+            return self.page.request("GET", path, headers=token)
+        if kind == "upload_page":
+            name = self._name(kind)
+            csrf = {"csrfmiddlewaretoken": self.page.cookies["__Host-csrftoken"]}
+            upload = {"file": (name, PDF + name.encode())}
+            return self.page.request("POST", f"{page}/files/", data=csrf, files=upload)
+        if kind == "upload_api":
             name = self._name(kind)
             upload = {"file": (name, PDF + name.encode())}
-            if kind == "upload_page":
-                csrf = {"csrfmiddlewaretoken": self.page.cookies["__Host-csrftoken"]}
-                response = self.page.request(
-                    "POST", f"{page}/files/", data=csrf, files=upload
-                )
-            else:
-                response = self.page.request(
-                    "POST", f"{api}/files/", files=upload, headers=token
-                )
-            return response, name
+            return self.page.request(
+                "POST", f"{api}/files/", files=upload, headers=token
+            )
         if kind == "project":
-            return self.page.get(f"{page}/"), ""
-        return self.page.get("/healthz"), ""
+            return self.page.get(f"{page}/")
+        return self.page.get("/healthz")
 
-    def _run(self, kind: str) -> None:
-        n = 0
-        while not self.stop.is_set():
-            started = time.monotonic()
-            name = ""
-            try:
-                response, name = self._one(kind, n)
-                status, body = response.status_code, response.text
-                retry_after = response.headers.get("Retry-After")
-                cid = response.headers.get("X-Correlation-ID", "")
-                length_ok = response.headers.get("Content-Length") in (
-                    None,
-                    str(len(response.content)),
-                )
-            except requests.RequestException as exc:
-                status, body, retry_after, cid, length_ok = (
-                    0,
-                    repr(exc),
-                    None,
-                    "",
-                    False,
-                )
-            with self.lock:
-                self.results.append(
-                    {
-                        "kind": kind,
-                        "name": name,
-                        "started": started,
-                        "seconds": time.monotonic() - started,
-                        "status": status,
-                        "message": MESSAGE in body,
-                        "retry_after": retry_after,
-                        "cid": cid,
-                        "complete": length_ok,
-                    }
-                )
-            n += 1
-            time.sleep(0.05)
+    def _extra(self, kind: str, response: requests.Response | None) -> dict:
+        name = self.names.get(threading.get_ident(), "")
+        if response is None:
+            return {"name": name, "cid": "", "complete": False}
+        return {
+            "name": name,
+            "cid": response.headers.get("X-Correlation-ID", ""),
+            "complete": response.headers.get("Content-Length")
+            in (None, str(len(response.content))),
+        }
 
     def start(self) -> list[threading.Thread]:
-        threads = [threading.Thread(target=self._run, args=(kind,)) for kind in KINDS]
-        for thread in threads:
-            thread.start()
-        return threads
-
-
-def _recovered_at(results: list[dict], since: float) -> float | None:
-    """When S3 answered again: the first start after ``since`` from which every
-    upload and download is answered normally."""
-    recovered = None
-    for r in sorted(results, key=lambda r: r["started"]):
-        if r["started"] < since or r["kind"] not in S3_KINDS:
-            continue
-        if r["status"] == GOOD[r["kind"]]:
-            recovered = recovered or r["started"]
-        else:
-            recovered = None
-    return recovered
+        return [self.thread(lambda n, k=kind: k, self.page) for kind in KINDS]
 
 
 def _worker_pids(master: int) -> set[str]:
@@ -422,7 +357,7 @@ def test_s3_down_under_load(own_s3, gunicorn, fault):
     integrity_before = _integrity_events()
     events_before = AuditEvent.objects.count()
 
-    load = Load(page, token, project, files)
+    load = FilesLoad(page, token, project, files)
     threads = load.start()
     time.sleep(3)
     pids_before = _worker_pids(process.pid)
@@ -441,7 +376,7 @@ def test_s3_down_under_load(own_s3, gunicorn, fault):
     back = time.monotonic()
     deadline = back + 90
     while time.monotonic() < deadline:
-        recovered = _recovered_at(load.results, back)
+        recovered = recovered_at(load.results, back, S3_GOOD)
         if recovered and time.monotonic() - recovered > 4:
             break
         time.sleep(0.2)
@@ -463,7 +398,7 @@ def test_s3_down_under_load(own_s3, gunicorn, fault):
         kind: sorted({r["status"] for r in during if r["kind"] == kind})
         for kind in KINDS
     }
-    recovered = _recovered_at(results, back)
+    recovered = recovered_at(results, back, S3_GOOD)
     after = counts()
     audited = set(
         AuditEvent.objects.filter(

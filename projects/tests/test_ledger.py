@@ -68,6 +68,23 @@ def test_a_tombstone_goes_to_the_bucket_locked_and_reads_back(
     assert not settings.KREO_KEY_LEDGER_DIR.exists()
 
 
+def test_a_tombstone_is_locked_in_the_one_app_lock_mode(
+    ledger_bucket, s3_client, settings
+):
+    """The ledger decides Object Lock through kreo.s3.retention_params: the
+    mode is KREO_S3_LOCK_MODE, as for backups and audit archives; the
+    ledger's own mode setting is gone."""
+    assert not hasattr(settings, "KREO_KEY_LEDGER_LOCK_MODE")
+    settings.KREO_S3_LOCK_MODE = "GOVERNANCE"
+    owner = UserFactory()
+    project = services.project_create(actor=owner, name="Governed")
+    services.project_delete(actor=owner, project=project)
+    [found] = stored_keys(s3_client, ledger_bucket, "kreo/tombstones/")
+    head = s3_client.head_object(Bucket=ledger_bucket, Key=found)
+    assert head["ObjectLockMode"] == "GOVERNANCE"
+    assert head["ObjectLockRetainUntilDate"] > timezone.now() + timedelta(days=399)
+
+
 def test_two_pods_see_each_others_tombstones(ledger_bucket, settings, tmp_path):
     """A project erased on pod A and a file deleted on pod B: each pod's
     ledger lists both, although neither has the other's folder."""
