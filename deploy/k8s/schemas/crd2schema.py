@@ -40,7 +40,9 @@ def convert(path: Path) -> list[Path]:
             schema = strict(version["schema"]["openAPIV3Schema"])
             # metadata is the API server's ObjectMeta, checked by it.
             schema["properties"]["metadata"] = {"type": "object"}
-            schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind"})
+            schema["required"] = sorted(
+                {*schema.get("required", []), "apiVersion", "kind"}
+            )
             out = HERE / f"{group}_{kind.lower()}_{version['name']}.json"
             out.write_text(json.dumps(schema, indent=1, sort_keys=True) + "\n")
             written.append(out)
@@ -50,4 +52,4 @@ def convert(path: Path) -> list[Path]:
 if __name__ == "__main__":
     for argument in sys.argv[1:]:
         for out in convert(Path(argument)):
-            print(out.name)
+            sys.stdout.write(out.name + "\n")
