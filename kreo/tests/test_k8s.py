@@ -320,7 +320,7 @@ def test_workload_shapes(rendered, overlay):
     assert cluster["instances"] == 3
     assert "hostnossl all all 0.0.0.0/0 reject" in cluster["postgresql"]["pg_hba"]
     assert cluster["bootstrap"]["initdb"]["owner"] == "kreo_owner"
-    assert [r["name"] for r in cluster["managed"]["roles"]] == ["kreo_app"]
+    assert [r["name"] for r in cluster["managed"]["roles"]] == ["kreo_owner", "kreo_app"]
     redis = find(docs, "StatefulSet", "kreo-redis")["spec"]["template"]["spec"]
     command = " ".join(redis["containers"][0]["command"])
     assert "--port 0 --tls-port 6379" in command and "requirepass" in command
