@@ -78,6 +78,8 @@ def test_overlay_cross_checks(check, rendered, overlay):
     assert check.cross_check_errors(rendered[overlay]) == []
 
 
+# The first run makes checkov's virtualenv (a pip install of a few minutes).
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("overlay", ["production", "production-de"])
 def test_checkov_passes_and_every_skip_has_a_reason(check, rendered, overlay):
     report = check.checkov(rendered[overlay])
@@ -224,6 +226,7 @@ def test_cross_check_rejects_a_pod_that_is_not_locked_down(check, docs):
     ]
 
 
+@pytest.mark.timeout(900)
 def test_checkov_fails_a_privileged_pod(check, docs):
     redis = find(docs, "StatefulSet", "kreo-redis")
     container = redis["spec"]["template"]["spec"]["containers"][0]
@@ -320,7 +323,10 @@ def test_workload_shapes(rendered, overlay):
     assert cluster["instances"] == 3
     assert "hostnossl all all 0.0.0.0/0 reject" in cluster["postgresql"]["pg_hba"]
     assert cluster["bootstrap"]["initdb"]["owner"] == "kreo_owner"
-    assert [r["name"] for r in cluster["managed"]["roles"]] == ["kreo_owner", "kreo_app"]
+    assert [r["name"] for r in cluster["managed"]["roles"]] == [
+        "kreo_owner",
+        "kreo_app",
+    ]
     redis = find(docs, "StatefulSet", "kreo-redis")["spec"]["template"]["spec"]
     command = " ".join(redis["containers"][0]["command"])
     assert "--port 0 --tls-port 6379" in command and "requirepass" in command
