@@ -473,17 +473,19 @@ def ensure_checkov() -> Path:
     """checkov in its own virtualenv, made once and kept in the user's cache."""
     binary = CHECKOV_VENV / "bin" / "checkov"
     if not binary.exists():
-        venv = [sys.executable, "-m", "venv", str(CHECKOV_VENV)]
-        subprocess.run(venv, check=True)  # noqa: S603 - fixed arguments
-        subprocess.run(  # noqa: S603 - fixed arguments
-            [
-                str(CHECKOV_VENV / "bin" / "pip"),
-                "install",
-                "--quiet",
-                f"checkov=={CHECKOV_VERSION}",
-            ],
-            check=True,
-        )
+        pip = str(CHECKOV_VENV / "bin" / "pip")
+        for step in (
+            [sys.executable, "-m", "venv", str(CHECKOV_VENV)],
+            [pip, "install", "--quiet", f"checkov=={CHECKOV_VERSION}"],
+        ):
+            result = subprocess.run(  # noqa: S603 - fixed arguments
+                step, capture_output=True, text=True, check=False
+            )
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"installing checkov failed: {' '.join(step)}: "
+                    f"{result.stderr.strip()[-2000:]}"
+                )
     return binary
 
 
