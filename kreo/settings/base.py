@@ -545,7 +545,7 @@ SPECTACULAR_SETTINGS = {
 # Celery: Redis when configured; otherwise a broker on the local filesystem,
 # so a real worker and beat run with no server installed.
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
-CELERY_BROKER_USE_SSL = REDIS_TLS or None
+CELERY_BROKER_USE_SSL = REDIS_TLS or False  # Celery's default
 # Tasks that must not be lost (backups, audit archive and seal, spool drain,
 # purge, drill, exports) are acks_late: the message is acknowledged only when
 # the task ends, so one whose worker is killed is delivered again. On Redis an
