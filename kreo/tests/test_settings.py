@@ -69,6 +69,8 @@ def deploy_s3(s3_client) -> dict:
     make_bucket(s3_client, PRODUCTION_ENV["BACKUP_S3_BUCKET"])
     return {
         "BACKUP_S3_ENDPOINT_URL": os.environ["KREO_TEST_S3_ENDPOINT"],
+        # moto is plain HTTP on the loopback (kreo.checks, kreo.E132).
+        "KREO_PLAINTEXT_LINKS_OK": "s3",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's test credentials
     }
