@@ -45,11 +45,11 @@ SECRETS=(
 )
 
 # The in-cluster addresses (base/postgres.yaml, base/redis.yaml) and the CA
-# files the pods mount: verify-full and rediss:// with a checked certificate.
+# files the pods mount: verify-full, and rediss:// whose certificate the app
+# checks against REDIS_CA_FILE (set in each workload).
 DB_HOST="kreo-db-rw.$namespace.svc"
 DB_TLS="sslmode=verify-full&sslrootcert=/etc/kreo/pg-ca/ca.crt"
 REDIS_HOST="kreo-redis.$namespace.svc"
-REDIS_TLS="ssl_cert_reqs=required&ssl_ca_certs=/etc/kreo/redis-ca/ca.crt"
 
 value_of() { # KEY SECRET: the value of one key of one secret
   local key="$1" secret="$2" password
@@ -67,7 +67,7 @@ value_of() { # KEY SECRET: the value of one key of one secret
     kreo-redis-server/password) need REDIS_PASSWORD ;;
     kreo-redis-client/REDIS_URL)
       password="$(need REDIS_PASSWORD)"
-      echo "rediss://:$password@$REDIS_HOST:6379/0?$REDIS_TLS" ;;
+      echo "rediss://:$password@$REDIS_HOST:6379/0" ;;
     *) need "$key" ;;
   esac
 }

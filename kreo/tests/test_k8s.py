@@ -485,11 +485,12 @@ def test_seal_sh_splits_the_env_per_workload(
     )
     assert made["kreo-redis-client"]["REDIS_URL"] == (
         "rediss://:redispw@kreo-redis.kreo.svc:6379/0"
-        "?ssl_cert_reqs=required&ssl_ca_certs=/etc/kreo/redis-ca/ca.crt"
     )
     web = pod_spec(rendered["production"], "Deployment", "kreo-web")["containers"][0]
     mounts = {m["mountPath"] for m in web["volumeMounts"]}
     assert {"/etc/kreo/pg-ca", "/etc/kreo/redis-ca"} <= mounts
+    env = {e["name"]: e.get("value") for e in web["env"]}
+    assert env["REDIS_CA_FILE"] == "/etc/kreo/redis-ca/ca.crt"
 
 
 def test_seal_sh_refuses_an_empty_value_and_keeps_the_file(
