@@ -56,7 +56,6 @@ REFUSAL = re.compile(r"refuse to start: set (.+) in the environment")
 # Issue #15 keeps the backup keys on the backups worker alone; production
 # settings still demand them of every process. Until they ask for them only
 # where backups run, these are the known gaps (README "Kubernetes").
-PENDING_SPLIT = {"BACKUP_ENCRYPTION_KEY", "BACKUP_MANIFEST_KEY"}
 
 NO_SCHEMA = "{where}: no schema for {api}/{kind}"
 SCHEMA_ERROR = "{where}: {path}: {message}"
@@ -64,10 +63,6 @@ UNSEALED = "{where}: a plaintext Secret; seal it (deploy/k8s/seal.sh)"
 NOT_SEALED = "{where}: secret {name!r} is not a SealedSecret of the overlay"
 MISSING_KEY = "{where}: secret {name!r} has no key {key!r}"
 MISSING_ENV = "{where}: production settings refuse to start without {names}"
-STALE_PENDING = (
-    "production settings no longer require {names} everywhere: drop them from "
-    "PENDING_SPLIT in .ci/k8s_check.py"
-)
 BAD_PORT = "{where}: port {port} is not a container port of {whom}"
 SELECTS_NOTHING = "{where}: selects no pod"
 EXPOSED = "{where}: Service type {type} (only the ingress is reachable from outside)"
@@ -338,29 +333,21 @@ def refused(environment: dict[str, str]) -> set[str]:
     return {name.strip() for name in match.group(1).split(",")} if match else set()
 
 
-def environment_errors(
-    docs: list[dict], pending: set[str] = PENDING_SPLIT
-) -> list[str]:
+def environment_errors(docs: list[dict]) -> list[str]:
     """Every app container has every variable production requires of it."""
     errors = []
-    still_pending: set[str] = set()
     for where, _, spec in pod_templates(docs):
         for container in spec.get("containers", []):
             if not container["image"].startswith(APP_IMAGE):
                 continue
             missing = refused(container_environment(docs, container))
-            still_pending |= missing & pending
-            if missing - pending:
+            if missing:
                 errors.append(
                     MISSING_ENV.format(
                         where=f"{where} container {container['name']}",
-                        names=", ".join(sorted(missing - pending)),
+                        names=", ".join(sorted(missing)),
                     )
                 )
-    if pending - still_pending:
-        errors.append(
-            STALE_PENDING.format(names=", ".join(sorted(pending - still_pending)))
-        )
     return errors
 
 
@@ -459,11 +446,11 @@ def hardening_errors(docs: list[dict]) -> list[str]:
 
 
 def cross_check_errors(
-    docs: list[dict], pending: set[str] = PENDING_SPLIT
+    docs: list[dict],
 ) -> list[str]:
     return (
         secret_errors(docs)
-        + environment_errors(docs, pending)
+        + environment_errors(docs)
         + port_errors(docs)
         + hardening_errors(docs)
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from kreo.settings.localkeys import local_secret
 
@@ -570,6 +571,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "store_processed": False,
     }
 )
+# Backup tasks go to their own queue, so that a deployment can give them one
+# worker that alone holds the backup keys and the two local copies' volumes
+# (deploy/k8s: `--queues=backups`). A worker started without --queues (make
+# run, Compose, the tests) consumes every queue listed here.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (Queue("celery"), Queue("backups"))
+CELERY_TASK_ROUTES = {"backups.tasks.*": {"queue": "backups"}}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

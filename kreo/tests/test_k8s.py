@@ -174,10 +174,20 @@ def test_cross_check_rejects_a_workload_without_a_required_variable(check, docs)
     ]
 
 
-def test_cross_check_reports_a_stale_pending_split(check, docs):
-    pending = {*check.PENDING_SPLIT, "KREO_RELEASE"}
-    assert check.environment_errors(docs, pending) == [
-        check.STALE_PENDING.format(names="KREO_RELEASE")
+def test_only_the_backups_worker_holds_the_backup_keys(check, docs):
+    """The other workloads run with KREO_RUNS_BACKUPS=false and without the
+    keys; handing one back its flag makes production refuse to start it."""
+    for name in ("kreo-web", "kreo-worker", "kreo-beat"):
+        env = pod_spec(docs, "Deployment", name)["containers"][0]["env"]
+        names = {e["name"] for e in env}
+        assert "BACKUP_ENCRYPTION_KEY" not in names, name
+        flag = next(e for e in env if e["name"] == "KREO_RUNS_BACKUPS")
+        assert flag["value"] == "false"
+    web = pod_spec(docs, "Deployment", "kreo-web")["containers"][0]
+    web["env"] = [e for e in web["env"] if e["name"] != "KREO_RUNS_BACKUPS"]
+    assert check.environment_errors(docs) == [
+        "Deployment/kreo-web container web: production settings refuse to start "
+        "without BACKUP_ENCRYPTION_KEY, BACKUP_MANIFEST_KEY"
     ]
 
 
