@@ -18,6 +18,7 @@ path; one writer at a time (the sealer's lock).
 
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -35,6 +36,8 @@ from audit import chain, keys
 from audit.models import AuditSeal
 from kreo import s3 as kreo_s3
 
+logger = logging.getLogger(__name__)
+
 FORMAT = "kreo-audit-anchor-v1"
 GENESIS = "0" * 64
 # Seals listed in one anchor at most (a first anchor of a long trail, a
@@ -44,6 +47,10 @@ NAME = re.compile(r"^(\d{12})\.json$")
 
 ANCHOR_EXISTS = "{where}: anchor {n} exists already; anchors are never rewritten."
 NOT_RETAINED = "{where}: anchor {n} written but its retention is not confirmed: {error}"
+BEHIND = (
+    "the database's newest seal {seq} is behind or differs from anchor {n} "
+    "(which pins seals to {top}): the trail's tail was cut or rewritten"
+)
 UNREADABLE = "{where}: cannot read the anchors: {error}"
 
 
@@ -169,19 +176,24 @@ class S3Store:
         return sorted(found)
 
     def versions(self) -> dict[int, list[str]]:
-        """Every anchor's versions, oldest first."""
-        found: dict[int, list[tuple]] = {}
+        """Every anchor's versions, oldest first (S3 lists a key's newest first;
+        LastModified has only second precision)."""
+        found: dict[int, list[str]] = {}
         pages = self.client.get_paginator("list_object_versions").paginate(
             Bucket=self.bucket, Prefix=self.prefix
         )
         for page in pages:
-            for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            for item in page.get("Versions", []):
                 n = self._number(item["Key"])
                 if n is not None:
-                    found.setdefault(n, []).append(
-                        (item["LastModified"], item.get("VersionId") or "null")
-                    )
-        return {n: [v for _, v in sorted(vs)] for n, vs in found.items()}
+                    found.setdefault(n, []).append(item.get("VersionId") or "null")
+            # A delete marker counts as one more version (the anchor was
+            # "deleted"); the first real version is still read.
+            for item in page.get("DeleteMarkers", []):
+                n = self._number(item["Key"])
+                if n is not None:
+                    found.setdefault(n, []).insert(0, "delete-marker")
+        return {n: list(reversed(vs)) for n, vs in found.items()}
 
     def read(self, n: int, version: str | None = None) -> Anchor:
         extra = {"VersionId": version} if version and version != "null" else {}
@@ -293,6 +305,11 @@ def anchor_write(*, where=None, force: bool = False) -> int | None:
             or age is None
             or age >= settings.AUDIT_ANCHOR_SECONDS
         )
+        pinned = (
+            {s.get("seq"): s.get("head") for s in previous.seals} if previous else {}
+        )
+        if latest.seq < top or pinned.get(latest.seq, latest.head) != latest.head:
+            logger.critical(BEHIND.format(seq=latest.seq, n=previous.n, top=top))
         if not due:
             return None
         new = list(AuditSeal.objects.filter(seq__gt=top).order_by("-seq")[:MAX_SEALS])
@@ -333,9 +350,12 @@ def read_chain(public_key, where=None) -> Chain:
         versions = where.versions() if isinstance(where, S3Store) else {}
         numbers = sorted(versions) if versions else where.numbers()
         for n in numbers:
-            first = versions.get(n, [None])[0]
-            anchor = where.read(n, first) if first else where.read(n)
-            anchor.versions = len(versions.get(n, [None]))
+            found = versions.get(n, [None])
+            readable = [v for v in found if v != "delete-marker"]
+            if not readable:
+                continue  # only a delete marker left: reported as missing
+            anchor = where.read(n, readable[0]) if readable[0] else where.read(n)
+            anchor.versions = len(found)
             result.anchors.append(anchor)
     except (OSError, BotoCoreError, ClientError) as exc:
         result.problems.append(UNREADABLE.format(where=where, error=exc))

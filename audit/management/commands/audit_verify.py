@@ -1,4 +1,5 @@
 import base64
+import re
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -7,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from audit import anchors, keys
 
+PEM = re.compile(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.S)
 NEEDS_KEY = "--offline needs --public-key (the published key, or a file holding it)."
 BAD_KEY = "--public-key: not an Ed25519 public key (base64 raw 32 bytes or PEM)."
 
@@ -17,8 +19,9 @@ def _published(value: str) -> str:
     path = Path(value)
     if value and path.is_file():
         value = path.read_text().strip()
-    if value.startswith("-----BEGIN"):
-        key = load_pem_public_key(value.encode())
+    pem = PEM.search(value)
+    if pem:
+        key = load_pem_public_key(pem.group(0).encode())
         if not isinstance(key, Ed25519PublicKey):
             raise CommandError(BAD_KEY)
         return base64.b64encode(keys.public_key_bytes(key)).decode()
