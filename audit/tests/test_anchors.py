@@ -4,10 +4,13 @@ Each attack is first shown to pass the checks the trail had before anchors
 (``audit_verify(anchored=False)``), then caught by ``audit_verify``.
 """
 
+import base64
+import hashlib
 import json
 import logging
 import os
 import uuid
+from io import StringIO
 
 import pytest
 from django.core import mail
@@ -190,8 +193,6 @@ def test_offline_check_needs_no_database(
     key_file = tmp_path / "audit.pub"
     call_command("audit_public_key", stdout=open(key_file, "w"))
     folder = str(sealed_now.AUDIT_ANCHOR_DIR)
-    from io import StringIO
-
     out = StringIO()
     with django_assert_num_queries(0):
         call_command(
@@ -233,8 +234,6 @@ def test_offline_check_refuses_another_key(sealed_now, tmp_path):
 
     _seals(1)
     other = keys.public_key_bytes(Ed25519PrivateKey.generate().public_key())
-    import base64
-
     with pytest.raises(CommandError, match="anchor 1 .* has a bad signature"):
         call_command(
             "audit_verify",
@@ -342,3 +341,54 @@ def test_scheduled_check_alerts_after_a_cut_tail(
     assert 'class="error"' in html
     assert "Audit trail verification FAILED" in html
     assert "truncated: seal 3 (events to" in html
+
+
+def test_anchor_vector_matches_the_document(settings):
+    """The anchor bytes and SHA-256 printed in docs/FORMATS.md are what the
+    code writes for the fixture's seal 1 under the fixture's key."""
+    from audit.tests.test_formats_doc import FIXTURE, block
+
+    meta = json.loads(FIXTURE.read_text())
+    settings.AUDIT_SIGNING_KEY = meta["AUDIT_SIGNING_KEY"]
+    seal = meta["seal"]
+    body = {
+        "format": "kreo-audit-anchor-v1",
+        "n": 1,
+        "prev": "0" * 64,
+        "at": "2026-10-01T09:35:00.000000+00:00",
+        "key_id": seal["key_id"],
+        "seals": [
+            {k: seal[k] for k in ("seq", "first_id", "last_id", "head", "signature")}
+        ],
+    }
+    data = anchors.encode(body, keys.signing_key())
+    assert data == block("text", "audit-anchor-bytes").encode() + b"\n"
+    assert hashlib.sha256(data).hexdigest() == block("vector", "audit-anchor-sha256")
+
+
+def test_app_anchors_verify_by_the_document_alone(sealed_now):
+    """Anchors the app wrote check with json, hashlib and cryptography only,
+    following docs/FORMATS.md (no project code)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    seals = _seals(3)
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(keys.public_key_b64()))
+    folder = sealed_now.AUDIT_ANCHOR_DIR
+    prev = "0" * 64
+    for n in (1, 2, 3):
+        data = (folder / f"{n:012d}.json").read_bytes()
+        assert data.endswith(b"\n") and data.count(b"\n") == 1
+        anchor = json.loads(data)
+        signature = bytes.fromhex(anchor.pop("signature"))
+        public.verify(
+            signature,
+            json.dumps(anchor, sort_keys=True, separators=(",", ":")).encode(),
+        )
+        assert (anchor["format"], anchor["n"], anchor["prev"]) == (
+            "kreo-audit-anchor-v1",
+            n,
+            prev,
+        )
+        (pinned,) = anchor["seals"]
+        assert (pinned["seq"], pinned["head"]) == (seals[n - 1].seq, seals[n - 1].head)
+        prev = hashlib.sha256(data).hexdigest()
