@@ -51,6 +51,10 @@ BEHIND = (
     "the database's newest seal {seq} is behind or differs from anchor {n} "
     "(which pins seals to {top}): the trail's tail was cut or rewritten"
 )
+VANISHED = (
+    "anchor {n} in {where} has vanished since this process saw it: the next "
+    "anchor follows it anyway, so the verifier reports the gap"
+)
 UNREADABLE = "{where}: cannot read the anchors: {error}"
 
 
@@ -261,11 +265,29 @@ def _seal_entry(seal: AuditSeal) -> dict:
     }
 
 
+# The newest anchor number this process wrote or saw, per store: the next
+# run lists only names after it (an S3 listing of the whole prefix grows by
+# ~100,000 names a year). Anchors are never removed, so it is never ahead.
+_SEEN: dict[str, int] = {}
+
+
 def _newest(where) -> Anchor | None:
-    numbers = where.numbers()
-    if not numbers:
-        return None
-    anchor = where.read(numbers[-1])
+    seen = _SEEN.get(str(where), 0)
+    numbers = where.numbers(after=seen) if seen else []
+    n = numbers[-1] if numbers else seen
+    try:
+        anchor = where.read(n) if n else None
+    except (OSError, ClientError):
+        # An anchor this process saw is gone: never refill its place (the
+        # chain would heal over the hole); the next one shows the break.
+        logger.critical(VANISHED.format(n=n, where=where))
+        return Anchor(n, b"")
+    if anchor is None:
+        numbers = where.numbers()
+        if not numbers:
+            return None
+        anchor = where.read(numbers[-1])
+    _SEEN[str(where)] = anchor.n
     try:
         anchor.body = json.loads(anchor.data)
     except ValueError:
@@ -324,6 +346,7 @@ def anchor_write(*, where=None, force: bool = False) -> int | None:
             "seals": seals,
         }
         where.write(n, encode(body, private))
+    _SEEN[str(where)] = n
     return n
 
 

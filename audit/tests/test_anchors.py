@@ -147,6 +147,20 @@ def test_removed_anchor_is_reported(sealed_now):
     assert "anchor 3 (" in text and "follows anchor 1: anchors 2..2 are missing" in text
 
 
+def test_newest_anchor_deleted_is_not_refilled(sealed_now, caplog):
+    """Deleting the newest anchor file does not let the next one take its
+    place: the writer logs CRITICAL and the verifier reports the gap."""
+    _seals(3)
+    where = anchors.FolderStore(sealed_now.AUDIT_ANCHOR_DIR)
+    os.unlink(where.name(3))
+    with caplog.at_level(logging.CRITICAL, logger="audit.anchors"):
+        assert anchors.anchor_write(force=True) == 4
+    assert f"anchor 3 in {where} has vanished" in caplog.text
+    ok, text = verify_output("--hot-only")
+    assert not ok
+    assert "follows anchor 2: anchors 3..3 are missing" in text
+
+
 def test_anchor_files_are_never_rewritten(sealed_now):
     _seals(1)
     where = anchors.FolderStore(sealed_now.AUDIT_ANCHOR_DIR)
