@@ -20,9 +20,9 @@ from django.urls import reverse
 
 from accounts.tests.factories import UserFactory
 from audit import anchors, keys, tasks
-from audit.models import AuditEvent, AuditSeal
+from audit.models import ArchiveState, AuditArchive, AuditEvent, AuditSeal
 from audit.services import audit_record, audit_seal
-from audit.tests.conftest import verify_output
+from audit.tests.conftest import make_old_events, verify_output
 from audit.tests.test_admin import staff_client
 from audit.verify import audit_verify
 from conftest import REGION, S3_ENDPOINT
@@ -102,6 +102,33 @@ def test_tail_rewritten_and_resealed_by_the_app_is_named(
     assert not ok
     assert "rewritten: seal 3 differs from its anchor (anchor 3): head " in text
     assert "anchored; seals 2..3 were rewritten" in text
+
+
+def test_tail_rewritten_after_an_archived_seal_is_named(archive_bucket, attacker_sql):
+    """Old events archived and purged (seal 1 in S3), newer seals anchored;
+    everything after the archived seal deleted and new events sealed by the
+    app: the full check, archives read, names the rewritten seal."""
+    make_old_events(20)
+    audit_seal()
+    anchors.anchor_write()
+    call_command("audit_archive", stdout=StringIO())
+    assert AuditArchive.objects.get().state == ArchiveState.PURGED
+    archived = AuditSeal.objects.get(seq=1)
+    for i in range(2):
+        audit_record(event_type="file.download", details={"real": i})
+        tasks.seal()
+    top = AuditSeal.objects.order_by("-seq").first().seq
+    assert top >= 3
+    _cut_after(attacker_sql, archived)
+    for i in range(top - 1):
+        audit_record(event_type="auth.login.success", details={"fake": i})
+        tasks.seal()
+    assert audit_verify(archives=True, anchored=False).ok
+    ok, text = verify_output()
+    assert not ok
+    assert "1 archives" in text
+    assert f"rewritten: seal {top} differs from its anchor" in text
+    assert f"seals 2..{top} were rewritten" in text
 
 
 def test_edited_anchor_is_reported(sealed_now):
