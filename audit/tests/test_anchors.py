@@ -213,7 +213,7 @@ def test_anchor_is_written_again_when_due(sealed_now):
 
 
 def test_stopped_anchoring_is_reported(sealed_now):
-    """A seal older than twice AUDIT_ANCHOR_SECONDS with no anchor, and a
+    """A seal older than three times AUDIT_ANCHOR_SECONDS with no anchor, and a
     newest anchor that old, are both problems."""
     _seals(1)
     audit_record(event_type="file.download")
