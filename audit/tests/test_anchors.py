@@ -433,3 +433,26 @@ def test_app_anchors_verify_by_the_document_alone(sealed_now):
         (pinned,) = anchor["seals"]
         assert (pinned["seq"], pinned["head"]) == (seals[n - 1].seq, seals[n - 1].head)
         prev = hashlib.sha256(data).hexdigest()
+
+
+def test_hot_check_reads_the_newest_anchors_the_full_check_all(
+    sealed_now, attacker_sql, monkeypatch
+):
+    """The frequent hot check reads only the newest anchors (still enough to
+    name a cut tail); an old anchor edited is the daily full check's find."""
+    monkeypatch.setattr(anchors, "HOT_WINDOW", 2)
+    seals = _seals(4)
+    path = anchors.FolderStore(sealed_now.AUDIT_ANCHOR_DIR).name(1)
+    os.chmod(path, 0o644)
+    open(path, "ab").write(b" ")
+    ok, text = verify_output("--hot-only")
+    assert ok, text
+    assert "4 seals, 0 archives, 2 anchors checked" in text
+    ok, text = verify_output()
+    assert not ok
+    assert "first bad: anchor: anchor 2 (" in text
+    assert "does not link to anchor 1" in text
+    _cut_after(attacker_sql, seals[2])
+    ok, text = verify_output("--hot-only")
+    assert not ok
+    assert "first bad: truncated: seal 4 " in text
