@@ -13,6 +13,33 @@ from audit.models import AuditEvent
 from conftest import REGION, S3_ENDPOINT, make_bucket
 
 
+@pytest.fixture(autouse=True)
+def _isolated_anchors(settings, tmp_path):
+    """Each test has its own anchor folder (audit/anchors.py)."""
+    settings.AUDIT_ANCHOR_DIR = tmp_path / "audit-anchors"
+
+
+@pytest.fixture
+def attacker_sql(superuser_sql_or_none):
+    """Run SQL as the attacker: a PostgreSQL superuser with the triggers off,
+    or on SQLite (no triggers) the application's own connection."""
+    if superuser_sql_or_none is not None:
+        return lambda sql, args=None: superuser_sql_or_none(sql, args, bypass=True)
+
+    def run(sql, args=None):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, args)
+
+    return run
+
+
+@pytest.fixture
+def superuser_sql_or_none(request):
+    if connection.vendor != "postgresql":
+        return None
+    return request.getfixturevalue("superuser_sql")
+
+
 @pytest.fixture
 def sealed_now(settings):
     """Seal events as soon as they are recorded."""

@@ -716,6 +716,21 @@ AUDIT_SPOOL_DIR = Path(
 )
 AUDIT_SPOOL_MAX_BYTES = env.int("KREO_AUDIT_SPOOL_MAX_BYTES", default=64 * 1024 * 1024)
 AUDIT_SPOOL_DRAIN_SECONDS = env.int("KREO_AUDIT_SPOOL_DRAIN_SECONDS", default=60)
+# Anchors (audit/anchors.py): each seal's head, signed and chained, kept
+# outside the database: in AUDIT_ANCHOR_S3_BUCKET (default: the archive
+# bucket) under AUDIT_ANCHOR_PREFIX with Object Lock, else in a local folder.
+AUDIT_ANCHOR_SECONDS = env.int("AUDIT_ANCHOR_SECONDS", default=300)
+AUDIT_ANCHOR_S3_BUCKET = env.str("AUDIT_ANCHOR_S3_BUCKET", default="")
+AUDIT_ANCHOR_PREFIX = env.str("AUDIT_ANCHOR_PREFIX", default="audit-anchors/")
+AUDIT_ANCHOR_LOCK_DAYS = env.int(
+    "AUDIT_ANCHOR_LOCK_DAYS", default=AUDIT_ARCHIVE_LOCK_DAYS
+)
+AUDIT_ANCHOR_DIR = Path(
+    env.str("AUDIT_ANCHOR_DIR", default="") or str(VAR_DIR / "audit-anchors")
+)
+# audit_verify on a schedule: hot store + anchors, and everything (archives).
+AUDIT_VERIFY_HOT_SECONDS = env.int("AUDIT_VERIFY_HOT_SECONDS", default=15 * 60)
+AUDIT_VERIFY_FULL_SECONDS = env.int("AUDIT_VERIFY_FULL_SECONDS", default=24 * 3600)
 # django-auditlog: field-level changes, tied to the request's correlation id.
 AUDITLOG_CID_GETTER = "audit.context.auditlog_cid"
 AUDITLOG_MASK_CALLABLE = "audit.context.mask_secret"
