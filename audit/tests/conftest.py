@@ -13,12 +13,6 @@ from audit.models import AuditEvent
 from conftest import REGION, S3_ENDPOINT, make_bucket
 
 
-@pytest.fixture(autouse=True)
-def _isolated_anchors(settings, tmp_path):
-    """Each test has its own anchor folder (audit/anchors.py)."""
-    settings.AUDIT_ANCHOR_DIR = tmp_path / "audit-anchors"
-
-
 @pytest.fixture
 def attacker_sql(superuser_sql_or_none):
     """Run SQL as the attacker: a PostgreSQL superuser with the triggers off,
