@@ -96,6 +96,13 @@ def _isolated_key_ledger(settings, tmp_path):
     settings.KREO_KEY_LEDGER_DIR = tmp_path / "key-ledger"
 
 
+@pytest.fixture(autouse=True)
+def _isolated_audit_anchors(settings, tmp_path):
+    """Each test has its own audit anchor folder (audit/anchors.py): anchors
+    of another test's seals would make audit_verify report a cut tail."""
+    settings.AUDIT_ANCHOR_DIR = tmp_path / "audit-anchors"
+
+
 def new_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
 

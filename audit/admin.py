@@ -13,7 +13,7 @@ from django.utils.html import format_html
 
 from audit import serialise, services
 from audit.models import AuditArchive, AuditEvent, AuditReview, AuditSeal
-from audit.selectors import is_auditor, notable_q
+from audit.selectors import is_auditor, notable_q, verification_latest
 
 EXPORT_LIMIT = 50_000
 
@@ -66,6 +66,32 @@ class ViewAudited:
         return response
 
 
+VERIFY_FAILED = "Audit trail verification FAILED ({when}, {who}): {error}"
+VERIFY_PASSED = "Audit trail verified intact ({when}, {who})."
+VERIFY_NEVER = "The audit trail has not been verified yet."
+
+
+class VerificationStatus:
+    """The list pages say, in red when it failed, how the last check ended."""
+
+    def changelist_view(self, request, extra_context=None):
+        if is_auditor(request.user) and request.method == "GET":
+            last = verification_latest()
+            if last is None:
+                messages.warning(request, VERIFY_NEVER)
+            else:
+                when = f"{last.occurred_at:%Y-%m-%d %H:%M UTC}"
+                if last.outcome == "success":
+                    text = VERIFY_PASSED.format(when=when, who=last.actor_label)
+                    messages.success(request, text)
+                else:
+                    text = VERIFY_FAILED.format(
+                        when=when, who=last.actor_label, error=last.error_description
+                    )
+                    messages.error(request, text)
+        return super().changelist_view(request, extra_context)
+
+
 class NotableFilter(admin.SimpleListFilter):
     """Failures, lockouts, role and permission changes, admin writes, errors."""
 
@@ -80,7 +106,7 @@ class NotableFilter(admin.SimpleListFilter):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
+class AuditEventAdmin(VerificationStatus, ViewAudited, AuditorOnly, admin.ModelAdmin):
     list_display = (
         "id",
         "occurred_at",
@@ -120,7 +146,7 @@ class AuditEventAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
 
 
 @admin.register(AuditSeal)
-class AuditSealAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
+class AuditSealAdmin(VerificationStatus, ViewAudited, AuditorOnly, admin.ModelAdmin):
     audit_kind = "seal"
     list_display = ("seq", "first_id", "last_id", "count", "last_at", "head")
     exclude = ("digests",)

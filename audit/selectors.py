@@ -83,3 +83,8 @@ def review_latest() -> AuditReview | None:
 
 def review_pending() -> QuerySet:
     return AuditReview.objects.filter(signed_off_at__isnull=True).order_by("period_end")
+
+
+def verification_latest() -> AuditEvent | None:
+    """The last recorded verification of the trail (``audit.verify``)."""
+    return AuditEvent.objects.filter(event_type="audit.verify").order_by("-id").first()

@@ -6,6 +6,12 @@ spool is written to the trail, oldest first, as soon as the database
 answers: at the start of the next event written outside a transaction in
 any process of this host, and by the ``audit.tasks.spool_drain`` beat task.
 
+The spool is per pod by design (its disk is the one thing that works while
+the database is out), so every pod drains its own: at its next event, as
+above, whatever process it is. The beat task reaches only the spool of the
+worker that runs it; a web pod's spool never waits for it. The locks below
+are ``flock``s on that pod's own folder, which no other pod touches.
+
 Layout of ``AUDIT_SPOOL_DIR`` (one per host; a volume on Kubernetes):
 
 - ``events.jsonl``: events waiting, appended under ``spool.lock``;

@@ -7,11 +7,24 @@ from datetime import datetime, timedelta
 
 from cryptography.exceptions import InvalidSignature
 from django.conf import settings
+from django.utils import timezone
 
-from audit import chain, keys, serialise
+from audit import anchors, chain, keys, serialise
 from audit.models import ArchiveState, AuditArchive, AuditEvent, AuditSeal
 
 DONE_STATES = (ArchiveState.VERIFIED, ArchiveState.PURGED)
+TRUNCATED = (
+    "seal {seq} (events to {last_id}) is anchored (anchor {n}) but missing from "
+    "the database: seals {first}..{seq} were cut, the database ends at seal {top}"
+)
+REWRITTEN = (
+    "seal {seq} differs from its anchor (anchor {n}): head {db_head}... in the "
+    "database, {head}... anchored; seals {first}..{seq} were rewritten"
+)
+STALE = (
+    "the newest anchor ({n}, written {at}) is older than {grace}: anchoring has stopped"
+)
+NOT_ANCHORED = "seal {seq}, sealed {at}, is in no anchor after {grace}"
 
 
 @dataclass
@@ -33,6 +46,7 @@ class Report:
     unsealed: int = 0
     # Events written late from the outage spool (audit/spool.py).
     spooled: int = 0
+    anchors: int = 0
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -172,14 +186,110 @@ class _Walker:
                 )
 
 
-def audit_verify(*, public_key: str = "", archives: bool = True, progress=None):
-    """Verify archives (read from S3) and the hot store against the seals."""
+def check_anchors(
+    report: Report, verifying, where=None, *, now=None, last: int | None = None
+) -> None:
+    """Compare the database's seals with the anchors kept outside it.
+
+    Names the newest anchored seal that is missing (a cut tail) or differs
+    (a rewritten tail), and anchoring that has stopped.
+    """
+    found = anchors.read_chain(verifying, where, last=last)
+    report.anchors = len(found.anchors)
+    report.problems += [Problem("anchor", None, text) for text in found.problems]
+    db = {
+        row[0]: row
+        for row in AuditSeal.objects.values_list(
+            "seq", "first_id", "last_id", "head", "signature", "sealed_at"
+        )
+    }
+    missing, differ = [], []
+    for seq, (n, pinned) in sorted(found.pinned.items()):
+        row = db.get(seq)
+        if row is None:
+            missing.append((seq, n, pinned))
+        elif (row[2], row[3], row[4]) != (
+            pinned["last_id"],
+            pinned["head"],
+            pinned.get("signature"),
+        ):
+            differ.append((seq, n, pinned))
+    if missing:
+        seq, n, pinned = missing[-1]
+        report.problems.append(
+            Problem(
+                "truncated",
+                None,
+                TRUNCATED.format(
+                    seq=seq,
+                    last_id=pinned["last_id"],
+                    n=n,
+                    first=missing[0][0],
+                    top=max(db, default=0),
+                ),
+            )
+        )
+    if differ:
+        seq, n, pinned = differ[-1]
+        report.problems.append(
+            Problem(
+                "rewritten",
+                None,
+                REWRITTEN.format(
+                    seq=seq,
+                    n=n,
+                    db_head=db[seq][3][:16],
+                    head=pinned["head"][:16],
+                    first=differ[0][0],
+                ),
+            )
+        )
+    if not db:
+        return
+    now = now or timezone.now()
+    # Beat may run the anchor entry just before it is due: one period of slack.
+    grace = timedelta(seconds=3 * settings.AUDIT_ANCHOR_SECONDS)
+    newest = found.newest
+    if newest is not None and newest.at and now - newest.at > grace:
+        report.problems.append(
+            Problem(
+                "unanchored",
+                None,
+                STALE.format(
+                    n=newest.n, at=newest.at.isoformat(timespec="seconds"), grace=grace
+                ),
+            )
+        )
+    top = max(found.pinned, default=0)
+    late = [
+        row for seq, row in sorted(db.items()) if seq > top and now - row[5] > grace
+    ]
+    if late:
+        report.problems.append(
+            Problem(
+                "unanchored",
+                None,
+                NOT_ANCHORED.format(
+                    seq=late[0][0],
+                    at=late[0][5].isoformat(timespec="seconds"),
+                    grace=grace,
+                ),
+            )
+        )
+
+
+def audit_verify(
+    *, public_key: str = "", archives: bool = True, anchored: bool = True, progress=None
+):
+    """Verify archives (read from S3) and the hot store against the seals,
+    and the seals against the anchors."""
     from audit import archive as archive_mod
 
     report = Report()
+    verifying = keys.verifying_key(public_key)
     seals = _check_seals(
         AuditSeal.objects.order_by("seq").iterator(chunk_size=50),
-        keys.verifying_key(public_key),
+        verifying,
         report,
     )
     done = AuditArchive.objects.filter(state__in=DONE_STATES).order_by("first_id")
@@ -218,5 +328,7 @@ def audit_verify(*, public_key: str = "", archives: bool = True, progress=None):
         if progress and report.events % 100_000 == 0:
             progress(report)
     walker.finish()
+    if anchored:
+        check_anchors(report, verifying, last=None if archives else anchors.HOT_WINDOW)
     report.problems.sort(key=lambda p: (p.event_id is None, p.event_id or 0))
     return report

@@ -34,6 +34,9 @@ def _make_broker_folders(sender, **kwargs) -> None:
 DEFAULT_SCHEDULE = {
     "kreo heartbeat": ("kreo.tasks.heartbeat", "KREO_HEARTBEAT_SECONDS"),
     "audit seal": ("audit.tasks.seal", "AUDIT_SEAL_INTERVAL_SECONDS"),
+    "audit anchor": ("audit.tasks.anchor", "AUDIT_ANCHOR_SECONDS"),
+    "audit verify hot": ("audit.tasks.verify_hot", "AUDIT_VERIFY_HOT_SECONDS"),
+    "audit verify full": ("audit.tasks.verify_full", "AUDIT_VERIFY_FULL_SECONDS"),
     "audit archive": ("audit.tasks.archive", "AUDIT_ARCHIVE_INTERVAL_SECONDS"),
     "audit review": ("audit.tasks.review", "AUDIT_REVIEW_INTERVAL_SECONDS"),
     "audit spool drain": ("audit.tasks.spool_drain", "AUDIT_SPOOL_DRAIN_SECONDS"),

@@ -3,6 +3,13 @@
 - ``exclusive``: one run at a time across processes and, on PostgreSQL,
   across hosts (a session advisory lock, released by the server as soon as
   the holder's connection drops, so a SIGKILLed worker never leaves it held).
+  Pods share no disk: on PostgreSQL the advisory lock is the one that
+  counts, the ``flock`` only spares a second process of the same host a
+  database round trip (the embedded SQLite default has no other lock). Its
+  users: backups (``backup``: create, prune), audit archives
+  (``audit-archive``) and the purge (``purge``, which settles the erasure
+  ledger); the seal takes a transaction advisory lock of its own
+  (audit.services) and key rotation locks each key's row.
 - ``Heartbeat``: a small thread that stamps a row every few seconds while the
   work runs, so a sweep can tell a live run from one whose worker died.
 - ``stream_pause``: the test-only throttle (``KREO_TEST_STREAM_DELAY``, read

@@ -27,6 +27,7 @@ import secrets
 import tempfile
 import zipfile
 from datetime import timedelta
+from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -49,6 +50,7 @@ from accounts.deletion import (  # noqa: F401 - texts the pages show, re-exporte
 )
 from audit.models import Outcome
 from audit.services import audit_record
+from kreo.worker import exclusive
 from privacy.models import DataExport, ExportState
 from projects import crypto, erasure
 from projects.keys import LedgerError, ledger_settle
@@ -71,6 +73,7 @@ PURGE_ACCOUNTS_LEFT = (
     "{left} never-verified account(s) not deleted: the erasure ledger "
     "refused; left for the next run."
 )
+PURGE_BUSY = "purge: another run holds the lock; this one did nothing."
 PURGE_NOT_SETTLED = "The erasure ledger was not settled: left for the next run."
 
 
@@ -340,6 +343,17 @@ def account_delete(
 
 
 def purge_run(*, now=None) -> dict:
+    """Run the purge once across every worker and pod sharing the database
+    (an advisory lock on PostgreSQL, kreo.worker.exclusive); a run that finds
+    another one going does nothing and says so."""
+    with exclusive("purge", Path(settings.VAR_DIR) / "locks") as got:
+        if not got:
+            logger.warning(PURGE_BUSY)
+            return {"busy": True}
+        return _purge_run(now=now)
+
+
+def _purge_run(*, now=None) -> dict:
     """Erase what has been put aside for longer than KREO_PURGE_AFTER_DAYS.
 
     Soft-deleted projects are erased (certificate, ledger); accounts that

@@ -14,6 +14,27 @@ from conftest import REGION, S3_ENDPOINT, make_bucket
 
 
 @pytest.fixture
+def attacker_sql(superuser_sql_or_none):
+    """Run SQL as the attacker: a PostgreSQL superuser with the triggers off,
+    or on SQLite (no triggers) the application's own connection."""
+    if superuser_sql_or_none is not None:
+        return lambda sql, args=None: superuser_sql_or_none(sql, args, bypass=True)
+
+    def run(sql, args=None):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, args)
+
+    return run
+
+
+@pytest.fixture
+def superuser_sql_or_none(request):
+    if connection.vendor != "postgresql":
+        return None
+    return request.getfixturevalue("superuser_sql")
+
+
+@pytest.fixture
 def sealed_now(settings):
     """Seal events as soon as they are recorded."""
     settings.AUDIT_SEAL_DELAY_SECONDS = 0

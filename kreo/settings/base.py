@@ -12,6 +12,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from kreo.settings.localkeys import local_secret
 
@@ -109,6 +110,9 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
 }
+# TLS to PostgreSQL: DATABASE_URL ending ?sslmode=verify-full&sslrootcert=
+# /path/to/ca.crt. django-environ puts the query's options in OPTIONS, which
+# psycopg (and production's connection pool) hands to libpq as they are.
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=0)
 # A persistent connection broken by a database restart is dropped, not reused.
@@ -128,6 +132,10 @@ elif DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "timeout", env.int("KREO_SQLITE_BUSY_SECONDS", default=20)
     )
+# Internal links that may stay plaintext (single-host Compose only): any of
+# database, redis, s3, oidc, smtp. `check --deploy` reports every other
+# plaintext link as an error (kreo.checks.plaintext_links_check).
+KREO_PLAINTEXT_LINKS_OK = env.list("KREO_PLAINTEXT_LINKS_OK", default=[])
 # Seconds a client is told to wait (Retry-After) while the database is out.
 KREO_OUTAGE_RETRY_AFTER_SECONDS = env.int("KREO_OUTAGE_RETRY_AFTER_SECONDS", default=30)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -168,6 +176,15 @@ CSRF_COOKIE_SAMESITE = "Lax"
 # add() and incr(): rate limits, failure and lockout counters, the
 # CAPTCHA-needed state and single-use markers hold whichever process answers.
 REDIS_URL = env.str("REDIS_URL", default="")
+# TLS to Redis (a rediss:// REDIS_URL): the server's certificate is verified
+# against REDIS_CA_FILE (else the system's CAs) and must name the host. The
+# same options reach the cache, the rate-limit cache and the Celery broker.
+REDIS_CA_FILE = env.str("REDIS_CA_FILE", default="")
+REDIS_TLS = {}
+if REDIS_URL.startswith("rediss://"):
+    REDIS_TLS = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if REDIS_CA_FILE:
+        REDIS_TLS["ssl_ca_certs"] = REDIS_CA_FILE
 SILENCED_SYSTEM_CHECKS = []
 # Cache outages (README, Outages): how long a cache call may wait before the
 # request fails closed with 503 (Retry-After: KREO_OUTAGE_RETRY_AFTER_SECONDS).
@@ -182,6 +199,7 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("KREO_CACHE_PREFIX", default="kreo"),
             "OPTIONS": {
+                **REDIS_TLS,
                 "socket_connect_timeout": KREO_CACHE_TIMEOUT,
                 "socket_timeout": KREO_CACHE_TIMEOUT,
             },
@@ -196,6 +214,7 @@ if REDIS_URL:
         "OPTIONS": {
             "SOCKET_CONNECT_TIMEOUT": KREO_CACHE_TIMEOUT,
             "SOCKET_TIMEOUT": KREO_CACHE_TIMEOUT,
+            "CONNECTION_POOL_KWARGS": REDIS_TLS,
         },
     }
     # django-ratelimit's W001 knows django_redis.cache.RedisCache by name;
@@ -526,6 +545,7 @@ SPECTACULAR_SETTINGS = {
 # Celery: Redis when configured; otherwise a broker on the local filesystem,
 # so a real worker and beat run with no server installed.
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+CELERY_BROKER_USE_SSL = REDIS_TLS or False  # Celery's default
 # Tasks that must not be lost (backups, audit archive and seal, spool drain,
 # purge, drill, exports) are acks_late: the message is acknowledged only when
 # the task ends, so one whose worker is killed is delivered again. On Redis an
@@ -551,6 +571,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "store_processed": False,
     }
 )
+# Backup tasks go to their own queue, so that a deployment can give them one
+# worker that alone holds the backup keys and the two local copies' volumes
+# (deploy/k8s: `--queues=backups`). A worker started without --queues (make
+# run, Compose, the tests) consumes every queue listed here.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (Queue("celery"), Queue("backups"))
+CELERY_TASK_ROUTES = {"backups.tasks.*": {"queue": "backups"}}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -585,7 +612,10 @@ EMAIL_BACKEND = (
 EMAIL_FILE_PATH = VAR_DIR / "mail"
 EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
 EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+# STARTTLS (EMAIL_USE_TLS, port 587) or implicit TLS (EMAIL_USE_SSL, port
+# 465); Django verifies the relay's certificate against the system's CAs.
 EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="kreo@localhost")
 
@@ -686,6 +716,21 @@ AUDIT_SPOOL_DIR = Path(
 )
 AUDIT_SPOOL_MAX_BYTES = env.int("KREO_AUDIT_SPOOL_MAX_BYTES", default=64 * 1024 * 1024)
 AUDIT_SPOOL_DRAIN_SECONDS = env.int("KREO_AUDIT_SPOOL_DRAIN_SECONDS", default=60)
+# Anchors (audit/anchors.py): each seal's head, signed and chained, kept
+# outside the database: in AUDIT_ANCHOR_S3_BUCKET (default: the archive
+# bucket) under AUDIT_ANCHOR_PREFIX with Object Lock, else in a local folder.
+AUDIT_ANCHOR_SECONDS = env.int("AUDIT_ANCHOR_SECONDS", default=300)
+AUDIT_ANCHOR_S3_BUCKET = env.str("AUDIT_ANCHOR_S3_BUCKET", default="")
+AUDIT_ANCHOR_PREFIX = env.str("AUDIT_ANCHOR_PREFIX", default="audit-anchors/")
+AUDIT_ANCHOR_LOCK_DAYS = env.int(
+    "AUDIT_ANCHOR_LOCK_DAYS", default=AUDIT_ARCHIVE_LOCK_DAYS
+)
+AUDIT_ANCHOR_DIR = Path(
+    env.str("AUDIT_ANCHOR_DIR", default="") or str(VAR_DIR / "audit-anchors")
+)
+# audit_verify on a schedule: hot store + anchors, and everything (archives).
+AUDIT_VERIFY_HOT_SECONDS = env.int("AUDIT_VERIFY_HOT_SECONDS", default=15 * 60)
+AUDIT_VERIFY_FULL_SECONDS = env.int("AUDIT_VERIFY_FULL_SECONDS", default=24 * 3600)
 # django-auditlog: field-level changes, tied to the request's correlation id.
 AUDITLOG_CID_GETTER = "audit.context.auditlog_cid"
 AUDITLOG_MASK_CALLABLE = "audit.context.mask_secret"

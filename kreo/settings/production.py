@@ -40,13 +40,20 @@ REQUIRED = (
     "AUDIT_ARCHIVE_S3_BUCKET",
 )
 # Backups: key A (copies 1 and 3), the manifest MAC key, and the age public
-# key of copy 2 (the identity stays off the app hosts).
-REQUIRED = (
-    *REQUIRED,
-    "BACKUP_ENCRYPTION_KEY",
-    "BACKUP_MANIFEST_KEY",
-    "BACKUP_AGE_RECIPIENT",
-)
+# key of copy 2 (the identity stays off the app hosts). The two secret keys
+# are required only where backups run: a process that never runs them
+# (Kubernetes' web, default worker, beat and migration job: deploy/k8s, where
+# backup tasks go to the `backups` queue's own worker) sets
+# KREO_RUNS_BACKUPS=false and is not handed them; a backup reaching it anyway
+# fails naming the missing key.
+REQUIRED = (*REQUIRED, "BACKUP_AGE_RECIPIENT")
+if os.environ.get("KREO_RUNS_BACKUPS", "true").strip().lower() not in (
+    "false",
+    "0",
+    "no",
+    "off",
+):
+    REQUIRED = (*REQUIRED, "BACKUP_ENCRYPTION_KEY", "BACKUP_MANIFEST_KEY")
 # The 3-2-1 rule: copy 3's bucket (without it no set is ever good), and the
 # two local copies' folders, named so they can be put on two filesystems
 # (`check --deploy` refuses one device for both).

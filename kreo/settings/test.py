@@ -26,6 +26,13 @@ else:
 # Nor a Celery queue: on the shared Redis a worker of one run would take
 # (and fail) the tasks another run queued.
 CELERY_TASK_DEFAULT_QUEUE = f"kreo-test-{env.str('KREO_TEST_RUN', default='0')}"
+CELERY_TASK_QUEUES = (
+    Queue(CELERY_TASK_DEFAULT_QUEUE),  # noqa: F405
+    Queue(f"{CELERY_TASK_DEFAULT_QUEUE}-backups"),  # noqa: F405
+)
+CELERY_TASK_ROUTES = {
+    "backups.tasks.*": {"queue": f"{CELERY_TASK_DEFAULT_QUEUE}-backups"}
+}
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 STATIC_ROOT = None

@@ -57,6 +57,7 @@ def _settings_env() -> dict[str, str]:
         "AUDIT_ARCHIVE_MAX_EVENTS": str(settings.AUDIT_ARCHIVE_MAX_EVENTS),
         "AUDIT_SEAL_DELAY_SECONDS": str(settings.AUDIT_SEAL_DELAY_SECONDS),
         "AUDIT_SEAL_BATCH": str(settings.AUDIT_SEAL_BATCH),
+        "AUDIT_ANCHOR_DIR": str(settings.AUDIT_ANCHOR_DIR),
     }
     storage = settings.STORAGES["default"]
     if storage["BACKEND"].endswith("FileSystemStorage"):

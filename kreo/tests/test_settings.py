@@ -87,6 +87,8 @@ def deploy_s3(s3_client) -> dict:
         "BACKUP_S3_ENDPOINT_URL": endpoint,
         "AUDIT_ARCHIVE_S3_ENDPOINT_URL": endpoint,
         "KREO_KEY_LEDGER_S3_ENDPOINT_URL": endpoint,
+        # moto is plain HTTP on the loopback (kreo.checks, kreo.E132).
+        "KREO_PLAINTEXT_LINKS_OK": "s3",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's test credentials
     }

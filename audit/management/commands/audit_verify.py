@@ -1,52 +1,110 @@
+import base64
+import re
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from django.core.management.base import BaseCommand, CommandError
 
-from audit.services import audit_record
-from audit.verify import audit_verify
+from audit import anchors, keys
+
+PEM = re.compile(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.S)
+NEEDS_KEY = "--offline needs --public-key (the published key, or a file holding it)."
+BAD_KEY = "--public-key: not an Ed25519 public key (base64 raw 32 bytes or PEM)."
+
+
+def _published(value: str) -> str:
+    """The base64 key from ``value``: the key itself, or a file holding it
+    (base64, or PEM as ``audit_public_key`` prints it)."""
+    path = Path(value)
+    if value and path.is_file():
+        value = path.read_text().strip()
+    pem = PEM.search(value)
+    if pem:
+        key = load_pem_public_key(pem.group(0).encode())
+        if not isinstance(key, Ed25519PublicKey):
+            raise CommandError(BAD_KEY)
+        return base64.b64encode(keys.public_key_bytes(key)).decode()
+    try:
+        if value and len(base64.b64decode(value, validate=True)) != 32:
+            raise ValueError
+    except ValueError as exc:
+        raise CommandError(BAD_KEY) from exc
+    return value
 
 
 class Command(BaseCommand):
     help = (
-        "Verify the tamper evidence of the whole audit trail (archives and hot "
-        "store); non-zero exit naming the first bad event on any fault."
+        "Verify the tamper evidence of the whole audit trail (archives, hot "
+        "store, seals, and the anchors kept outside the database); non-zero "
+        "exit naming the first bad event or the last anchored seal cut or "
+        "rewritten. --offline checks the anchor chain alone, with no database."
     )
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--public-key", default="", help="published verifying key (base64)"
+            "--public-key",
+            default="",
+            help="published verifying key: base64, or a file (base64 or PEM)",
         )
         parser.add_argument(
             "--hot-only", action="store_true", help="skip the S3 archives"
         )
+        parser.add_argument(
+            "--offline",
+            action="store_true",
+            help="check only the anchor chain (signatures, links); no database",
+        )
+        parser.add_argument(
+            "--anchors",
+            default="",
+            help="with --offline: s3://bucket/prefix or a folder (default: "
+            "this deployment's anchor store)",
+        )
 
     def handle(self, *args, **options):
+        public_key = _published(options["public_key"])
+        if options["offline"]:
+            return self._offline(public_key, options["anchors"])
+        from audit.watch import verification_run
+
         def progress(report):
             self.stderr.write(f"  {report.events} events checked...")
 
-        report = audit_verify(
-            public_key=options["public_key"],
+        report = verification_run(
             archives=not options["hot_only"],
-            progress=progress if options["verbosity"] > 1 else None,
-        )
-        audit_record(
-            event_type="audit.verify",
+            public_key=public_key,
             actor_label="manage.py audit_verify",
-            outcome="success" if report.ok else "failure",
-            error_code="" if report.ok else report.problems[0].kind,
-            error_description="" if report.ok else str(report.problems[0]),
-            details={
-                "events": report.events,
-                "spooled": report.spooled,
-                "problems": len(report.problems),
-            },
+            progress=progress if options["verbosity"] > 1 else None,
         )
         for problem in report.problems[:50]:
             self.stdout.write(self.style.ERROR(str(problem)))
         summary = (
             f"{report.events} events, {report.seals} seals, {report.archives} "
-            f"archives checked; {report.unsealed} not sealed yet; "
-            f"{report.spooled} written late from the outage spool; "
+            f"archives, {report.anchors} anchors checked; {report.unsealed} not "
+            f"sealed yet; {report.spooled} written late from the outage spool; "
             f"{len(report.problems)} problems"
         )
         if not report.ok:
             raise CommandError(f"{summary}; first bad: {report.problems[0]}")
         self.stdout.write(self.style.SUCCESS(f"audit trail intact: {summary}"))
+
+    def _offline(self, public_key: str, location: str) -> None:
+        if not public_key:
+            raise CommandError(NEEDS_KEY)
+        where = anchors.store_at(location) if location else anchors.store()
+        found = anchors.read_chain(keys.verifying_key(public_key), where)
+        for text in found.problems:
+            self.stdout.write(self.style.ERROR(f"anchor: {text}"))
+        newest = found.newest
+        top = max(found.pinned, default=0)
+        summary = (
+            f"{len(found.anchors)} anchors in {where}; newest "
+            f"{newest.n if newest else '-'} written "
+            f"{newest.body.get('at', '?') if newest else '-'}; seals to {top} anchored"
+        )
+        if found.problems:
+            raise CommandError(
+                f"anchor chain broken: {summary}; first bad: {found.problems[0]}"
+            )
+        self.stdout.write(self.style.SUCCESS(f"anchor chain intact: {summary}"))
