@@ -79,8 +79,9 @@ def verify_output(*args):
     return True, out.getvalue()
 
 
-def make_old_events(n: int, days_ago: int = 40) -> None:
-    """Insert ``n`` hashed events dated ``days_ago`` days back, in id order."""
+def make_old_events(n: int, days_ago: int = 40, details=None) -> None:
+    """Insert ``n`` hashed events dated ``days_ago`` days back, in id order;
+    ``details(i)`` gives each one's details (``{"i": i}`` by default)."""
     start = timezone.now() - timedelta(days=days_ago)
     batch = []
     for i in range(n):
@@ -92,11 +93,11 @@ def make_old_events(n: int, days_ago: int = 40) -> None:
             source_ip="198.51.100.7",
             method="GET",
             path=f"/projects/{i}/",
-            details={"i": i},
+            details=details(i) if details else {"i": i},
         )
         event.content_hash = chain.content_hash(chain.event_values(event))
         batch.append(event)
-    AuditEvent.objects.bulk_create(batch, batch_size=2000)
+    AuditEvent.objects.bulk_create(batch, batch_size=500)
 
 
 @pytest.fixture

@@ -10,16 +10,13 @@ verifies and only then removes the events; ``audit_verify`` passes.
 import logging
 import os
 import time
-from datetime import timedelta
 
 import pytest
-from django.utils import timezone
 
-from audit import chain
 from audit.models import ArchiveState, AuditArchive, AuditEvent
 from audit.services import audit_seal
 from audit.tasks import archive as archive_task
-from audit.tests.conftest import verify_output
+from audit.tests.conftest import make_old_events, verify_output
 from kreo.testing.worker import WorkerProcess
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,20 +29,7 @@ def _make_bulky_old_events(n: int) -> None:
     """Old events whose details carry ~5 KB of random text: the archive object
     passes the 8 MiB multipart part size, so S3 holds a part when the worker
     is killed."""
-    start = timezone.now() - timedelta(days=40)
-    batch = []
-    for i in range(n):
-        event = AuditEvent(
-            occurred_at=start + timedelta(milliseconds=i),
-            event_type="file.download",
-            outcome="success",
-            actor_label=f"user{i % 50}@example.test",
-            path=f"/projects/{i}/",
-            details={"i": i, "note": os.urandom(2560).hex()},
-        )
-        event.content_hash = chain.content_hash(chain.event_values(event))
-        batch.append(event)
-    AuditEvent.objects.bulk_create(batch, batch_size=500)
+    make_old_events(n, details=lambda i: {"i": i, "note": os.urandom(2560).hex()})
 
 
 def _dead_uploads(s3_client, bucket: str) -> list:

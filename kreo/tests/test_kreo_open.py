@@ -17,7 +17,6 @@ import sys
 import tarfile
 import uuid
 import venv
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import connection
-from django.utils import timezone
 
 from kreo import sealed
 
@@ -446,25 +444,9 @@ def test_an_altered_manifest_fails(backup_set, run_tool):
 
 def _old_events(count: int) -> None:
     """Events dated past retention (the archive run takes only those)."""
-    from audit import chain
-    from audit.models import AuditEvent
+    from audit.tests.conftest import make_old_events
 
-    start = timezone.now() - timedelta(days=40)
-    batch = []
-    for index in range(count):
-        event = AuditEvent(
-            occurred_at=start + timedelta(milliseconds=index),
-            event_type="file.download",
-            outcome="success",
-            actor_label=f"user{index % 7}@example.test",
-            source_ip="198.51.100.7",
-            method="GET",
-            path=f"/projects/{index}/",
-            details={"i": index, "note": "é"},
-        )
-        event.content_hash = chain.content_hash(chain.event_values(event))
-        batch.append(event)
-    AuditEvent.objects.bulk_create(batch)
+    make_old_events(count, details=lambda i: {"i": i, "note": "é"})
 
 
 @pytest.fixture
