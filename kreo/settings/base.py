@@ -12,7 +12,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from kreo.settings.localkeys import local_secret
 
@@ -575,8 +575,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
 # worker that alone holds the backup keys and the two local copies' volumes
 # (deploy/k8s: `--queues=backups`). A worker started without --queues (make
 # run, Compose, the tests) consumes every queue listed here.
+# Each queue has its own direct exchange and routing key: a Queue given only
+# a name shares the default routing key, and a backup task would then land
+# in both queues and run twice.
+
+
+def celery_queue(name: str) -> Queue:
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-CELERY_TASK_QUEUES = (Queue("celery"), Queue("backups"))
+CELERY_TASK_QUEUES = (celery_queue("celery"), celery_queue("backups"))
 CELERY_TASK_ROUTES = {"backups.tasks.*": {"queue": "backups"}}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"

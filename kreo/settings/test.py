@@ -27,8 +27,8 @@ else:
 # (and fail) the tasks another run queued.
 CELERY_TASK_DEFAULT_QUEUE = f"kreo-test-{env.str('KREO_TEST_RUN', default='0')}"
 CELERY_TASK_QUEUES = (
-    Queue(CELERY_TASK_DEFAULT_QUEUE),  # noqa: F405
-    Queue(f"{CELERY_TASK_DEFAULT_QUEUE}-backups"),  # noqa: F405
+    celery_queue(CELERY_TASK_DEFAULT_QUEUE),  # noqa: F405
+    celery_queue(f"{CELERY_TASK_DEFAULT_QUEUE}-backups"),  # noqa: F405
 )
 CELERY_TASK_ROUTES = {
     "backups.tasks.*": {"queue": f"{CELERY_TASK_DEFAULT_QUEUE}-backups"}

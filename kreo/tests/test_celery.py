@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from amqp.exceptions import ChannelError
 from celery.contrib.testing.worker import start_worker
 from django.db import connection
 
@@ -16,6 +17,40 @@ from kreo.models import Heartbeat
 from kreo.tasks import heartbeat
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_backup_tasks_go_to_the_backups_queue_alone():
+    """Through the configured broker (Redis, or the embedded default's
+    folder): a backup task lands in the backups queue only, any other task in
+    the default queue only; each exactly once."""
+    default = app.conf.task_default_queue
+    backups = next(q.name for q in app.conf.task_queues if q.name != default)
+
+    def count(channel, name: str) -> int:
+        try:
+            return channel.queue_declare(queue=name, passive=True).message_count
+        except ChannelError:  # Redis keeps no empty queue: none waiting
+            return 0
+
+    def waiting() -> dict[str, int]:
+        with app.connection_for_write() as conn:
+            return {
+                name: count(conn.default_channel, name) for name in (default, backups)
+            }
+
+    with app.connection_for_write() as conn:
+        for queue in app.conf.task_queues:
+            queue.bind(conn.default_channel).declare()
+            queue.bind(conn.default_channel).purge()
+    try:
+        app.send_task("backups.tasks.backup_prune")
+        assert waiting() == {default: 0, backups: 1}
+        app.send_task("kreo.tasks.heartbeat")
+        assert waiting() == {default: 1, backups: 1}
+    finally:
+        with app.connection_for_write() as conn:
+            for queue in app.conf.task_queues:
+                queue.bind(conn.default_channel).purge()
 
 
 @pytest.mark.celery
