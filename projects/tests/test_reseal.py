@@ -212,7 +212,7 @@ def test_storage_reseal_is_resumable_and_loses_nothing(
 
     out = io.StringIO()
     call_command("storage_reseal", "--dry-run", stdout=out)
-    assert "6 of 6 file(s) to reseal" in out.getvalue()
+    assert "6 file(s) in an older format to reseal\n" in out.getvalue()
     assert set(ProjectFile.objects.values_list("blob", flat=True)) == old_names
 
     out = io.StringIO()
@@ -232,7 +232,7 @@ def test_storage_reseal_is_resumable_and_loses_nothing(
 
     out = io.StringIO()
     call_command("storage_reseal", stdout=out)
-    assert "4 file(s) resealed, 0 already sealed, 0 left" in out.getvalue()
+    assert "4 file(s) resealed, 0 left\n" in out.getvalue()
 
     for pk, content in contents.items():
         item = ProjectFile.objects.get(pk=pk)

@@ -10,14 +10,13 @@ from projects.storage import StorageUnavailable
 def report(command: BaseCommand, summary: dict) -> None:
     """The summary lines both storage_reseal and keys_rotate print."""
     if summary["dry_run"]:
-        line = (
-            f"{summary['left']} of {summary['candidates']} file(s) to reseal, "
-            f"{summary['already_sealed']} already sealed"
-        )
+        line = f"{summary['left']} file(s) in an older format to reseal"
     else:
-        line = (
-            f"{summary['resealed']} file(s) resealed, "
-            f"{summary['already_sealed']} already sealed, {summary['left']} left"
+        line = f"{summary['resealed']} file(s) resealed, {summary['left']} left"
+    if summary["already_sealed"]:
+        line += (
+            f"; {summary['already_sealed']} recorded as older but already "
+            "sealed (row corrected)"
         )
     if summary["exports_left"]:
         line += (
