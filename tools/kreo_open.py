@@ -829,8 +829,33 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+# Options whose value may start with "-" (a URL-safe base64 key often does),
+# which argparse would otherwise take for an option of its own.
+VALUED = frozenset(
+    {
+        "--key-b64",
+        "--archive-key",
+        "--manifest-key",
+        "--encryption-key",
+        "--public-key",
+        "--context",
+        "--context-hex",
+        "--prev-head",
+    }
+)
+
+
+def _glued(argv: list[str]) -> list[str]:
+    """``--option value`` as ``--option=value`` for the options in VALUED."""
+    out, items = [], iter(argv)
+    for item in items:
+        value = next(items, None) if item in VALUED else None
+        out.append(item if value is None else f"{item}={value}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_glued(sys.argv[1:] if argv is None else argv))
     try:
         return args.run(args)
     except (KreoOpenError, OSError, ValueError) as exc:

@@ -164,6 +164,21 @@ def test_the_tool_opens_the_documented_vectors(vector, plain, run_tool, tmp_path
     assert f"{tmp_path / 'in'}: chunk 0 failed authentication" in wrong.stderr
 
 
+def test_a_key_that_starts_with_a_dash_is_taken_as_a_value(run_tool, tmp_path):
+    """A URL-safe base64 key often starts with "-": pasted after its option it
+    is the key, not an unknown option (argparse alone answered exit 2)."""
+    from kreo import sealed
+
+    key = bytes([0xF8]) + bytes(range(31))
+    text = base64.urlsafe_b64encode(key).decode()
+    assert text.startswith("-")
+    (tmp_path / "in").write_bytes(sealed.seal_bytes(key, b"plan", context=b"c"))
+    out = tmp_path / "out"
+    done = run_tool("open", "--key-b64", text, "--context", "c", tmp_path / "in", out)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == b"plan"
+
+
 def test_a_cut_or_extended_vector_is_refused_and_nothing_written(run_tool, tmp_path):
     """An object cut at a chunk boundary, a flipped bit, an added byte, chunks
     reordered or swapped in from another object, a bad header: exit 1, the
