@@ -29,7 +29,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/bandit -q -c pyproject.toml -r kreo accounts projects audit backups privacy tools
+	$(VENV)/bin/bandit -q -c pyproject.toml -r kreo accounts projects audit backups privacy monitoring status compliance tools
 	$(VENV)/bin/bandit -q -c pyproject.toml -s B404,B603,B607 -r scripts bench .ci
 
 ci:

@@ -64,6 +64,11 @@ INSTALLED_APPS = [
     "projects",
     "backups",
     "privacy",
+    # Apps on top: they read the apps above through selectors or health checks
+    # and write only through kreo/ and audit/; nothing above imports them.
+    "monitoring",
+    "status",
+    "compliance",
 ]
 
 MIDDLEWARE = [
