@@ -64,7 +64,7 @@ INSTALLED_APPS = [
     "projects",
     "backups",
     "privacy",
-    # Apps on top: they read the apps above through selectors or health checks
+    # Apps on top: they read the apps below through selectors or health checks
     # and write only through kreo/ and audit/; nothing above imports them.
     "monitoring",
     "status",
