@@ -47,13 +47,13 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "knox",
+    "kreo.apps.TokensConfig",  # knox, named for the admin
     "drf_spectacular",
     "django_celery_beat",
     "csp",
     "django_otp",
-    "django_otp.plugins.otp_totp",
-    "django_otp.plugins.otp_static",
+    "kreo.apps.TotpConfig",  # django_otp.plugins.otp_totp
+    "kreo.apps.RecoveryCodesConfig",  # django_otp.plugins.otp_static
     "django_recaptcha",
     "django_ratelimit",
     "kreo",
