@@ -120,6 +120,7 @@ class AuditEventAdmin(VerificationStatus, ViewAudited, AuditorOnly, admin.ModelA
     list_filter = (NotableFilter, "outcome", "event_type", "spooled", "occurred_at")
     search_fields = ("=actor_label", "=source_ip", "=correlation_id", "=target_id")
     date_hierarchy = "occurred_at"
+    ordering = ("-id",)  # newest first: what a reviewer looks for
     actions = ["export_jsonl"]
     show_full_result_count = False
 
