@@ -21,6 +21,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django_otp import login as otp_login
@@ -38,6 +39,9 @@ logger = logging.getLogger(__name__)
 LOGIN_INVALID = "The email address or password is not correct."
 VERIFY_INVALID = "This link is not valid, or it has already been used."
 VERIFY_EXPIRED = "This link has expired. Ask for a new one below."
+SIGNUP_BROWSER_PREFIX = "accounts:signup-browser:"
+SIGNUP_BROWSER_SALT = "accounts.signup-browser"
+MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 # Session keys of this app.
 AUTH_AT, SEEN_AT, PENDING = "accounts.auth_at", "accounts.seen_at", "accounts.pending"
@@ -78,6 +82,8 @@ def user_signup(*, request: HttpRequest, email: str, password: str) -> User | No
     if existing is not None:
         make_password(password)  # same work as a real sign-up
         _mail_queue(request, tasks.signup_existing_send, existing)
+        # The same cache write as below, under a key no link ever reads.
+        _signup_browser_remember(request, "exists")
         audit_record(
             event_type="auth.signup",
             request=request,
@@ -88,9 +94,50 @@ def user_signup(*, request: HttpRequest, email: str, password: str) -> User | No
         )
         return None
     user = User.objects.create_user(email=email, password=password, is_active=False)
+    _signup_browser_remember(request, str(user.pk))
     _mail_queue(request, tasks.verification_send, user)
     audit_record(event_type="auth.signup", request=request, actor=user, target=user)
     return user
+
+
+def _browser_mark(request: HttpRequest) -> str:
+    """A keyed digest of this browser's CSRF secret ("" without one).
+
+    The secret stays the same in a browser until it signs in, and only that
+    browser has it; its digest is all that is stored.
+    """
+    secret = request.COOKIES.get(settings.CSRF_COOKIE_NAME, "")
+    return salted_hmac(SIGNUP_BROWSER_SALT, secret).hexdigest() if secret else ""
+
+
+def _signup_browser_remember(request: HttpRequest, key: str) -> None:
+    """Note which browser signed up, so its confirmation can sign it in.
+
+    Kept in the cache, not the session: a session write would add a cookie
+    to one sign-up answer and not the other, and tell who has an account.
+    """
+    try:
+        caches[settings.RATELIMIT_USE_CACHE].set(
+            SIGNUP_BROWSER_PREFIX + key,
+            _browser_mark(request),
+            timeout=settings.ACCOUNTS_VERIFY_MAX_AGE,
+        )
+    except Exception:  # the cache is out: the link still confirms, sign in by hand
+        logger.warning("accounts: could not remember the sign-up browser")
+
+
+def _signup_browser_matches(request: HttpRequest, user: User) -> bool:
+    """Whether this request comes from the browser that signed ``user`` up."""
+    mark = _browser_mark(request)
+    if not mark:
+        return False
+    cache = caches[settings.RATELIMIT_USE_CACHE]
+    try:
+        stored = cache.get(SIGNUP_BROWSER_PREFIX + str(user.pk))
+        cache.delete(SIGNUP_BROWSER_PREFIX + str(user.pk))
+    except Exception:
+        return False
+    return bool(stored) and constant_time_compare(stored, mark)
 
 
 def _mail_queue(request: HttpRequest, task, user: User) -> None:
@@ -173,8 +220,24 @@ def signup_existing_mail(*, user_id: int, protocol: str, domain: str) -> bool:
     return True
 
 
+def verify_link_user(*, token: str) -> User | None:
+    """The account a confirmation link names while it still works, else None.
+
+    Reads only: the page a mail scanner may fetch changes nothing.
+    """
+    try:
+        return tokens.verify_token_check(token, user_model=User)
+    except tokens.TokenInvalid:
+        return None
+
+
 def user_verify_email(*, request: HttpRequest, token: str) -> User:
-    """Activate the account the link names; a link works once."""
+    """Activate the account the link names; a link works once.
+
+    Confirmed in the browser that signed up (and that is signed in as nobody),
+    the account is signed in too: that browser gave the password minutes ago.
+    Anywhere else the person signs in as usual.
+    """
     try:
         user = tokens.verify_token_check(token, user_model=User)
     except tokens.TokenInvalid as exc:
@@ -198,6 +261,9 @@ def user_verify_email(*, request: HttpRequest, token: str) -> User:
             )
     if not updated:
         raise ValueError(VERIFY_INVALID)
+    if not request.user.is_authenticated and _signup_browser_matches(request, user):
+        user.backend = MODEL_BACKEND
+        login_complete(request=request, user=user)
     return user
 
 

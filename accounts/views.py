@@ -43,6 +43,12 @@ SESSION_SIGNED_OUT = "The session has been signed out."
 OTHERS_SIGNED_OUT = "All your other sessions have been signed out."
 TOKEN_REVOKED = "The API token has been revoked: it no longer works."  # noqa: S105  # nosec B105
 TWO_FACTOR_OFF = "Two-factor authentication is off."
+VERIFIED_SIGNED_IN = "{email} is confirmed. You are signed in."
+VERIFIED_SIGN_IN = "{email} is confirmed. Please sign in."
+VERIFY_INVALID_OR_EXPIRED = (
+    "This link is not valid: it has expired, been used already or been changed. "
+    "Ask for a new one below."
+)
 
 
 def _next(request: HttpRequest) -> str:
@@ -193,7 +199,7 @@ def verify_view(request: HttpRequest, token: str) -> HttpResponse:
     """GET shows a button; only the POST verifies (mail scanners follow GETs)."""
     if request.method == "POST":
         try:
-            services.user_verify_email(request=request, token=token)
+            user = services.user_verify_email(request=request, token=token)
         except ValueError as exc:
             return render(
                 request,
@@ -201,9 +207,21 @@ def verify_view(request: HttpRequest, token: str) -> HttpResponse:
                 {"error": str(exc), "resend": EmailForm()},
                 status=400,
             )
-        messages.success(request, "Your email address is confirmed. Please sign in.")
+        if request.user.is_authenticated and request.user.pk == user.pk:
+            messages.success(request, VERIFIED_SIGNED_IN.format(email=user.email))
+            return redirect(settings.LOGIN_REDIRECT_URL)
+        messages.success(request, VERIFIED_SIGN_IN.format(email=user.email))
         return redirect("accounts:login")
-    return render(request, "accounts/verify.html", {"token": token})
+    user = services.verify_link_user(token=token)
+    if user is None or user.email_verified_at is not None:
+        # Nothing is recorded for a GET: mail scanners fetch links too.
+        return render(
+            request,
+            "accounts/verify.html",
+            {"error": VERIFY_INVALID_OR_EXPIRED, "resend": EmailForm()},
+            status=400,
+        )
+    return render(request, "accounts/verify.html", {"email": user.email})
 
 
 @never_cache

@@ -145,7 +145,7 @@ def _journey(browser, base: str, mail_folder: Path) -> dict:
     assert link.startswith(base)
     page.goto(link)
     page.click("button:has-text('Confirm my email address')")
-    page.wait_for_url(re.compile(r"/accounts/login/"))
-    assert "email address is confirmed" in page.content()
+    page.wait_for_url(re.compile(r"/projects/"))
+    assert "is confirmed. You are signed in." in page.content()
     context.close()
     return seen

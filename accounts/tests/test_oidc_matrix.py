@@ -80,7 +80,7 @@ PAGES = {
     "accounts:signup-done": everyone(200),
     "accounts:captcha-challenge": everyone(200),  # ALTCHA: a signed challenge
     "accounts:resend": everyone(200),
-    "accounts:verify": everyone(200),
+    "accounts:verify": everyone(400),  # a made-up link: "not valid", offer a new one
     "accounts:password-reset": everyone(200),
     "accounts:password-reset-done": everyone(200),
     "accounts:password-reset-confirm": everyone(200),

@@ -177,3 +177,73 @@ def test_resend_mails_a_new_link_and_is_rate_limited(
     assert [r.status_code for r in statuses] == [302, 302, 302, 429, 429]
     assert int(statuses[-1]["Retry-After"]) > 0
     assert len(smtp.to("again@example.test")) == 4  # sign-up + three resends
+
+
+def test_confirming_in_the_signup_browser_signs_in_and_names_the_address(
+    client, smtp, siteverify, mail_now
+):
+    """The link opened in the browser that signed up confirms the address it
+    names and signs that browser in; the same link in another browser only
+    confirms and asks to sign in."""
+    client.get(reverse("accounts:signup"))  # a browser has its CSRF cookie
+    with mail_now():
+        signup(client, "same.browser@example.test")
+    path = link_in(smtp, "same.browser@example.test").split("testserver", 1)[1]
+
+    page = client.get(path)
+    assert page.status_code == 200
+    assert "same.browser@example.test" in page.content.decode()
+
+    done = client.post(path, follow=True)
+    assert done.status_code == 200
+    assert "same.browser@example.test is confirmed. You are signed in." in (
+        done.content.decode()
+    )
+    user = User.objects.get(email="same.browser@example.test")
+    assert client.session["_auth_user_id"] == str(user.pk)
+    assert AuditEvent.objects.filter(
+        event_type="auth.login.success", actor=user
+    ).exists()
+
+
+def test_confirming_in_another_browser_asks_to_sign_in(
+    client, smtp, siteverify, mail_now
+):
+    """A link opened in a browser that did not sign up (a stolen link, a
+    second device) confirms the address but signs nobody in."""
+    client.get(reverse("accounts:signup"))
+    with mail_now():
+        signup(client, "other.browser@example.test")
+    path = link_in(smtp, "other.browser@example.test").split("testserver", 1)[1]
+
+    elsewhere = type(client)()
+    elsewhere.get(reverse("accounts:signup"))  # a CSRF cookie of its own
+    done = elsewhere.post(path, follow=True)
+    assert "other.browser@example.test is confirmed. Please sign in." in (
+        done.content.decode()
+    )
+    assert "_auth_user_id" not in elsewhere.session
+    # The signing-up browser, coming later, is not signed in by a used link.
+    replay = client.post(path)
+    assert replay.status_code == 400
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_used_or_forged_link_says_so_before_any_click(
+    client, smtp, siteverify, mail_now
+):
+    """Opening a used or changed link shows why it does not work and offers a
+    new one, without recording anything (mail scanners open links too)."""
+    with mail_now():
+        signup(client, "used@example.test")
+    path = link_in(smtp, "used@example.test").split("testserver", 1)[1]
+    assert client.post(path, follow=True).status_code == 200  # message shown
+    before = AuditEvent.objects.count()
+    for target in (path, path[:-3] + "XYZ/"):
+        page = client.get(target)
+        assert page.status_code == 400
+        body = page.content.decode()
+        assert "This link is not valid" in body
+        assert "used@example.test" not in body
+        assert "Send a new link" in body
+    assert AuditEvent.objects.count() - before <= 2  # the two 400 page views
