@@ -5,6 +5,8 @@ from django_otp.plugins.otp_totp.apps import DefaultConfig as OtpTotpConfig
 
 
 class KreoConfig(AppConfig):
+    # Several configs live in this module; this one is what "kreo" means.
+    default = True
     name = "kreo"
     verbose_name = "Kreo platform"
 

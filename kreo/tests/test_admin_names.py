@@ -23,3 +23,16 @@ def test_admin_index_shows_readable_app_names(client, otp_login):
     assert "Two-factor: recovery codes" in captions
     raw = {"Knox", "Otp_Static", "Otp_Totp", "Django_Otp"}
     assert raw.isdisjoint(captions), captions
+
+
+def test_renamed_apps_leave_the_platform_config_in_charge():
+    """kreo/apps.py holds several configs; "kreo" must still load KreoConfig,
+    whose ready() registers the deploy checks and seeds the beat schedule."""
+    from django.apps import apps
+    from django.core import checks
+
+    from kreo.apps import KreoConfig
+
+    assert type(apps.get_app_config("kreo")) is KreoConfig
+    names = {c.__name__ for c in checks.registry.registry.get_checks(include_deployment_checks=True)}
+    assert "plaintext_links_check" in names
