@@ -105,6 +105,14 @@ class OTPForm(forms.Form):
     )
 
 
+class EnrolCodeForm(OTPForm):
+    """The first code, from the app being set up: no recovery codes exist yet."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["token"].help_text = "The 6-digit code your app shows now."
+
+
 class PasswordConfirmForm(forms.Form):
     password = forms.CharField(
         label="Your password",

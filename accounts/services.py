@@ -25,7 +25,7 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django_otp import login as otp_login
-from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from accounts import api_tokens, emails, limits, tokens
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 LOGIN_INVALID = "The email address or password is not correct."
 VERIFY_INVALID = "This link is not valid, or it has already been used."
 VERIFY_EXPIRED = "This link has expired. Ask for a new one below."
+RECOVERY_NEEDS_2FA = "Recovery codes come with two-factor authentication: turn it on."
+RECOVERY_CODE_COUNT = 10
 SIGNUP_BROWSER_PREFIX = "accounts:signup-browser:"
 SIGNUP_BROWSER_SALT = "accounts.signup-browser"
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
@@ -688,13 +690,43 @@ def otp_enrol_confirm(*, request: HttpRequest, user: User, token: str) -> list[s
         raise ValueError("The code is not correct. Check the time on your device.")
     device.confirmed = True
     device.save(update_fields=["confirmed"])
-    StaticDevice.objects.filter(user=user).delete()
-    recovery = StaticDevice.objects.create(user=user, name="Recovery codes")
-    codes = [secrets.token_hex(5) for _ in range(10)]
-    for code in codes:
-        recovery.token_set.create(token=code)
+    codes = _recovery_codes_new(user)
     otp_login(request, device)
     audit_record(event_type="auth.2fa.enrolled", request=request, actor=user)
+    return codes
+
+
+def _recovery_codes_new(user: User) -> list[str]:
+    """Replace the user's recovery codes with ten new ones; return them."""
+    StaticDevice.objects.filter(user=user).delete()
+    recovery = StaticDevice.objects.create(user=user, name="Recovery codes")
+    codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODE_COUNT)]
+    recovery.token_set.bulk_create(
+        [recovery.token_set.model(device=recovery, token=code) for code in codes]
+    )
+    return codes
+
+
+@transaction.atomic
+def otp_recovery_regenerate(*, request: HttpRequest, user: User) -> list[str]:
+    """Void every recovery code of ``user`` and return ten new ones.
+
+    Only for an account with two-factor on, from a session that passed it;
+    the caller has checked the password.
+    """
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    has_app = TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+    if not has_app or not getattr(user, "is_verified", lambda: False)():
+        raise ValueError(RECOVERY_NEEDS_2FA)
+    left = StaticToken.objects.filter(device__user=user).count()
+    codes = _recovery_codes_new(user)
+    audit_record(
+        event_type="auth.2fa.recovery_regenerated",
+        request=request,
+        actor=user,
+        details={"voided": left},
+    )
     return codes
 
 

@@ -48,4 +48,5 @@ urlpatterns = [
     ),
     path("security/2fa/", views.otp_enrol_view, name="otp-enrol"),
     path("security/2fa/disable/", views.otp_disable_view, name="otp-disable"),
+    path("security/2fa/recovery/", views.otp_recovery_view, name="otp-recovery"),
 ]

@@ -2,7 +2,7 @@
 
 import base64
 from io import BytesIO
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import qrcode
 import qrcode.image.svg
@@ -28,6 +28,7 @@ from accounts.forms import (
     CaptchaPasswordResetForm,
     EmailAuthenticationForm,
     EmailForm,
+    EnrolCodeForm,
     OTPForm,
     PasswordConfirmForm,
     SignupForm,
@@ -326,6 +327,7 @@ def security_view(request: HttpRequest) -> HttpResponse:
             "history": selectors.signin_history(user=user),
             "otp": selectors.otp_status(user=user),
             "disable_form": PasswordConfirmForm(),
+            "recovery_form": PasswordConfirmForm(prefix="recovery"),
             "api_tokens": selectors.api_token_list(user=user),
         },
     )
@@ -382,7 +384,7 @@ def otp_enrol_view(request: HttpRequest) -> HttpResponse:
             return redirect("accounts:login")
         return redirect("accounts:security")
     device = services.otp_enrol_start(user=user)
-    form = OTPForm(request.POST or None)
+    form = EnrolCodeForm(request.POST or None)
     if request.method == "POST":
         wait = limits.limit_wait(request, scope="otp", email=user.email)
         if wait:
@@ -395,12 +397,53 @@ def otp_enrol_view(request: HttpRequest) -> HttpResponse:
             except ValueError as exc:
                 form.add_error("token", str(exc))
             else:
-                return render(request, "accounts/otp_codes.html", {"codes": codes})
+                return _codes_page(request, codes)
     secret = base64.b32encode(device.bin_key).decode().rstrip("=")
     return render(
         request,
         "accounts/otp_enrol.html",
         {"form": form, "qr": _qr_data_uri(device.config_url), "secret": secret},
+    )
+
+
+@login_required
+@require_POST
+def otp_recovery_view(request: HttpRequest) -> HttpResponse:
+    """New recovery codes for the password; the old ones stop working."""
+    form = PasswordConfirmForm(request.POST, prefix="recovery")
+    wait = limits.limit_wait(request, scope="otp", email=request.user.email)
+    if wait:
+        return limits.limited_response(request, scope="otp", wait=wait)
+    if not (
+        form.is_valid() and request.user.check_password(form.cleaned_data["password"])
+    ):
+        audit_record(
+            event_type="auth.2fa.failed",
+            request=request,
+            outcome=Outcome.FAILURE,
+            error_code="recovery_bad_password",
+        )
+        messages.error(request, PASSWORD_WRONG)
+        return redirect("accounts:security")
+    try:
+        codes = services.otp_recovery_regenerate(request=request, user=request.user)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return redirect("accounts:security")
+    return _codes_page(request, codes, regenerated=True)
+
+
+def _codes_page(request: HttpRequest, codes: list[str], *, regenerated=False):
+    """The once-only page of recovery codes, with copy, download and print."""
+    text = "Kreo recovery codes (each works once)\n\n" + "\n".join(codes) + "\n"
+    return render(
+        request,
+        "accounts/otp_codes.html",
+        {
+            "codes": codes,
+            "regenerated": regenerated,
+            "download": "data:text/plain;charset=utf-8," + quote(text),
+        },
     )
 
 
