@@ -34,5 +34,8 @@ def test_renamed_apps_leave_the_platform_config_in_charge():
     from kreo.apps import KreoConfig
 
     assert type(apps.get_app_config("kreo")) is KreoConfig
-    names = {c.__name__ for c in checks.registry.registry.get_checks(include_deployment_checks=True)}
+    names = {
+        c.__name__
+        for c in checks.registry.registry.get_checks(include_deployment_checks=True)
+    }
     assert "plaintext_links_check" in names
