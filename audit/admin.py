@@ -7,15 +7,27 @@ from auditlog.admin import LogEntryAdmin
 from auditlog.models import LogEntry
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseRedirect
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from audit import serialise, services
-from audit.models import AuditArchive, AuditEvent, AuditReview, AuditSeal
+from audit.models import (
+    AuditArchive,
+    AuditEvent,
+    AuditReview,
+    AuditSeal,
+    FieldChange,
+)
 from audit.selectors import is_auditor, notable_q, verification_latest
 
 EXPORT_LIMIT = 50_000
+REVIEW_SIGNED_OFF = (
+    "Review of {start:%d %b %Y} to {end:%d %b %Y} signed off by {who} at "
+    "{at:%d %b %Y %H:%M} UTC. It can no longer be changed; the sign-off is "
+    "in the audit trail."
+)
+SUMMARY_EMPTY = "No notable events in this period."
 
 
 class AuditorOnly:
@@ -206,7 +218,7 @@ class AuditReviewAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
         "period_end",
         "notable_count",
         "notable_events",
-        "summary",
+        "summary_table",
         "signed_off_label",
         "signed_off_at",
         "comment",
@@ -216,7 +228,7 @@ class AuditReviewAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
         "period_end",
         "notable_count",
         "notable_events",
-        "summary",
+        "summary_table",
         "signed_off_label",
         "signed_off_at",
     )
@@ -236,6 +248,38 @@ class AuditReviewAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
         url = reverse("admin:audit_auditevent_changelist") + "?" + query
         return format_html('<a href="{}">{} notable events</a>', url, obj.notable_count)
 
+    @admin.display(description="summary")
+    def summary_table(self, obj):
+        """The notable events of the period by type and outcome, most first."""
+        rows = []
+        for key, count in sorted(obj.summary.items(), key=lambda kv: (-kv[1], kv[0])):
+            event_type, _, outcome = key.rpartition(" ")
+            rows.append((event_type or outcome, outcome if event_type else "", count))
+        if not rows:
+            return SUMMARY_EMPTY
+        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+        return format_html(
+            '<table class="review-summary"><thead><tr><th scope="col">Event type'
+            '</th><th scope="col">Outcome</th><th scope="col">Count</th></tr>'
+            "</thead><tbody>{}</tbody></table>",
+            body,
+        )
+
+    def response_change(self, request, obj):
+        """Say plainly what signing off did, instead of "changed successfully"."""
+        obj.refresh_from_db()
+        self.message_user(
+            request,
+            REVIEW_SIGNED_OFF.format(
+                start=obj.period_start,
+                end=obj.period_end,
+                who=obj.signed_off_label,
+                at=obj.signed_off_at,
+            ),
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:audit_auditreview_changelist"))
+
     def save_model(self, request, obj, form, change):
         services.review_sign_off(
             review_id=obj.pk,
@@ -249,7 +293,7 @@ if admin.site.is_registered(LogEntry):
     admin.site.unregister(LogEntry)
 
 
-@admin.register(LogEntry)
+@admin.register(FieldChange)
 class FieldChangeAdmin(ViewAudited, AuditorOnly, LogEntryAdmin):
     """django-auditlog's field-level changes, under the same access rules."""
 

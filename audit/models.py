@@ -1,5 +1,6 @@
 """Audit events, the seals that chain them, archives, and log reviews."""
 
+from auditlog.models import LogEntry
 from django.conf import settings
 from django.db import models
 
@@ -171,3 +172,13 @@ class AuditReview(models.Model):
     @property
     def signed_off(self) -> bool:
         return self.signed_off_at is not None
+
+
+class FieldChange(LogEntry):
+    """django-auditlog's field-level changes, shown in the admin beside the
+    audit trail under a name that says what they are (not "Log entries")."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "field change"
+        verbose_name_plural = "field changes"

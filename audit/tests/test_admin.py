@@ -133,3 +133,38 @@ def test_review_sign_off_needs_a_comment(client):
     assert b"A sign-off needs a comment." in response.content
     review.refresh_from_db()
     assert not review.signed_off
+
+
+def test_review_page_shows_a_table_and_sign_off_says_what_it_did(client):
+    """The summary reads as a table (type, outcome, count; most first) and the
+    sign-off message names the period and the signer, not Django's generic
+    "changed successfully"."""
+    user = staff_client(client, auditor=True)
+    for _ in range(3):
+        audit_record(event_type="auth.login.failure", outcome="failure")
+    audit_record(event_type="project.member.role", details={"to": "owner"})
+    review = review_create()
+    url = reverse("admin:audit_auditreview_change", args=[review.pk])
+    page = client.get(url).content.decode()
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>(\d+)</td></tr>", page)
+    assert rows == [
+        ("auth.login.failure", "failure", "3"),
+        ("project.member.role", "success", "1"),
+    ]
+    assert "{&quot;" not in page and '{"auth' not in page
+    response = client.post(url, {"comment": "Looked at all four."}, follow=True)
+    text = response.content.decode()
+    assert f"signed off by {user.email}" in text
+    assert f"{review.period_end:%d %b %Y}" in text
+    assert "was changed successfully" not in text
+
+
+def test_field_changes_sit_beside_the_audit_trail_under_their_own_name(client):
+    """The admin index names django-auditlog's entries "Field changes" in the
+    Audit section; no "Log entries" caption to confuse with the trail."""
+    staff_client(client, auditor=True)
+    page = client.get(reverse("admin:index")).content.decode()
+    assert "Field changes" in page
+    assert "Log entries" not in page
+    listing = client.get(reverse("admin:audit_fieldchange_changelist"))
+    assert listing.status_code == 200
