@@ -2,8 +2,15 @@ from django.conf import settings
 
 from kreo.views import error_response
 
+UPLOAD_TOO_LARGE = "The upload is larger than the {limit} limit. Nothing was saved."
+
 # Room for the multipart envelope and the other form fields of an upload.
 ENVELOPE = 1024 * 1024
+
+
+def _mb() -> str:
+    limit = settings.KREO_MAX_UPLOAD_BYTES
+    return f"{limit / 2**20:.0f} MB" if limit >= 2**20 else f"{limit} bytes"
 
 
 class RequestSizeLimitMiddleware:
@@ -22,5 +29,5 @@ class RequestSizeLimitMiddleware:
         except ValueError:
             return error_response(request, 400)
         if length > settings.KREO_MAX_UPLOAD_BYTES + ENVELOPE:
-            return error_response(request, 413)
+            return error_response(request, 413, UPLOAD_TOO_LARGE.format(limit=_mb()))
         return self.get_response(request)

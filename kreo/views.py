@@ -10,7 +10,9 @@ ERROR_TEXTS = {
     400: "The request could not be understood.",
     403: "You do not have permission to do that.",
     404: "There is nothing here, or you do not have access to it.",
+    410: "This is gone for good.",
     413: "The upload is larger than the limit.",
+    429: "Too many requests. Wait a moment, then try again.",
     500: "Something went wrong on our side. It has been logged.",
 }
 

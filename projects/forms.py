@@ -1,7 +1,8 @@
 from django import forms
+from django.conf import settings
 
 from projects.models import Role
-from projects.uploads import ACCEPTED
+from projects.uploads import ACCEPTED, size_limit_text
 
 
 class ProjectForm(forms.Form):
@@ -20,6 +21,15 @@ class UploadForm(forms.Form):
     name = forms.CharField(
         max_length=255, required=False, help_text="Leave blank to keep the file's name."
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The limit on the form, and for the browser's own check before sending
+        # (static/js/upload.js); the server's check stays the one that counts.
+        field = self.fields["file"]
+        field.help_text = f"Accepted: {ACCEPTED}. Up to {size_limit_text()}."
+        field.widget.attrs["data-max-bytes"] = str(settings.KREO_MAX_UPLOAD_BYTES)
+        field.widget.attrs["data-limit-text"] = size_limit_text()
 
 
 class RenameForm(forms.Form):

@@ -158,6 +158,11 @@ def _human(size: int) -> str:
     return f"{size / (1024 * 1024):.0f} MB" if size >= 1024 * 1024 else f"{size} bytes"
 
 
+def size_limit_text() -> str:
+    """The upload limit as a person reads it ("100 MB")."""
+    return _human(settings.KREO_MAX_UPLOAD_BYTES)
+
+
 def check_size(size: int) -> None:
     limit = settings.KREO_MAX_UPLOAD_BYTES
     if size > limit:

@@ -148,7 +148,9 @@ def test_body_far_over_the_limit_is_refused_before_it_is_read(
         CONTENT_LENGTH=str(5 * 1024 * 1024),
     )
     assert response.status_code == 413
-    assert b"larger than the limit" in response.content
+    assert b"larger than the 1000 bytes limit. Nothing was saved." in response.content
+    # Refused before sign-in is read: the page does not offer to "Sign in".
+    assert b"Sign in" not in response.content
 
 
 @pytest.mark.parametrize(

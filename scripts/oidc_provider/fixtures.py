@@ -26,8 +26,9 @@ CLIENT_SECRET = "kreo-test-client-secret"  # noqa: S105  # nosec B105
 
 
 def ensure_node_modules() -> None:
-    """Install the pinned npm packages (package-lock.json) if missing."""
-    if (ROOT / "node_modules" / "oidc-provider").exists():
+    """Install the pinned npm packages (package-lock.json) if any is missing."""
+    wanted = json.loads((ROOT / "package.json").read_text())["devDependencies"]
+    if all((ROOT / "node_modules" / name).exists() for name in wanted):
         return
     npm = shutil.which("npm")
     if npm is None:

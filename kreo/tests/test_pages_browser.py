@@ -1,0 +1,243 @@
+"""Every page a person can open, in Chromium: WCAG 2.1 AA by axe-core, phone
+width without sideways scrolling, a skip link and a visible focus ring, in
+the light and the dark colour scheme.
+
+The list of pages is built from the URL configuration, as the authorization
+matrix is: each named URL of the site's pages is opened as a project owner or
+as a visitor; whatever answers a page is checked, and a URL that answers
+neither a page nor a refusal of GET must be listed in ``NOT_PAGES`` with the
+reason, so a new page cannot go unchecked.
+"""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from knox.models import AuthToken
+
+from accounts.models import SessionRecord
+from accounts.tests.factories import PASSWORD, UserFactory
+from accounts.tests.test_e2e import chromium
+from projects.models import Role
+from projects.tests.factories import PNG, MembershipFactory, stored_file
+from scripts.oidc_provider.fixtures import ensure_node_modules
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+AXE = Path(settings.BASE_DIR) / "node_modules" / "axe-core" / "axe.min.js"
+WIDTHS = {"desktop": 1280, "phone": 390}
+SCHEMES = ("light", "dark")
+NAMESPACES = ("accounts", "projects", "privacy")
+# Named page URLs that answer no page to a GET without a one-time secret.
+NOT_PAGES = {
+    "home": "a redirect to the user's projects or to the sign-in page",
+    "accounts:verify": "needs the token of a confirmation mail (test_signup)",
+    "accounts:password-reset-confirm": "needs a reset token (test_password_reset)",
+    "accounts:login-otp": "needs a half-finished sign-in (test_e2e opens it)",
+    "accounts:captcha-challenge": "JSON for the CAPTCHA widget, not a page",
+    "projects:file-download": "the file itself, not a page",
+    "privacy:export-download": "the export archive itself, not a page",
+}
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+LONG_NAME = "Riverside Logistics Hub phase 2 structural steel and concrete takeoff"
+
+
+def _named(resolver=None, prefix=""):
+    """(name, pattern) of every named URL under the site's page namespaces."""
+    for entry in (resolver or get_resolver()).url_patterns:
+        if isinstance(entry, URLResolver):
+            if entry.namespace in NAMESPACES:
+                yield from _named(entry, f"{entry.namespace}:")
+        elif isinstance(entry, URLPattern) and entry.name:
+            if prefix or entry.name == "home":
+                yield prefix + entry.name, entry
+
+
+def _args(pattern, world):
+    return {key: world[key] for key in pattern.pattern.converters}
+
+
+@pytest.fixture
+def world():
+    """An owner with a long-named project, files, a colleague and a token."""
+    owner = UserFactory(email="owner.with.a.rather.long.address@example.test")
+    membership = MembershipFactory(role=Role.OWNER, user=owner)
+    project = membership.project
+    project.name = LONG_NAME
+    project.save()
+    colleague = MembershipFactory(project=project, role=Role.EDITOR)
+    item = stored_file(project, name="ground-floor-general-arrangement-rev-C.pdf")
+    stored_file(project, name="site photo.png", content=PNG, uploaded_by=owner)
+    token_row, _ = AuthToken.objects.create(owner)
+    return {
+        "owner": owner,
+        "project_id": project.pk,
+        "file_id": item.pk,
+        "membership_id": colleague.pk,
+        "token_id": token_row.token_key,
+    }
+
+
+def _pages(world):
+    """The path of every page, and whether it is a signed-in page."""
+    owner = Client()
+    owner.force_login(world["owner"])
+    visitor = Client()
+    world = {**world, "record_id": 0}
+    pages, unexplained = {}, []
+    for name, pattern in _named():
+        if name in NOT_PAGES:
+            continue
+        path = reverse(name, kwargs=_args(pattern, world))
+        answers = []
+        for signed_in, client in ((True, owner), (False, visitor)):
+            response = client.get(path)
+            answers.append(response.status_code)
+            if response.status_code == 200 and "text/html" in response["Content-Type"]:
+                pages[name] = (path, signed_in)
+                break
+        else:
+            if answers[0] != 405:  # a form's target, refused to GET
+                unexplained.append(f"{name} {path} -> {answers}")
+    assert unexplained == [], f"neither checked nor listed: {unexplained}"
+    # The error page, in the layout of the site.
+    pages["error 404"] = ("/projects/00000000-0000-0000-0000-000000000000/", True)
+    return pages
+
+
+def _sign_in(page, base, email):
+    page.goto(base + reverse("accounts:login"))
+    page.fill("input[name=username]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button:has-text('Sign in')")
+    page.wait_for_url(re.compile(r"/projects/"))
+
+
+def _check(page, width):
+    """axe-core's violations, sideways overflow and keyboard basics of a page."""
+    problems = []
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS
+    )
+    for violation in result["violations"]:
+        targets = [n["target"] for n in violation["nodes"]][:3]
+        problems.append(f"axe {violation['id']}: {targets}")
+    overflow = page.evaluate("document.documentElement.scrollWidth")
+    if overflow > width:
+        wide = page.evaluate(
+            "w => [...document.querySelectorAll('body *')]"
+            ".filter(e => e.getBoundingClientRect().right > w)"
+            ".filter(e => !e.closest('.table-wrap'))"
+            ".map(e => e.tagName + '.' + e.className).slice(-3)",
+            width,
+        )
+        problems.append(f"{overflow} px wide at {width} px: {wide}")
+    first = page.evaluate(
+        "() => document.querySelector("
+        "'a[href], button, input:not([type=hidden]), select, textarea').textContent"
+    )
+    if first.strip() != "Skip to content":
+        problems.append(
+            f"first focusable element is {first.strip()!r}, not the skip link"
+        )
+    page.locator(".skip-link").focus()
+    ring = page.evaluate(
+        "() => { const s = getComputedStyle(document.activeElement);"
+        " return [parseFloat(s.outlineWidth), s.outlineStyle]; }"
+    )
+    if ring[0] < 2 or ring[1] == "none":
+        problems.append(f"focus ring {ring[0]} px {ring[1]}")
+    return problems
+
+
+def test_every_page_passes_axe_and_fits_a_phone(live_server, world):
+    """Zero axe-core violations (WCAG 2.1 A and AA), no sideways scrolling at
+    390 px, a skip link first and a focus ring of at least 2 px: on every page,
+    at desktop and phone width, in light and dark mode."""
+    ensure_node_modules()  # axe-core, pinned in package.json
+    pages = _pages(world)
+    assert {"projects:detail", "accounts:security", "accounts:login"} <= set(pages)
+    email = world["owner"].email
+    shots = Path(os.environ.get("KREO_SCREENSHOTS", settings.VAR_DIR / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    report, checked = {}, 0
+    with chromium() as browser:
+        for width_name, width in WIDTHS.items():
+            for scheme in SCHEMES:
+                contexts = {}
+                for signed_in in (True, False):
+                    context = browser.new_context(
+                        viewport={"width": width, "height": 800},
+                        color_scheme=scheme,
+                        bypass_csp=True,  # to inject axe (the CSP has its own tests)
+                    )
+                    page = context.new_page()
+                    if signed_in:
+                        _sign_in(page, live_server.url, email)
+                    contexts[signed_in] = page
+                for name, (path, signed_in) in sorted(pages.items()):
+                    page = contexts[signed_in]
+                    page.goto(live_server.url + path)
+                    if name in (
+                        "projects:detail",
+                        "projects:list",
+                        "accounts:security",
+                    ):
+                        label = name.replace(":", "-")
+                        page.screenshot(
+                            path=str(shots / f"{label}-{width_name}-{scheme}.png"),
+                            full_page=True,
+                        )
+                    problems = _check(page, width)
+                    checked += 1
+                    if problems:
+                        report[f"{name} {width_name} {scheme}"] = problems
+                for page in contexts.values():
+                    page.context.close()
+    assert report == {}, json.dumps(report, indent=1)
+    assert checked == len(pages) * len(WIDTHS) * len(SCHEMES)
+    assert SessionRecord.objects.filter(user=world["owner"]).exists()
+
+
+def test_upload_checks_the_limit_first_and_shows_progress(live_server, world, settings):
+    """A file over the limit is refused in the browser before any byte is sent
+    (the form shows the limit); a file within it uploads with a progress bar
+    and lands in the project's list."""
+    settings.KREO_MAX_UPLOAD_BYTES = 200 * 1024
+    detail = reverse("projects:detail", kwargs={"project_id": world["project_id"]})
+    posts = []
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 390, "height": 800})
+        page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else 0)
+        _sign_in(page, live_server.url, world["owner"].email)
+        page.goto(live_server.url + detail)
+        assert "Up to 204800 bytes." in page.inner_text("#id_file_helptext")
+        posts.clear()
+        page.set_input_files(
+            "input[type=file]",
+            {
+                "name": "huge.pdf",
+                "mimeType": "application/pdf",
+                "buffer": b"0" * 300_000,
+            },
+        )
+        page.click("button:has-text('Upload')")
+        assert "larger than the" in page.inner_text(".upload-error")
+        assert posts == []
+        body = b"%PDF-1.7\n" + b"%" * 150_000 + b"\n%%EOF\n"
+        page.set_input_files(
+            "input[type=file]",
+            {"name": "section-A.pdf", "mimeType": "application/pdf", "buffer": body},
+        )
+        assert page.inner_text(".upload-error") == ""
+        page.click("button:has-text('Upload')")
+        page.wait_for_selector("text=section-A.pdf")
+        assert page.url.endswith(detail)
+        assert len(posts) == 1
+        assert "Uploaded “section-A.pdf”." in page.content()
