@@ -89,6 +89,17 @@ def permission_denied(request, exception=None):
     return error_response(request, 403)
 
 
+CSRF_FAILED = (
+    "This form has expired or was sent from another site. Go back, reload the "
+    "page and try again."
+)
+
+
+def csrf_failure(request, reason=""):
+    """The CSRF refusal in the site's layout, with what to do next."""
+    return error_response(request, 403, CSRF_FAILED)
+
+
 def page_not_found(request, exception=None):
     return error_response(request, 404)
 

@@ -93,6 +93,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "kreo.urls"
+CSRF_FAILURE_VIEW = "kreo.views.csrf_failure"
 WSGI_APPLICATION = "kreo.wsgi.application"
 ASGI_APPLICATION = "kreo.asgi.application"
 
