@@ -16,6 +16,7 @@ and no integrity event either way.
 from collections.abc import Iterator
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect
 from django.utils.http import content_disposition_header
 
 from kreo.views import error_response
@@ -28,6 +29,7 @@ from projects.storage import (
     StorageUnavailable,
     blob_chunks,
 )
+from projects.uploads import kind_of_head
 
 FILE_ALTERED = (
     "This file failed its integrity check in storage and cannot be downloaded. "
@@ -35,6 +37,14 @@ FILE_ALTERED = (
 )
 FILE_KEY_GONE = "This file cannot be decrypted: {reason}"
 DOWNLOAD_CSP = "sandbox; default-src 'none'"
+# Shown in the browser only when the first bytes say so, whatever the name or
+# the stored content type claim; anything else is downloaded instead.
+PREVIEW_TYPES = {
+    "pdf": "application/pdf",
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+}
 
 
 def _failed(request, item, code: str, exc: Exception) -> None:
@@ -67,11 +77,14 @@ def storage_unavailable(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def file_response(request: HttpRequest, item) -> HttpResponse:
-    """The file as a streamed attachment, or an error page / JSON error.
+def file_response(request: HttpRequest, item, *, inline: bool = False) -> HttpResponse:
+    """The file as a streamed attachment (or, with ``inline``, shown in the
+    browser), or an error page / JSON error.
 
     Pages and API alike send it sandboxed: a browser that renders it (an SVG
     or HTML sent as a PDF, opened from an API link) runs no script in our origin.
+    A preview is only for PDFs and images recognised from the first chunk's
+    bytes; any other file is sent to its download instead.
     """
     try:
         chunks = blob_chunks(item)
@@ -84,14 +97,22 @@ def file_response(request: HttpRequest, item) -> HttpResponse:
         return error_response(request, 410, FILE_KEY_GONE.format(reason=exc))
     except StorageUnavailable:
         return storage_unavailable(request)
+    content_type = item.content_type
+    if inline:
+        content_type = PREVIEW_TYPES.get(kind_of_head(first) or "")
+        if content_type is None:
+            chunks.close()
+            return redirect(
+                "projects:file-download", project_id=item.project_id, file_id=item.pk
+            )
     services.project_file_download_record(
-        actor=request.user, item=item, request=request
+        actor=request.user, item=item, request=request, inline=inline
     )
     response = StreamingHttpResponse(
-        _guarded(request, item, first, chunks), content_type=item.content_type
+        _guarded(request, item, first, chunks), content_type=content_type
     )
     response["Content-Length"] = str(item.size)
-    response["Content-Disposition"] = content_disposition_header(True, item.name)
+    response["Content-Disposition"] = content_disposition_header(not inline, item.name)
     response["Cache-Control"] = "private, no-store"
     response["Content-Security-Policy"] = DOWNLOAD_CSP
     return response

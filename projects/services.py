@@ -231,14 +231,20 @@ def project_file_delete(
     )
 
 
-def project_file_download_record(*, actor, item: ProjectFile, request=None) -> None:
+def project_file_download_record(
+    *, actor, item: ProjectFile, request=None, inline: bool = False
+) -> None:
+    """Record a file read: a download, or a preview shown in the browser."""
     require(actor, Action.VIEW, item.project)
+    details = {"project": str(item.project_id), "size": item.size}
+    if inline:
+        details["inline"] = True
     audit_record(
         event_type="file.download",
         actor=actor,
         request=request,
         target=item,
-        details={"project": str(item.project_id), "size": item.size},
+        details=details,
     )
 
 

@@ -5,6 +5,7 @@ it knows no CAD or plain-text formats, so DWG, DXF, IFC and CSV are checked by
 the small rules below. The extension must agree with the bytes.
 """
 
+import io
 import re
 import unicodedata
 import zipfile
@@ -103,6 +104,11 @@ def kind_for_name(name: str) -> Kind:
             TYPE_UNKNOWN_EXTENSION.format(accepted=ACCEPTED), code="type_unknown"
         )
     return kind
+
+
+def kind_of_head(head: bytes) -> str | None:
+    """The kind that a file's first bytes show (its name is not consulted)."""
+    return _sniff(io.BytesIO(head))
 
 
 def _sniff(stream: IO[bytes]) -> str | None:

@@ -17,6 +17,11 @@ urlpatterns = [
         name="file-download",
     ),
     path(
+        "<uuid:project_id>/files/<uuid:file_id>/preview/",
+        views.file_preview,
+        name="file-preview",
+    ),
+    path(
         "<uuid:project_id>/files/<uuid:file_id>/rename/",
         views.file_rename,
         name="file-rename",

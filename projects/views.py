@@ -12,7 +12,7 @@ from django.views.decorators.http import (
 )
 
 from projects import selectors, services
-from projects.downloads import file_response
+from projects.downloads import PREVIEW_TYPES, file_response
 from projects.forms import MemberAddForm, ProjectForm, RenameForm, RoleForm, UploadForm
 from projects.ledger import LedgerError
 from projects.permissions import ROLE_ACTIONS, Action, project_role
@@ -37,6 +37,7 @@ def _detail_context(request: HttpRequest, project, **forms) -> dict:
         "files": selectors.project_file_list(project=project),
         "members": selectors.membership_list(project=project),
         "upload_form": forms.get("upload_form") or UploadForm(),
+        "previewable": PREVIEW_TYPES,
     }
 
 
@@ -185,6 +186,16 @@ def file_download(request: HttpRequest, project_id, file_id) -> HttpResponse:
         user=request.user, project_id=project_id, file_id=file_id, action=Action.VIEW
     )
     return file_response(request, item)
+
+
+@login_required
+@require_safe
+def file_preview(request: HttpRequest, project_id, file_id) -> HttpResponse:
+    """A PDF or an image shown in the browser; any other file is downloaded."""
+    item = selectors.project_file_get(
+        user=request.user, project_id=project_id, file_id=file_id, action=Action.VIEW
+    )
+    return file_response(request, item, inline=True)
 
 
 @login_required

@@ -107,6 +107,7 @@ PAGES = {
     "projects:delete": project([OWNER]),
     "projects:file-upload": signed_in("login", 405),
     "projects:file-download": project(MEMBERS),
+    "projects:file-preview": project(MEMBERS),
     "projects:file-rename": project([EDITOR, OWNER]),
     "projects:file-delete": project([OWNER]),
     "projects:members": project([OWNER]),

@@ -41,6 +41,7 @@ NOT_PAGES = {
     "accounts:login-otp": "needs a half-finished sign-in (test_e2e opens it)",
     "accounts:captcha-challenge": "JSON for the CAPTCHA widget, not a page",
     "projects:file-download": "the file itself, not a page",
+    "projects:file-preview": "the file itself, shown by the browser",
     "privacy:export-download": "the export archive itself, not a page",
 }
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
