@@ -5,15 +5,30 @@ from django.http import Http404
 from projects.models import Membership, Project, ProjectFile
 from projects.permissions import NOT_FOUND, require
 
+# Orders a person can pick on the lists (the first is the default).
+PROJECT_SORTS = {
+    "name": ("name", "created_at"),
+    "updated": ("-updated_at", "name"),
+    "files": ("-file_count", "name"),
+}
+FILE_SORTS = {
+    "name": ("name", "uploaded_at"),
+    "newest": ("-uploaded_at", "name"),
+    "size": ("-size", "name"),
+    "type": ("kind", "name"),
+}
 
-def project_list(*, user) -> QuerySet[Project]:
-    """Projects ``user`` is a member of, each with ``role`` and ``file_count``."""
+
+def project_list(*, user, query: str = "", sort: str = "name") -> QuerySet[Project]:
+    """Projects ``user`` is a member of, each with ``role`` and ``file_count``,
+    whose name contains ``query``, in the order named by ``sort``."""
     role = Membership.objects.filter(project=OuterRef("pk"), user=user).values("role")
-    return (
-        Project.objects.filter(memberships__user=user, deleted_at=None)
-        .annotate(role=Subquery(role[:1]), file_count=Count("files", distinct=True))
-        .order_by("name", "created_at")
-    )
+    projects = Project.objects.filter(memberships__user=user, deleted_at=None)
+    if query:
+        projects = projects.filter(name__icontains=query)
+    return projects.annotate(
+        role=Subquery(role[:1]), file_count=Count("files", distinct=True)
+    ).order_by(*PROJECT_SORTS.get(sort, PROJECT_SORTS["name"]))
 
 
 def project_get(*, user, project_id, action: str) -> Project:
@@ -35,8 +50,13 @@ def project_file_get(*, user, project_id, file_id, action: str) -> ProjectFile:
         raise Http404(NOT_FOUND) from None
 
 
-def project_file_list(*, project: Project) -> QuerySet[ProjectFile]:
-    return project.files.select_related("uploaded_by").order_by("name", "uploaded_at")
+def project_file_list(
+    *, project: Project, query: str = "", sort: str = "name"
+) -> QuerySet[ProjectFile]:
+    files = project.files.select_related("uploaded_by")
+    if query:
+        files = files.filter(name__icontains=query)
+    return files.order_by(*FILE_SORTS.get(sort, FILE_SORTS["name"]))
 
 
 def membership_list(*, project: Project) -> QuerySet[Membership]:

@@ -3,6 +3,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import (
@@ -27,14 +28,48 @@ def _errors_into(form, exc: ValidationError, field: str | None = None) -> None:
         form.add_error(field, exc)
 
 
+PROJECTS_PER_PAGE = 20
+FILES_PER_PAGE = 25
+PROJECT_SORT_LABELS = {
+    "name": "Name",
+    "updated": "Recently updated",
+    "files": "Most files",
+}
+FILE_SORT_LABELS = {
+    "name": "Name",
+    "newest": "Newest",
+    "size": "Largest",
+    "type": "Type",
+}
+
+
+def _list_params(request: HttpRequest, sorts: dict) -> tuple[str, str]:
+    """The search text and the order asked for, tamed (unknown order: default)."""
+    query = request.GET.get("q", "").strip()[:100]
+    sort = request.GET.get("sort", "")
+    return query, sort if sort in sorts else next(iter(sorts))
+
+
 def _detail_context(request: HttpRequest, project, **forms) -> dict:
     role = project_role(request.user, project)
     allowed = ROLE_ACTIONS[role]
+    query, sort = _list_params(request, selectors.FILE_SORTS)
+    files = selectors.project_file_list(project=project, query=query, sort=sort)
+    page = Paginator(files, FILES_PER_PAGE).get_page(request.GET.get("page"))
     return {
         "project": project,
         "role": role,
         "allowed": {action: action in allowed for action in Action.values},
-        "files": selectors.project_file_list(project=project),
+        "files": page,
+        "page": page,
+        "query": query,
+        "sort": sort,
+        "sorts": {
+            "name": "Name",
+            "newest": "Newest",
+            "size": "Largest",
+            "type": "Type",
+        },
         "members": selectors.membership_list(project=project),
         "upload_form": forms.get("upload_form") or UploadForm(),
         "previewable": PREVIEW_TYPES,
@@ -44,8 +79,18 @@ def _detail_context(request: HttpRequest, project, **forms) -> dict:
 @login_required
 @require_safe
 def project_list(request: HttpRequest) -> HttpResponse:
-    projects = selectors.project_list(user=request.user)
-    return render(request, "projects/list.html", {"projects": projects})
+    query, sort = _list_params(request, selectors.PROJECT_SORTS)
+    projects = selectors.project_list(user=request.user, query=query, sort=sort)
+    page = Paginator(projects, PROJECTS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {
+        "projects": page,
+        "page": page,
+        "query": query,
+        "sort": sort,
+        "sorts": PROJECT_SORT_LABELS,
+        "any_projects": bool(query) or page.paginator.count > 0,
+    }
+    return render(request, "projects/list.html", context)
 
 
 @login_required
