@@ -106,6 +106,17 @@ if env.bool("DJANGO_DEBUG", default=False):
 RECAPTCHA_PUBLIC_KEY = env.str("RECAPTCHA_PUBLIC_KEY", default="")
 RECAPTCHA_PRIVATE_KEY = env.str("RECAPTCHA_PRIVATE_KEY", default="")
 DEBUG = False
+# JSON lines on stdout for the log shipper (monitoring/, README "Logs").
+KREO_LOG_JSON = env.bool("KREO_LOG_JSON", default=True)
+LOGGING = logging_config(KREO_LOG_JSON)  # noqa: F405
+# A token a scraper holds; short ones could be guessed.
+MONITORING_TOKEN = env.str("MONITORING_TOKEN", default="")
+if MONITORING_TOKEN and len(MONITORING_TOKEN) < 32:
+    sys.stderr.write(
+        "kreo: production settings refuse to start: MONITORING_TOKEN must be "
+        "at least 32 characters (openssl rand -base64 48).\n"
+    )
+    raise SystemExit(1)
 # Whatever a settings module above said: project files are encrypted.
 KREO_FILE_ENCRYPTION = True
 
