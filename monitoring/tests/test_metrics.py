@@ -144,3 +144,26 @@ def test_openmetrics_when_asked(client, token):
     assert text.endswith("# EOF\n")
     names = {family.name for family in openmetrics_families(text)}
     assert {"kreo_http_request_duration_seconds", "kreo_http_responses"} <= names
+
+
+def test_429s_are_counted_by_view(client, token):
+    """Spraying sign-ins from one IP meets the IP limit; each 429 is counted
+    under the sign-in view and among the responses by status."""
+    before = _scrape(client)
+    statuses = [
+        client.post(
+            "/accounts/login/",
+            {"username": f"victim{n}@example.test", "password": "Summer2026!!"},
+        ).status_code
+        for n in range(40)
+    ]
+    after = _scrape(client)
+    limited = statuses.count(429)
+    assert limited >= 1
+
+    def delta(name, **labels):
+        key = (name, frozenset(labels.items()))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta("kreo_http_throttled_total", view="accounts:login") == limited
+    assert delta("kreo_http_responses_total", status="429") == limited
