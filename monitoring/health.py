@@ -170,7 +170,9 @@ class AuditAnchors(HealthCheck):
 def _celery_ping() -> Ping:
     from kreo.celery import app
 
-    return Ping(app=app, timeout=datetime.timedelta(seconds=1), limit=1)
+    # No limit: every worker gets the second to answer, so that a queue served
+    # by another worker (backups) is not reported as served by none.
+    return Ping(app=app, timeout=datetime.timedelta(seconds=1))
 
 
 # name -> factory; the readiness ones decide /readyz's status.
