@@ -685,11 +685,14 @@ BACKUP_MAX_AGE_HOURS = env.int("BACKUP_MAX_AGE_HOURS", default=26)
 KREO_LOG_JSON = env.bool("KREO_LOG_JSON", default=False)
 
 
-def logging_config(json_lines: bool) -> dict:
-    """LOGGING: plain text on stderr, or JSON lines on stdout (production)."""
+def logging_config(json_lines: bool, *, stdout: bool = True) -> dict:
+    """LOGGING: plain text on stderr, or JSON lines, on stdout unless told
+    otherwise (production's manage.py commands keep stdout for their output)."""
     console = {"class": "logging.StreamHandler", "formatter": "plain"}
     if json_lines:
-        console.update(formatter="json", stream="ext://sys.stdout")
+        console["formatter"] = "json"
+        if stdout:
+            console["stream"] = "ext://sys.stdout"
     return {
         "version": 1,
         "disable_existing_loggers": False,
