@@ -76,26 +76,34 @@ class Cache(hc.Cache):
 
 @dataclasses.dataclass
 class Storage(hc.Storage):
-    """File storage answers a read (an S3 HEAD, a folder lookup).
+    """File storage answers a read (the S3 bucket's HEAD, a folder lookup).
 
     Read-only on purpose: project files live in a versioned, encrypted bucket
     where a probe's write-then-delete every few seconds would pile up
     versions; a HEAD proves the endpoint, the bucket and the credentials.
     """
 
+    def probe(self) -> None:
+        storage = self.storage
+        bucket = getattr(storage, "bucket_name", None)
+        if bucket:
+            # A missing bucket would answer "no such file" to exists().
+            storage.connection.meta.client.head_bucket(Bucket=bucket)
+        else:
+            storage.exists("kreo-health-probe")
+
     def run(self):
         # In a thread of its own, given up after ``timeout``: an unreachable
         # endpoint would otherwise hold the probe through boto's retries.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            future = pool.submit(self.storage.exists, "kreo-health-probe")
-            try:
-                future.result(timeout=self.timeout.total_seconds())
-            except FutureTimeout as exc:
-                raise ServiceUnavailable("storage did not answer in time") from exc
-            except Exception as exc:
-                raise ServiceUnavailable(f"storage: {type(exc).__name__}") from exc
-            finally:
-                pool.shutdown(wait=False, cancel_futures=True)
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            pool.submit(self.probe).result(timeout=self.timeout.total_seconds())
+        except FutureTimeout as exc:
+            raise ServiceUnavailable("storage did not answer in time") from exc
+        except Exception as exc:
+            raise ServiceUnavailable(f"storage: {type(exc).__name__}") from exc
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclasses.dataclass

@@ -94,6 +94,25 @@ def test_storage_unreachable_makes_readyz_fail(client, settings):
     assert response.json()["checks"]["database"] == "ok"
 
 
+def test_a_missing_bucket_makes_readyz_fail(client, settings, s3_storage):
+    """The storage's bucket gone (or never created) is not ready, though the
+    S3 endpoint answers."""
+    assert client.get("/readyz").json()["checks"]["storage"] == "ok"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            **settings.STORAGES["default"],
+            "OPTIONS": {
+                **settings.STORAGES["default"]["OPTIONS"],
+                "bucket_name": "kreo-no-such-bucket",
+            },
+        },
+    }
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["storage"] == "unavailable"
+
+
 def test_staff_see_every_check_with_its_error(client, otp_login):
     """Staff get each check's result: no worker, no heartbeat and no backup
     are named, and they do not change readiness."""
