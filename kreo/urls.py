@@ -14,8 +14,8 @@ api_patterns = (
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("healthz", views.healthz, name="healthz"),
-    path("readyz", views.readyz, name="readyz"),
+    # healthz, readyz, metrics (monitoring/; names and paths are a contract).
+    path("", include("monitoring.urls")),
     path("accounts/", include("accounts.urls")),
     path("oidc/", include("accounts.oidc.urls")),
     path("projects/", include("projects.urls")),

@@ -1,10 +1,7 @@
 import sys
 
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_safe
 
 ERROR_TEXTS = {
     400: "The request could not be understood.",
@@ -15,52 +12,6 @@ ERROR_TEXTS = {
     429: "Too many requests. Wait a moment, then try again.",
     500: "Something went wrong on our side. It has been logged.",
 }
-
-
-@require_safe
-@never_cache
-def healthz(request: HttpRequest) -> HttpResponse:
-    """Liveness for load balancers: no detail, no authentication."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except Exception:
-        return HttpResponse("unavailable", status=503, content_type="text/plain")
-    return HttpResponse("ok", content_type="text/plain")
-
-
-@require_safe
-@never_cache
-def readyz(request: HttpRequest) -> HttpResponse:
-    """Readiness: 503 while the database is out or audit events are being lost.
-
-    No authentication and no personal data: states and byte counts only. A
-    full audit spool (events refused during an outage) stays reported until
-    the next drain has recorded the loss on the trail.
-    """
-    from audit.spool import spool_status
-
-    checks: dict = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception:
-        checks["database"] = "unavailable"
-    spooled = spool_status()
-    checks["audit_spool"] = {
-        "state": "full"
-        if spooled["full"]
-        else ("pending" if spooled["pending_bytes"] else "empty"),
-        "pending_bytes": spooled["pending_bytes"],
-        "max_bytes": spooled["max_bytes"],
-        "refused_events": spooled["refused"],
-    }
-    ready = checks["database"] == "ok" and not spooled["full"]
-    return JsonResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks},
-        status=200 if ready else 503,
-    )
 
 
 def home(request: HttpRequest) -> HttpResponse:

@@ -72,6 +72,7 @@ PAGES = {
     "home": signed_in("login", "302:/projects/"),
     "healthz": everyone(200),
     "readyz": everyone(200),
+    "metrics": everyone(401),
     "api-schema": signed_in(401, 200),
     "accounts:login": signed_in(200, "302:/projects/"),
     "accounts:login-otp": everyone("login"),

@@ -50,3 +50,29 @@ raw_env = ["KREO_DB_POOL=1"]
 # gunicorn's control socket (gunicornc) is not used; left on, every instance
 # on a machine would share one path under $HOME.
 control_socket_disable = True
+
+# Metrics (monitoring/metrics.py): each worker counts its requests in files
+# under PROMETHEUS_MULTIPROC_DIR, so a scrape answered by any worker reports
+# all of them. Set here, in the master before any worker starts (and before
+# prometheus_client is imported); a folder of this server's own unless the
+# environment names one, emptied at start (stale files from an earlier run
+# would be added in).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kreo-metrics-")
+
+
+def on_starting(server):
+    import glob
+
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(folder, exist_ok=True)
+    for name in glob.glob(os.path.join(folder, "*.db")):
+        os.remove(name)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -76,6 +76,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Outside everything that can refuse a request, so every 4xx/5xx is seen.
     "audit.middleware.AuditMiddleware",
+    # Inside it, so its log line carries the correlation id (monitoring/).
+    "monitoring.middleware.RequestMetricsMiddleware",
     "kreo.middleware.RequestSizeLimitMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -678,19 +680,49 @@ BACKUP_KEEP_WEEKLY = env.int("BACKUP_KEEP_WEEKLY", default=4)
 BACKUP_KEEP_MONTHLY = env.int("BACKUP_KEEP_MONTHLY", default=12)
 BACKUP_MAX_AGE_HOURS = env.int("BACKUP_MAX_AGE_HOURS", default=26)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": "INFO"},
-    "loggers": {
-        "django.security": {"level": "WARNING"},
-        "django.request": {"level": "ERROR"},
-    },
-}
+# KREO_LOG_JSON: one JSON object a line on stdout (python-json-logger), with
+# a line per request (kreo.request: correlation id, user id, view, status,
+# duration), for a log shipper. On by default in production.
+KREO_LOG_JSON = env.bool("KREO_LOG_JSON", default=False)
+
+
+def logging_config(json_lines: bool, *, stdout: bool = True) -> dict:
+    """LOGGING: plain text on stderr, or JSON lines, on stdout unless told
+    otherwise (production's manage.py commands keep stdout for their output)."""
+    console = {"class": "logging.StreamHandler", "formatter": "plain"}
+    if json_lines:
+        console["formatter"] = "json"
+        if stdout:
+            console["stream"] = "ext://sys.stdout"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+            "json": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                "rename_fields": {"asctime": "time", "levelname": "level"},
+            },
+        },
+        "handlers": {"console": console},
+        "root": {"handlers": ["console"], "level": "INFO"},
+        "loggers": {
+            "django.security": {"level": "WARNING"},
+            "django.request": {"level": "ERROR"},
+            # A line per request only as JSON: gunicorn's access log says as
+            # much in plain text.
+            "kreo.request": {"level": "INFO" if json_lines else "WARNING"},
+        },
+    }
+
+
+LOGGING = logging_config(KREO_LOG_JSON)
+
+# Monitoring (monitoring/): /metrics and /readyz's detail are for a bearer
+# token or the networks listed (client address as kreo.net resolves it).
+MONITORING_TOKEN = env.str("MONITORING_TOKEN", default="")
+MONITORING_ALLOWED_CIDRS = env.list("MONITORING_ALLOWED_CIDRS", default=[])
 
 # Audit trail (audit/): seals signed with Ed25519, archives AES-256-GCM in S3.
 # Keys are any high-entropy strings; with no environment, development keys

@@ -106,6 +106,21 @@ if env.bool("DJANGO_DEBUG", default=False):
 RECAPTCHA_PUBLIC_KEY = env.str("RECAPTCHA_PUBLIC_KEY", default="")
 RECAPTCHA_PRIVATE_KEY = env.str("RECAPTCHA_PRIVATE_KEY", default="")
 DEBUG = False
+# JSON lines on stdout for the log shipper (monitoring/, README "Logs"); a
+# manage.py command's go to stderr, as its stdout is its answer (backup_now
+# prints the set's id for scripts).
+KREO_LOG_JSON = env.bool("KREO_LOG_JSON", default=True)
+LOGGING = logging_config(  # noqa: F405
+    KREO_LOG_JSON, stdout=os.path.basename(sys.argv[0]) != "manage.py"
+)
+# A token a scraper holds; short ones could be guessed.
+MONITORING_TOKEN = env.str("MONITORING_TOKEN", default="")
+if MONITORING_TOKEN and len(MONITORING_TOKEN) < 32:
+    sys.stderr.write(
+        "kreo: production settings refuse to start: MONITORING_TOKEN must be "
+        "at least 32 characters (openssl rand -base64 48).\n"
+    )
+    raise SystemExit(1)
 # Whatever a settings module above said: project files are encrypted.
 KREO_FILE_ENCRYPTION = True
 
@@ -128,7 +143,9 @@ SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SESSION_COOKIE_NAME = "__Host-sessionid"
 CSRF_COOKIE_NAME = "__Host-csrftoken"
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Probes and in-cluster scrapers reach the pod over plain HTTP (/metrics still
+# wants its token or an allowed network).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 
 # Persistent connections (a top-level CONN_MAX_AGE would be ignored); the
 # health check of base.py drops one a database restart broke.
