@@ -30,3 +30,16 @@ def publish() -> int:
     from status import publish as static_copy
 
     return static_copy.publish_all()
+
+
+@shared_task(
+    name="status.tasks.confirmation_send",
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def confirmation_send(*, subscriber_id: int) -> bool:
+    """Mail the double opt-in link (or, if confirmed, the way out)."""
+    from status import subscriptions
+
+    return subscriptions.confirmation_mail(subscriber_id=subscriber_id)

@@ -776,8 +776,10 @@ STATUS_S3_ENDPOINT_URL = env.str(
 STATUS_S3_REGION = env.str(
     "STATUS_S3_REGION", default=env.str("AWS_S3_REGION_NAME", default="eu-west-2")
 )
-# The public address of the page, for links in mail and feeds.
-STATUS_PUBLIC_URL = env.str("STATUS_PUBLIC_URL", default="http://127.0.0.1:8000")
+# The public address of the page in the app (links in mail, feeds, JSON).
+STATUS_PUBLIC_URL = env.str(
+    "STATUS_PUBLIC_URL", default="http://127.0.0.1:8000/status/"
+)
 # Webhooks to private or loopback addresses are refused (no SSRF) unless set.
 STATUS_WEBHOOK_ALLOW_PRIVATE = env.bool("STATUS_WEBHOOK_ALLOW_PRIVATE", default=False)
 STATUS_WEBHOOK_TIMEOUT_SECONDS = env.float(
