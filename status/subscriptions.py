@@ -313,12 +313,14 @@ def webhook_send(subscriber: Subscriber, update: IncidentUpdate) -> None:
 
 
 def limited(*, request, scope: str, email: str | None = None) -> int:
-    """Count one attempt at ``scope``; seconds to wait, 0 if allowed."""
+    """Count one attempt at ``scope`` per client IP or, given ``email``, per
+    address (django-ratelimit on the shared cache, as accounts.limits); the
+    seconds to wait, 0 if allowed."""
     from django_ratelimit.core import get_usage
 
     from kreo.net import client_ip
 
-    keys = [("ip", client_ip(request))]
+    keys = [] if email is not None else [("ip", client_ip(request))]
     if email is not None:
         keys.append(("account", hashlib.sha256(email.lower().encode()).hexdigest()))
     wait = 0
