@@ -71,29 +71,33 @@ def sample_record(*, component: Component, outcome: probes.Outcome, at=None) -> 
     """Store one probe result and move the component's state; True if it moved."""
     at = at or timezone.now()
     with transaction.atomic():
+        # The write comes first: on SQLite a transaction that read first
+        # cannot wait for the write lock ("database is locked" at once when
+        # another connection writes); PostgreSQL then locks the row.
+        sample = Sample.objects.create(
+            component=component,
+            at=at,
+            result=outcome.result,
+            state=component.state,
+            latency_ms=outcome.latency_ms,
+            detail=outcome.detail,
+        )
         component = Component.objects.select_for_update().get(pk=component.pk)
         recent = list(
-            component.samples.order_by("-at").values_list("result", flat=True)[
-                : MAJOR_AFTER - 1
+            component.samples.order_by("-at", "-id").values_list("result", flat=True)[
+                :MAJOR_AFTER
             ]
         )
         derived = state_next(
             component.state
             if component.state != ComponentState.MAINTENANCE
             else ComponentState.OPERATIONAL,
-            [outcome.result, *recent],
+            recent,
         )
         state = (
             ComponentState.MAINTENANCE if _in_maintenance(component, at) else derived
         )
-        Sample.objects.create(
-            component=component,
-            at=at,
-            result=outcome.result,
-            state=derived,
-            latency_ms=outcome.latency_ms,
-            detail=outcome.detail,
-        )
+        Sample.objects.filter(pk=sample.pk).update(state=derived)
         moved = state != component.state
         if moved:
             audit_record(
