@@ -36,11 +36,13 @@ class Outcome:
 
 def _http(path: str, expect: tuple[int, ...]) -> tuple[bool, str]:
     url = settings.STATUS_PROBE_BASE_URL.rstrip("/") + path
+    if not url.startswith(("http://", "https://")):
+        return False, f"GET {path}: STATUS_PROBE_BASE_URL is not an http(s) URL"
     request = urllib.request.Request(  # noqa: S310 - our own configured base URL
         url, headers={"User-Agent": "kreo-status-probe", "Accept": "*/*"}
     )
     try:
-        with urllib.request.urlopen(  # noqa: S310
+        with urllib.request.urlopen(  # noqa: S310  # nosec B310 - http(s) only
             request, timeout=settings.STATUS_PROBE_TIMEOUT_SECONDS
         ) as response:
             code = response.status
