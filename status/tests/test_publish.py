@@ -156,3 +156,18 @@ def test_a_plain_file_server_serves_the_copy_without_the_app(settings, component
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_the_status_bucket_is_never_a_data_bucket(settings):
+    """A public status bucket that is also the backup bucket stops the check."""
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    from status.checks import SHARED_BUCKET
+
+    settings.BACKUP_S3_BUCKET = settings.STATUS_S3_BUCKET = "kreo-shared"
+    with pytest.raises(SystemCheckError) as raised:
+        call_command("check")
+    assert SHARED_BUCKET.format(name="BACKUP_S3_BUCKET") in str(raised.value)
+    settings.STATUS_S3_BUCKET = "kreo-status"
+    call_command("check")
