@@ -88,7 +88,7 @@ def incident(i: Incident, page_id: str) -> dict:
         "monitoring_at": _time(monitoring[0]) if monitoring else None,
         "resolved_at": _time(i.resolved_at),
         "impact": i.impact,
-        "shortlink": _link(i.get_absolute_url()),
+        "shortlink": public_link(i.get_absolute_url()),
         "started_at": _time(i.created_at),
         "page_id": page_id,
         "incident_updates": [_update(u, i.public_id, components) for u in updates],
@@ -109,7 +109,7 @@ def maintenance(m: Maintenance, page_id: str, now: datetime) -> dict:
         "monitoring_at": None,
         "resolved_at": _time(m.ends_at) if status == "completed" else None,
         "impact": "maintenance",
-        "shortlink": _link("/status/"),
+        "shortlink": public_link("/status/"),
         "started_at": _time(m.starts_at),
         "page_id": page_id,
         "incident_updates": [
@@ -133,7 +133,7 @@ def maintenance(m: Maintenance, page_id: str, now: datetime) -> dict:
     }
 
 
-def _link(path: str) -> str:
+def public_link(path: str) -> str:
     """``path`` (an app path under /status/) at the page's public address."""
     relative = path.removeprefix("/status/")
     return settings.STATUS_PUBLIC_URL.rstrip("/") + "/" + relative

@@ -9,7 +9,7 @@ from django.contrib.syndication.views import Feed
 from django.utils.feedgenerator import Atom1Feed
 
 from status import selectors
-from status.api import _link
+from status.api import public_link
 
 FEED_ITEMS = 50
 
@@ -22,7 +22,7 @@ class IncidentsRss(Feed):
         return settings.STATUS_PUBLIC_URL
 
     def feed_url(self):
-        return _link("history.rss")
+        return public_link("history.rss")
 
     def items(self):
         return selectors.incidents_all()[:FEED_ITEMS]
@@ -40,10 +40,10 @@ class IncidentsRss(Feed):
         return "\n".join(lines) or item.title
 
     def item_link(self, item):
-        return _link(item.get_absolute_url())
+        return public_link(item.get_absolute_url())
 
     def item_guid(self, item):
-        return _link(item.get_absolute_url())
+        return public_link(item.get_absolute_url())
 
     def item_pubdate(self, item):
         return item.created_at
@@ -57,4 +57,4 @@ class IncidentsAtom(IncidentsRss):
     subtitle = IncidentsRss.description
 
     def feed_url(self):
-        return _link("history.atom")
+        return public_link("history.atom")

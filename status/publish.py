@@ -36,7 +36,7 @@ def _links(now) -> dict:
         "root": "/",
         "css": "/status.css",
         "js": "/status-time.js",
-        "subscribe": api._link("subscribe/"),
+        "subscribe": api.public_link("subscribe/"),
         "static_copy": True,
         "published_at": now,
     }

@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -121,7 +121,7 @@ def _probe_one(slug_checks):
     try:
         return slug, probes.run(checks)
     finally:
-        close_old_connections()
+        connections.close_all()  # this thread's own connections
 
 
 def probe_all() -> int:
@@ -137,7 +137,8 @@ def probe_all() -> int:
         for slug, outcome in outcomes.items()
     )
     cutoff = timezone.now() - timedelta(days=settings.STATUS_SAMPLE_DAYS)
-    Sample.objects.filter(at__lt=cutoff).delete()
+    for component in components.values():  # by component: the (component, at) index
+        component.samples.filter(at__lt=cutoff).delete()
     if moved:
         _publish_after_commit()
     return moved

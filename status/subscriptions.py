@@ -71,11 +71,11 @@ def _from_token(token: str, salt: str, max_age: int | None) -> Subscriber:
 
 
 def confirm_url(subscriber: Subscriber) -> str:
-    return api._link(f"subscribe/confirm/{_token(subscriber, CONFIRM_SALT)}/")
+    return api.public_link(f"subscribe/confirm/{_token(subscriber, CONFIRM_SALT)}/")
 
 
 def unsubscribe_url(subscriber: Subscriber) -> str:
-    return api._link(f"unsubscribe/{_token(subscriber, UNSUBSCRIBE_SALT)}/")
+    return api.public_link(f"unsubscribe/{_token(subscriber, UNSUBSCRIBE_SALT)}/")
 
 
 def webhook_public(url: str) -> bool:
@@ -254,7 +254,7 @@ def _deliver(subscriber: Subscriber, update: IncidentUpdate) -> None:
             f"{incident.title}\n"
             f"{update.get_status_display()} - "
             f"{update.created_at:%Y-%m-%d %H:%M} UTC\n\n{update.body}\n\n"
-            f"Details: {api._link(incident.get_absolute_url())}\n"
+            f"Details: {api.public_link(incident.get_absolute_url())}\n"
             f"Unsubscribe: {unsubscribe_url(subscriber)}\n"
         )
         _send(subscriber, f"[Kreo status] {incident.title}", body)

@@ -4,6 +4,7 @@ Pages render from selectors only; the same templates make the static copy
 (status.publish), so nothing here depends on the visitor.
 """
 
+from django.core.paginator import EmptyPage, PageNotAnInteger
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.templatetags.static import static
@@ -32,7 +33,7 @@ def app_links() -> dict:
 def page_context(*, history_page: int = 1) -> dict:
     try:
         history = selectors.incident_history(page=history_page)
-    except Exception as exc:  # EmptyPage / PageNotAnInteger
+    except (EmptyPage, PageNotAnInteger) as exc:
         raise Http404(PAGE_NOT_FOUND) from exc
     return {
         "overall": selectors.overall(),
