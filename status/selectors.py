@@ -38,6 +38,12 @@ STATE_INDICATOR = {
     ComponentState.MAJOR: "critical",
 }
 MAINTENANCE_TEXT = "Service Under Maintenance"
+# An incident's impact as a day's colour, where the probes saw less.
+IMPACT_STATE = {
+    Impact.MINOR: ComponentState.DEGRADED,
+    Impact.MAJOR: ComponentState.PARTIAL,
+    Impact.CRITICAL: ComponentState.MAJOR,
+}
 
 
 @dataclass
@@ -61,9 +67,15 @@ class Day:
 
     @property
     def css(self) -> str:
+        """The day's colour: the worst of its probes and of its incidents."""
         if not self.total and not self.incidents:
             return "nodata"
-        return self.worst or ComponentState.OPERATIONAL
+        worst = self.worst or ComponentState.OPERATIONAL
+        for _, impact in self.incidents:
+            state = IMPACT_STATE.get(impact, ComponentState.OPERATIONAL)
+            if SEVERITY[state] > SEVERITY[worst]:
+                worst = state
+        return worst
 
     @property
     def text(self) -> str:
@@ -76,7 +88,7 @@ class Day:
                 parts.append(f"worst: {ComponentState(self.worst).label.lower()}")
         if self.maintenance:
             parts.append("maintenance (not counted)")
-        parts.extend(f"incident: {title}" for title in self.incidents)
+        parts.extend(f"incident: {title}" for title, _ in self.incidents)
         return "; ".join(parts)
 
 
@@ -141,11 +153,16 @@ def uptime(component: Component, *, now: datetime | None = None) -> ComponentUpt
     for incident in component.incident_set.filter(
         Q(resolved_at__isnull=True) | Q(resolved_at__gte=since), created_at__lte=now
     ):
-        _mark(days, incident.created_at, incident.resolved_at or now, incident.title)
+        _mark(
+            days,
+            incident.created_at,
+            incident.resolved_at or now,
+            (incident.title, incident.impact),
+        )
     return ComponentUptime(component, [days[d] for d in sorted(days)])
 
 
-def _mark(days: dict, starts: datetime, ends: datetime, what: str) -> None:
+def _mark(days: dict, starts: datetime, ends: datetime, what) -> None:
     day = starts.astimezone(UTC).date()
     last = ends.astimezone(UTC).date()
     while day <= last:

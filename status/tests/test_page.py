@@ -115,3 +115,15 @@ def test_times_are_in_utc(client, components):
     assert re.search(
         r'<time datetime="[^"]+\+00:00">\d{4}-\d\d-\d\d \d\d:\d\d UTC</time>', html
     )
+
+
+def test_an_incident_colours_its_days_and_is_named_in_the_tooltip(client, components):
+    """A major incident on the API: today's bar is at least partial outage,
+    and the day's text names the incident, though every probe was good."""
+    _samples(components["api"], [ProbeResult.OK] * 3)
+    factories.incident(title="API 5xx", components=[components["api"]])
+    row = selectors.uptime(components["api"])
+    assert row.days[-1].css == ComponentState.PARTIAL
+    assert row.percent == 100.0
+    html = client.get(reverse("status:index")).content.decode()
+    assert "100.00% uptime; incident: API 5xx" in html
