@@ -68,6 +68,21 @@ class MaintenanceAdmin(admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
+        previous = None
+        if change and "starts_at" in form.initial:
+            previous = (form.initial["starts_at"], form.initial["ends_at"])
         services.maintenance_saved(
-            actor=request.user, maintenance=form.instance, request=request
+            actor=request.user,
+            maintenance=form.instance,
+            request=request,
+            previous=previous,
         )
+
+    def delete_model(self, request, obj):
+        services.maintenance_delete(
+            actor=request.user, maintenance=obj, request=request
+        )
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)

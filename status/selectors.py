@@ -4,8 +4,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, Q, QuerySet
-from django.db.models.functions import TruncDate
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from status.models import (
@@ -16,7 +15,6 @@ from status.models import (
     Incident,
     IncidentStatus,
     Maintenance,
-    ProbeResult,
 )
 
 DAYS = 90
@@ -121,7 +119,8 @@ def maintenance_q(component: Component, since: datetime, until: datetime) -> Q:
 
 def uptime(component: Component, *, now: datetime | None = None) -> ComponentUptime:
     """The last 90 UTC days of ``component``: each day's uptime (probes that
-    did not fail, maintenance left out), worst state and incidents."""
+    did not fail, maintenance left out: ``DayUptime``), worst state and
+    incidents."""
     now = now or timezone.now()
     first = now.astimezone(UTC).date() - timedelta(days=DAYS - 1)
     since = datetime.combine(first, time.min, tzinfo=UTC)
@@ -129,23 +128,10 @@ def uptime(component: Component, *, now: datetime | None = None) -> ComponentUpt
         first + timedelta(days=i): Day(first + timedelta(days=i), index=i)
         for i in range(DAYS)
     }
-    in_maintenance = maintenance_q(component, since, now)
-    rows = (
-        component.samples.filter(at__gte=since, at__lte=now)
-        .exclude(in_maintenance)
-        .annotate(day=TruncDate("at", tzinfo=UTC))
-        .values("day", "result", "state")
-        .annotate(n=Count("id"))
-    )
-    for row in rows:
-        day = days.get(row["day"])
-        if day is None:
-            continue
-        day.total += row["n"]
-        if row["result"] != ProbeResult.FAIL:
-            day.up += row["n"]
-        if SEVERITY.get(row["state"], 0) > SEVERITY.get(day.worst, -1):
-            day.worst = row["state"]
+    for row in component.days.filter(day__gte=first):
+        day = days.get(row.day)
+        if day is not None:
+            day.total, day.up, day.worst = row.total, row.up, row.worst
     for starts, ends in Maintenance.objects.filter(
         components=component, ends_at__gt=since, starts_at__lt=now
     ).values_list("starts_at", "ends_at"):

@@ -1,17 +1,21 @@
 """Writes of the status app: samples and states, incidents and their updates."""
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
 from django.db import connections, transaction
+from django.db.models import Count
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from audit.services import audit_record
 from status import probes
 from status.models import (
+    SEVERITY,
     Component,
     ComponentState,
+    DayUptime,
     Incident,
     IncidentStatus,
     IncidentUpdate,
@@ -98,6 +102,8 @@ def sample_record(*, component: Component, outcome: probes.Outcome, at=None) -> 
             ComponentState.MAINTENANCE if _in_maintenance(component, at) else derived
         )
         Sample.objects.filter(pk=sample.pk).update(state=derived)
+        if state != ComponentState.MAINTENANCE:
+            _day_count(component, at, outcome.result, derived)
         moved = state != component.state
         if moved:
             audit_record(
@@ -114,6 +120,52 @@ def sample_record(*, component: Component, outcome: probes.Outcome, at=None) -> 
             component.updated_at = at
             component.save(update_fields=["state", "state_since", "updated_at"])
     return moved
+
+
+def _day_count(component: Component, at, result: str, state: str) -> None:
+    """Add one sample to its day's totals (the caller holds the component)."""
+    day, _ = DayUptime.objects.get_or_create(
+        component=component, day=at.astimezone(UTC).date()
+    )
+    day.total += 1
+    day.up += result != ProbeResult.FAIL
+    if SEVERITY.get(state, 0) > SEVERITY.get(day.worst, -1):
+        day.worst = state
+    day.save(update_fields=["total", "up", "worst"])
+
+
+def uptime_rebuild(*, component: Component, since, until) -> None:
+    """Count the UTC days from ``since`` to ``until`` again from the samples
+    (after a maintenance window is set or moved, even in the past)."""
+    from status.selectors import maintenance_q
+
+    first = since.astimezone(UTC).date()
+    last = until.astimezone(UTC).date()
+    start = datetime.combine(first, time.min, tzinfo=UTC)
+    end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC)
+    with transaction.atomic():
+        component = Component.objects.select_for_update().get(pk=component.pk)
+        DayUptime.objects.filter(
+            component=component, day__gte=first, day__lte=last
+        ).delete()
+        rows = (
+            component.samples.filter(at__gte=start, at__lt=end)
+            .exclude(maintenance_q(component, start, end))
+            .annotate(day=TruncDate("at", tzinfo=UTC))
+            .values("day", "result", "state")
+            .annotate(n=Count("id"))
+        )
+        days: dict = {}
+        for row in rows:
+            day = days.setdefault(
+                row["day"], DayUptime(component=component, day=row["day"])
+            )
+            day.total += row["n"]
+            if row["result"] != ProbeResult.FAIL:
+                day.up += row["n"]
+            if SEVERITY.get(row["state"], 0) > SEVERITY.get(day.worst, -1):
+                day.worst = row["state"]
+        DayUptime.objects.bulk_create(days.values())
 
 
 def _probe_one(slug_checks):
@@ -190,7 +242,18 @@ def incident_update_create(
     return update
 
 
-def maintenance_saved(*, actor, maintenance: Maintenance, request=None) -> None:
+def maintenance_saved(
+    *, actor, maintenance: Maintenance, request=None, previous=None
+) -> None:
+    """Audit a window, count its days again without it (``previous``: the
+    window's former (start, end) if it moved), republish."""
+    now = timezone.now()
+    since, until = maintenance.starts_at, maintenance.ends_at
+    if previous:
+        since, until = min(since, previous[0]), max(until, previous[1])
+    if since < now:
+        for component in Component.objects.all():
+            uptime_rebuild(component=component, since=since, until=min(until, now))
     audit_record(
         event_type="status.maintenance.saved",
         actor=actor,
@@ -201,4 +264,22 @@ def maintenance_saved(*, actor, maintenance: Maintenance, request=None) -> None:
             "ends_at": maintenance.ends_at.isoformat(),
         },
     )
+    _publish_after_commit()
+
+
+def maintenance_delete(*, actor, maintenance: Maintenance, request=None) -> None:
+    """Remove a window: its days count against uptime again."""
+    since, until = maintenance.starts_at, maintenance.ends_at
+    audit_record(
+        event_type="status.maintenance.deleted",
+        actor=actor,
+        request=request,
+        target=maintenance,
+        details={"starts_at": since.isoformat(), "ends_at": until.isoformat()},
+    )
+    maintenance.delete()
+    now = timezone.now()
+    if since < now:
+        for component in Component.objects.all():
+            uptime_rebuild(component=component, since=since, until=min(until, now))
     _publish_after_commit()

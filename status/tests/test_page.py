@@ -127,3 +127,18 @@ def test_an_incident_colours_its_days_and_is_named_in_the_tooltip(client, compon
     assert row.percent == 100.0
     html = client.get(reverse("status:index")).content.decode()
     assert "100.00% uptime; incident: API 5xx" in html
+
+
+def test_maintenance_set_afterwards_gives_the_time_back(client, components):
+    """Failures first, the window written after (as staff do): the day is
+    counted again without them; the window removed, they count again."""
+    storage = components["storage"]
+    start = timezone.now() - timedelta(minutes=30)
+    _samples(storage, [ProbeResult.OK] * 2, start=start - timedelta(minutes=10))
+    _samples(storage, [ProbeResult.FAIL] * 4, start=start + timedelta(minutes=1))
+    assert selectors.uptime(storage).percent == pytest.approx(33.33)
+    window = factories.maintenance(components=[storage], starts=start)
+    services.maintenance_saved(actor=None, maintenance=window)
+    assert selectors.uptime(storage).percent == 100.0
+    services.maintenance_delete(actor=None, maintenance=window)
+    assert selectors.uptime(storage).percent == pytest.approx(33.33)
