@@ -49,4 +49,6 @@ DEFAULT_SCHEDULE = {
     "backup stale sweep": ("backups.tasks.backup_sweep", "KREO_TASK_SWEEP_SECONDS"),
     "backup restore drill": ("backups.tasks.backup_drill", "BACKUP_DRILL_SECONDS"),
     "privacy purge": ("privacy.tasks.purge", "KREO_PURGE_INTERVAL_SECONDS"),
+    "status probe": ("status.tasks.probe", "STATUS_PROBE_SECONDS"),
+    "status publish": ("status.tasks.publish", "STATUS_PUBLISH_SECONDS"),
 }

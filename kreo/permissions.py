@@ -29,6 +29,7 @@ ADMIN_GROUP_PERMISSIONS: dict[str, str | tuple[str, ...]] = {
     "backups": "*",
     "django_celery_beat": "*",
     "knox": "*",
+    "status": "*",
     "accounts": ("view",),
 }
 

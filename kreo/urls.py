@@ -21,6 +21,7 @@ urlpatterns = [
     path("projects/", include("projects.urls")),
     path("privacy/", include("privacy.urls")),
     path("api/", include(api_patterns)),
+    path("status/", include("status.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("admin/", admin.site.urls),
 ]

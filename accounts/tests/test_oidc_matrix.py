@@ -123,6 +123,21 @@ PAGES = {
     "api:file-download": api(MEMBERS),
     "api:member-list": api(MEMBERS),
     "api:member-detail": api(MEMBERS),
+    # The public status page: the same for everyone, signed in or not.
+    "status:index": everyone(200),
+    "status:history": everyone(200),
+    "status:incident": everyone(404),  # an unknown incident
+    "status:feed-atom": everyone(200),
+    "status:feed-rss": everyone(200),
+    "status:api-summary": everyone(200),
+    "status:api-status": everyone(200),
+    "status:api-components": everyone(200),
+    "status:api-incidents": everyone(200),
+    "status:api-incidents-unresolved": everyone(200),
+    "status:api-scheduled-maintenances": everyone(200),
+    "status:subscribe": everyone(200),
+    "status:subscribe-confirm": everyone(400),  # a made-up link
+    "status:unsubscribe": everyone(400),  # a made-up link
 }
 
 # Admin pages that are not a model's: what signed-in staff get.
@@ -302,6 +317,10 @@ def _kwargs(name, pattern, w) -> dict:
             kwargs[key] = "not-a-token"
         elif key == "token_id":
             kwargs[key] = "0" * 16
+        elif key == "page":
+            kwargs[key] = 1
+        elif key == "public_id":
+            kwargs[key] = "nosuch"
         elif key == "app_label":
             kwargs[key] = "projects"
         elif key in ("object_id", "id", "pk", "certificate_id"):

@@ -787,3 +787,41 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "projects.Membership",
 )
 AUDITLOG_DISABLE_REMOTE_ADDR = False
+
+# Status page (status/): probes of our own endpoints every minute, samples
+# kept STATUS_SAMPLE_DAYS, a static copy in STATUS_STATIC_DIR and, when set,
+# in STATUS_S3_BUCKET (public read, its own bucket, never a data bucket).
+STATUS_PROBE_BASE_URL = env.str(
+    "STATUS_PROBE_BASE_URL", default="http://127.0.0.1:8000"
+)
+STATUS_PROBE_SECONDS = env.int("STATUS_PROBE_SECONDS", default=60)
+STATUS_PROBE_TIMEOUT_SECONDS = env.float("STATUS_PROBE_TIMEOUT_SECONDS", default=5.0)
+STATUS_PROBE_SLOW_MS = env.int("STATUS_PROBE_SLOW_MS", default=2000)
+STATUS_SAMPLE_DAYS = env.int("STATUS_SAMPLE_DAYS", default=91)
+STATUS_PUBLISH_SECONDS = env.int("STATUS_PUBLISH_SECONDS", default=300)
+STATUS_STATIC_DIR = Path(
+    env.str("STATUS_STATIC_DIR", default="") or str(VAR_DIR / "status-static")
+)
+STATUS_S3_BUCKET = env.str("STATUS_S3_BUCKET", default="")
+STATUS_S3_ENDPOINT_URL = env.str(
+    "STATUS_S3_ENDPOINT_URL", default=env.str("AWS_S3_ENDPOINT_URL", default="")
+)
+STATUS_S3_REGION = env.str(
+    "STATUS_S3_REGION", default=env.str("AWS_S3_REGION_NAME", default="eu-west-2")
+)
+# The public address of the page in the app (links in mail, feeds, JSON).
+STATUS_PUBLIC_URL = env.str(
+    "STATUS_PUBLIC_URL", default="http://127.0.0.1:8000/status/"
+)
+# Webhooks to private or loopback addresses are refused (no SSRF) unless set.
+STATUS_WEBHOOK_ALLOW_PRIVATE = env.bool("STATUS_WEBHOOK_ALLOW_PRIVATE", default=False)
+STATUS_WEBHOOK_TIMEOUT_SECONDS = env.float(
+    "STATUS_WEBHOOK_TIMEOUT_SECONDS", default=5.0
+)
+# One confirmation or reminder mail per address per this many seconds.
+STATUS_MAIL_INTERVAL_SECONDS = env.int("STATUS_MAIL_INTERVAL_SECONDS", default=3600)
+STATUS_RATES = {
+    "subscribe-ip": env.str("KREO_RATE_STATUS_SUBSCRIBE_IP", default="10/h"),
+    "subscribe-account": env.str("KREO_RATE_STATUS_SUBSCRIBE_ACCOUNT", default="3/h"),
+    "unsubscribe-ip": env.str("KREO_RATE_STATUS_UNSUBSCRIBE_IP", default="30/h"),
+}
