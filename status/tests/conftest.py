@@ -16,3 +16,10 @@ def components(db):
 def _status_static_dir(settings, tmp_path):
     settings.STATUS_STATIC_DIR = tmp_path / "status-static"
     settings.STATUS_S3_BUCKET = ""
+
+
+@pytest.fixture(autouse=True)
+def _probes_judge_reachability_not_speed(settings):
+    """A loaded CI machine answers slowly; only the tests of the slow rule
+    (which feed samples, not timings) care about "slow"."""
+    settings.STATUS_PROBE_SLOW_MS = 60_000
