@@ -116,7 +116,8 @@ def uuid7() -> uuid.UUID:
 
 
 def mac(key: bytes, body: bytes) -> str:
-    return hmac.new(key, body, hashlib.sha256).hexdigest()
+    # hmac.digest: the one-shot C path, a third of hmac.new's cost.
+    return hmac.digest(key, body, "sha256").hex()
 
 
 def sign_event(event, key_id: str, key: bytes) -> None:
@@ -135,14 +136,17 @@ BAD_MAC = "MAC does not verify under key id {kid!r} (forged or altered)"
 BAD_HASH = "content does not match its content hash"
 
 
-def mac_problem(values: dict, ring: dict[str, bytes]) -> str | None:
+def mac_problem(
+    values: dict, ring: dict[str, bytes], body: bytes | None = None
+) -> str | None:
     """Why a keyed event's MAC fails under ``ring``, or None when it holds
-    (its content hash is checked apart)."""
+    (its content hash is checked apart); ``body``: its canonical bytes, when
+    the caller has them already."""
     kid = values.get("mac_key_id") or ""
     key = ring.get(kid)
     if key is None:
         return UNKNOWN_KEY.format(kid=kid)
-    body = canonical(values)
+    body = canonical(values) if body is None else body
     if not hmac.compare_digest(mac(key, body), values.get("mac") or ""):
         return BAD_MAC.format(kid=kid)
     return None

@@ -1,5 +1,6 @@
 """The one recording function every app calls, and the trail's other writes."""
 
+import hashlib
 import ipaddress
 import logging
 from typing import Any
@@ -172,9 +173,10 @@ def _check_macs(rows: list[dict], keyed: bool) -> tuple[list[tuple[int, str]], b
     for row in rows:
         if chain.is_keyed(row):
             keyed = True
-            reason = chain.mac_problem(row, ring)
+            body = chain.canonical(row)
+            reason = chain.mac_problem(row, ring, body)
             # The seal binds the stored hash: it must be that of the MACed bytes.
-            if not reason and chain.content_hash(row) != row["content_hash"]:
+            if not reason and hashlib.sha256(body).hexdigest() != row["content_hash"]:
                 reason = chain.BAD_HASH
         else:
             reason = chain.NO_MAC if keyed else None
