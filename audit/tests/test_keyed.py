@@ -272,3 +272,22 @@ def test_legacy_events_still_verify_and_are_counted(sealed_now):
     assert ok, text
     assert "2 MACs checked, 5 legacy (written before event MACs" in text
     assert all(not seal.rejected for seal in AuditSeal.objects.all())
+
+
+def test_archived_events_keep_their_mac_and_verify(archive_bucket):
+    """Archived events carry event id, key id and MAC; audit_verify checks
+    the MACs of archived and hot events, legacy ones counted apart."""
+    from audit import archive
+
+    make_old_events(300, days_ago=41, legacy=True)
+    make_old_events(300, days_ago=40)
+    audit_seal()
+    summary = archive.run()
+    assert summary["purged"] == 600
+    audit_record(event_type="file.download")
+    ok, text = verify_output()
+    assert ok, text
+    # The 300 keyed archived events, the hot one and the archive run's events.
+    checked = int(text.split(" MACs checked")[0].rsplit(" ", 1)[-1])
+    assert checked >= 301
+    assert f"{checked} MACs checked, 300 legacy" in text
