@@ -287,6 +287,8 @@ def _seal_record(seal: AuditSeal) -> dict:
         "head": seal.head,
         "key_id": seal.key_id,
         "signature": seal.signature,
+        # Only on keyed seals, so older manifests keep their shape.
+        **({"keyed": True, "rejected": list(seal.rejected)} if seal.keyed else {}),
     }
 
 

@@ -4,11 +4,19 @@
 ``AUDIT_ARCHIVE_KEY`` derives the AES-256-GCM key of archives. Each is any
 high-entropy string (``openssl rand -base64 48``); HKDF turns it into key
 material, so the same string never serves two purposes.
+
+``AUDIT_EVENT_KEY`` is a ring of event MAC keys, ``id:secret,id2:secret2``,
+the first the current one: each event carries the id of the key its
+HMAC-SHA256 was made with (audit/chain.py), so a ring that still lists the
+old ids verifies events made before a rotation. The database never holds
+these keys: a row written with the database's rights alone cannot carry a
+valid MAC.
 """
 
 import base64
 import hashlib
 import hmac
+import secrets
 from functools import lru_cache
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
+
+from kreo.keyformats import event_key_ring
 
 
 @lru_cache(maxsize=32)
@@ -70,6 +80,64 @@ def verifying_key(published: str = "") -> Ed25519PublicKey:
     if published:
         return Ed25519PublicKey.from_public_bytes(base64.b64decode(published))
     return signing_key().public_key()
+
+
+class EventKeyError(ValueError):
+    """AUDIT_EVENT_KEY cannot be read (the message never shows a secret)."""
+
+
+@lru_cache(maxsize=8)
+def _event_ring(text: str) -> tuple[tuple[str, bytes], ...]:
+    ring, problem = event_key_ring(text)
+    if problem:
+        raise EventKeyError(problem)
+    return tuple(
+        (kid, _derive(secret, b"event-mac-hmac-sha256-v1")) for kid, secret in ring
+    )
+
+
+def event_keys(text: str | None = None) -> dict[str, bytes]:
+    """Every event MAC key of the ring by key id (``text`` or AUDIT_EVENT_KEY)."""
+    return dict(_event_ring(settings.AUDIT_EVENT_KEY if text is None else text))
+
+
+def event_key_current() -> tuple[str, bytes]:
+    """The (key id, key) new events are MACed with: the ring's first."""
+    return _event_ring(settings.AUDIT_EVENT_KEY)[0]
+
+
+KEY_ID_TAKEN = "Key id {kid!r} is in AUDIT_EVENT_KEY already: choose another."
+
+
+def event_ring_rotated(*, key_id: str = "", today: str = "") -> tuple[str, str]:
+    """A new event key id and the AUDIT_EVENT_KEY ring with it first.
+
+    The old entries stay (events MACed under them still verify); the secret
+    is 48 random bytes, URL-safe base64. Nothing is stored: the operator
+    puts the ring where the environment comes from.
+    """
+    ring = list(_event_ring_entries(settings.AUDIT_EVENT_KEY))
+    taken = {kid for kid, _ in ring}
+    if key_id and key_id in taken:
+        raise EventKeyError(KEY_ID_TAKEN.format(kid=key_id))
+    if not key_id:
+        key_id, n = f"e{today}", 1
+        while key_id in taken:
+            n += 1
+            key_id = f"e{today}-{n}"
+    secret = secrets.token_urlsafe(48)
+    text = ",".join(f"{kid}:{value}" for kid, value in [(key_id, secret), *ring])
+    problem = event_key_ring(text)[1]
+    if problem:
+        raise EventKeyError(problem)
+    return key_id, text
+
+
+def _event_ring_entries(text: str) -> list[tuple[str, str]]:
+    ring, problem = event_key_ring(text)
+    if problem:
+        raise EventKeyError(problem)
+    return ring
 
 
 def archive_key() -> bytes:

@@ -58,6 +58,17 @@ class AuditEvent(models.Model):
     # occurred_at; spool_id makes a repeated drain write it once only.
     spooled = models.BooleanField(default=False, db_default=False, editable=False)
     spool_id = models.UUIDField(null=True, blank=True, editable=False)
+    # Keyed events (audit/chain.py): a unique id, so an exact replay of a
+    # row is refused; and HMAC-SHA256 of the canonical form under the
+    # AUDIT_EVENT_KEY ring's key ``mac_key_id``, a key the database never
+    # holds. Events written before keying have neither ("legacy").
+    event_uid = models.UUIDField(null=True, blank=True, unique=True, editable=False)
+    mac_key_id = models.CharField(
+        max_length=16, blank=True, default="", db_default="", editable=False
+    )
+    mac = models.CharField(
+        max_length=64, blank=True, default="", db_default="", editable=False
+    )
 
     class Meta:
         ordering = ["id"]
@@ -86,6 +97,11 @@ class AuditSeal(models.Model):
     ``first_id..last_id`` in id order (8-byte big-endian id + 32-byte hash);
     ``head`` = SHA-256(previous head + SHA-256(digests)); ``signature`` is
     Ed25519 over the canonical seal text (``audit/chain.py``).
+
+    ``keyed``: events up to this seal are keyed (from the first keyed event
+    on, an event without a MAC is rejected). ``rejected`` lists the ids in
+    the range whose MAC failed when sealed: their digests are in the chain
+    (nothing is dropped) but they are never sealed as genuine.
     """
 
     seq = models.PositiveBigIntegerField(unique=True)
@@ -100,6 +116,8 @@ class AuditSeal(models.Model):
     key_id = models.CharField(max_length=16)
     signature = models.CharField(max_length=128)
     sealed_at = models.DateTimeField()
+    keyed = models.BooleanField(default=False, db_default=False)
+    rejected = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["seq"]

@@ -7,8 +7,17 @@ from typing import IO
 
 from audit.chain import CONTENT_FIELDS
 
-# ``spooled`` last: it was added after archives and exports first shipped.
-COLUMNS = ("id", *CONTENT_FIELDS, "content_hash", "spooled")
+# ``spooled`` then the keyed-event columns last: added after archives and
+# exports first shipped.
+COLUMNS = (
+    "id",
+    *CONTENT_FIELDS,
+    "content_hash",
+    "spooled",
+    "event_uid",
+    "mac_key_id",
+    "mac",
+)
 VALUE_FIELDS = COLUMNS
 
 
@@ -19,6 +28,8 @@ def row_dict(values: dict) -> dict:
         row["occurred_at"] = when.isoformat(timespec="microseconds")
     if row["actor_id"] is not None:
         row["actor_id"] = str(row["actor_id"])
+    if row["event_uid"] is not None:
+        row["event_uid"] = str(row["event_uid"])
     return row
 
 

@@ -1,5 +1,6 @@
 """The one recording function every app calls, and the trail's other writes."""
 
+import hashlib
 import ipaddress
 import logging
 from typing import Any
@@ -109,7 +110,7 @@ def audit_record(
     if request is not None:
         for name, value in _source(request).items():
             setattr(event, name, value)
-    event.content_hash = chain.content_hash(chain.event_values(event))
+    chain.sign_event(event, *keys.event_key_current())
     _write(event)
     note_recorded()
     return event
@@ -136,7 +137,7 @@ def _write(event: AuditEvent) -> None:
         if connection.in_atomic_block:
             raise
         event.spooled = True
-        event.content_hash = chain.content_hash(chain.event_values(event))
+        chain.sign_event(event, *keys.event_key_current())
         if not spool.spool_append(event):
             raise
 
@@ -148,59 +149,147 @@ def lock_sealer() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext('kreo.audit.seal'))")
 
 
+SEAL_FIELDS = (
+    "id",
+    *chain.CONTENT_FIELDS,
+    "content_hash",
+    "spooled",
+    "event_uid",
+    "mac_key_id",
+    "mac",
+)
+REJECTED_LOG = (
+    "audit: event %s (%s at %s) REJECTED by seal %s, not sealed as genuine: %s"
+)
+
+
+def _check_macs(rows: list[dict], keyed: bool) -> tuple[list[tuple[int, str]], bool]:
+    """(id, reason) of each row that fails its MAC, and whether the trail is
+    keyed after these rows: from the first keyed event on, every event must
+    carry a valid MAC; before it, events are legacy (written before keying).
+    """
+    ring = keys.event_keys()
+    rejected = []
+    for row in rows:
+        if chain.is_keyed(row):
+            keyed = True
+            body = chain.canonical(row)
+            reason = chain.mac_problem(row, ring, body)
+            # The seal binds the stored hash: it must be that of the MACed bytes.
+            if not reason and hashlib.sha256(body).hexdigest() != row["content_hash"]:
+                reason = chain.BAD_HASH
+        else:
+            reason = chain.NO_MAC if keyed else None
+        if reason:
+            rejected.append((row["id"], reason))
+    return rejected, keyed
+
+
 def audit_seal(*, batch_size: int | None = None, max_batches: int = 1000) -> int:
     """Fold unsealed events, in id order, into signed seals; return events sealed.
 
     Only events older than ``AUDIT_SEAL_DELAY_SECONDS`` are sealed, and the
     batch stops at the first younger one, so that a transaction still in
     flight (whose id is lower but not yet visible) is not skipped over.
+
+    Every event's MAC is checked first (``AUDIT_EVENT_KEY``). One that fails
+    keeps its place in the chain but is listed in the seal's signed
+    ``rejected`` ids, never sealed as genuine; each is logged CRITICAL,
+    recorded as an ``audit.seal.rejected`` error event and mailed to the
+    Auditor group.
     """
     batch_size = batch_size or settings.AUDIT_SEAL_BATCH
     private = keys.signing_key()
     raw_public = keys.public_key_bytes(private.public_key())
     key_id = keys.key_id(raw_public)
     sealed = 0
-    for _ in range(max_batches):
-        with transaction.atomic():
-            lock_sealer()
-            last = AuditSeal.objects.order_by("-seq").first()
-            after = last.last_id if last else 0
-            cutoff = timezone.now() - timezone.timedelta(
-                seconds=settings.AUDIT_SEAL_DELAY_SECONDS
-            )
-            rows = list(
-                AuditEvent.objects.filter(id__gt=after)
-                .order_by("id")
-                .values_list("id", "content_hash", "occurred_at")[:batch_size]
-            )
-            ready = []
-            for row in rows:
-                if row[2] > cutoff:
-                    break
-                ready.append(row)
-            if not ready:
+    refused: list[tuple[dict, str, int]] = []
+    try:
+        for _ in range(max_batches):
+            count, more = _seal_batch(private, key_id, batch_size, refused)
+            sealed += count
+            if not more:
                 break
-            digests = chain.pack_digests((pk, h) for pk, h, _ in ready)
-            prev_head = last.head if last else chain.GENESIS
-            seal = AuditSeal(
-                seq=(last.seq + 1) if last else 1,
-                first_id=after + 1,
-                last_id=ready[-1][0],
-                count=len(ready),
-                first_at=min(r[2] for r in ready),
-                last_at=max(r[2] for r in ready),
-                digests=digests,
-                prev_head=prev_head,
-                head=chain.next_head(prev_head, digests),
-                key_id=key_id,
-                sealed_at=timezone.now(),
-            )
-            seal.signature = private.sign(chain.seal_text(seal)).hex()
-            seal.save()
-            sealed += len(ready)
-        if len(ready) < batch_size:
-            break
+    finally:
+        if refused:
+            _rejected_alert(refused)
     return sealed
+
+
+def _seal_batch(private, key_id: str, batch_size: int, refused: list) -> tuple:
+    """Seal one batch; return (events sealed, whether a full batch was read)."""
+    with transaction.atomic():
+        lock_sealer()
+        last = AuditSeal.objects.order_by("-seq").first()
+        after = last.last_id if last else 0
+        cutoff = timezone.now() - timezone.timedelta(
+            seconds=settings.AUDIT_SEAL_DELAY_SECONDS
+        )
+        rows = list(
+            AuditEvent.objects.filter(id__gt=after)
+            .order_by("id")
+            .values(*SEAL_FIELDS)[:batch_size]
+        )
+        ready = []
+        for row in rows:
+            if row["occurred_at"] > cutoff:
+                break
+            ready.append(row)
+        if not ready:
+            return 0, False
+        rejected, keyed = _check_macs(ready, bool(last and last.keyed))
+        digests = chain.pack_digests((r["id"], r["content_hash"]) for r in ready)
+        prev_head = last.head if last else chain.GENESIS
+        seal = AuditSeal(
+            seq=(last.seq + 1) if last else 1,
+            first_id=after + 1,
+            last_id=ready[-1]["id"],
+            count=len(ready),
+            first_at=min(r["occurred_at"] for r in ready),
+            last_at=max(r["occurred_at"] for r in ready),
+            digests=digests,
+            prev_head=prev_head,
+            head=chain.next_head(prev_head, digests),
+            key_id=key_id,
+            sealed_at=timezone.now(),
+            keyed=keyed,
+            rejected=[pk for pk, _ in rejected],
+        )
+        seal.signature = private.sign(chain.seal_text(seal)).hex()
+        seal.save()
+    by_id = {r["id"]: r for r in ready}
+    refused += [(by_id[pk], reason, seal.seq) for pk, reason in rejected]
+    return len(ready), len(ready) == batch_size
+
+
+def _rejected_alert(refused: list[tuple[dict, str, int]]) -> None:
+    """Raise the alarm over events whose MAC failed (after the seal committed)."""
+    from audit.watch import mail_auditors
+
+    lines = []
+    for row, reason, seq in refused:
+        logger.critical(
+            REJECTED_LOG, row["id"], row["event_type"], row["occurred_at"], seq, reason
+        )
+        lines.append(
+            f"event {row['id']} ({row['event_type']} at {row['occurred_at']}), "
+            f"seal {seq}: {reason}"
+        )
+    audit_record(
+        event_type="audit.seal.rejected",
+        actor_label="audit sealer",
+        outcome=Outcome.ERROR,
+        error_code="mac",
+        error_description=lines[0][:512],
+        details={"rejected": [row["id"] for row, _, _ in refused][:1000]},
+    )
+    mail_auditors(
+        f"Kreo audit trail: {len(refused)} event(s) REJECTED by the sealer",
+        "These events fail their MAC (AUDIT_EVENT_KEY): they were written "
+        "without the application's event key, or altered, and are not sealed "
+        "as genuine. Keep the database as it is and investigate.\n\n"
+        + "\n".join(lines[:50]),
+    )
 
 
 def seal_latest() -> AuditSeal | None:

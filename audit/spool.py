@@ -49,7 +49,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit import chain
+from audit import chain, keys
 from audit.models import AuditEvent
 
 logger = logging.getLogger(__name__)
@@ -126,6 +126,9 @@ def event_row(event: AuditEvent) -> dict:
     row["occurred_at"] = event.occurred_at.isoformat(timespec="microseconds")
     row["spool_id"] = str(event.spool_id)
     row.pop("spooled", None)
+    row.pop("mac_key_id", None)
+    if row.get("event_uid"):
+        row["event_uid"] = str(row["event_uid"])
     return row
 
 
@@ -231,7 +234,11 @@ def _event(row: dict) -> AuditEvent:
     ):
         values[name] = values[name] or ""
     event = AuditEvent(**values, spooled=True, spool_id=uuid.UUID(row["spool_id"]))
-    event.content_hash = chain.content_hash(chain.event_values(event))
+    if row.get("event_uid"):
+        event.event_uid = uuid.UUID(row["event_uid"])
+    # MACed again as it is written: the spool file is on local disk, outside
+    # the trail's protection until then.
+    chain.sign_event(event, *keys.event_key_current())
     return event
 
 

@@ -47,6 +47,9 @@ class Report:
     # Events written late from the outage spool (audit/spool.py).
     spooled: int = 0
     anchors: int = 0
+    # Events whose MAC was checked, and events written before keying (no MAC).
+    keyed: int = 0
+    legacy: int = 0
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -105,6 +108,10 @@ class _Walker:
         self.skip_until = skip_until
         self.report = report
         self.seal = None
+        self.rejected: set[int] = set()
+        # From the first keyed event on, every event must be keyed.
+        self.keyed = False
+        self.ring = keys.event_keys()
         self.expected: dict[int, str] = {}
         self.by_hash: dict[str, int] = {}
         self.seen: set[int] = set()
@@ -122,6 +129,7 @@ class _Walker:
             self.seal = None
             return
         self.seal, pairs = item
+        self.rejected = set(self.seal.rejected or ())
         self.expected = dict(pairs)
         self.by_hash = {h: pk for pk, h in pairs}
         self.seen = set()
@@ -139,10 +147,18 @@ class _Walker:
             self._next_seal()
 
     def event(self, row: dict) -> None:
+        body = chain.canonical(row)  # once: hashed, and MACed if keyed
+        self._event(row, body)
+        # Last, so a problem the hash or the seal names stays the first one.
+        self._check_mac(row, body)
+
+    def _event(self, row: dict, body: bytes) -> None:
         report = self.report
         report.events += 1
         pk = row["id"]
-        if chain.content_hash(row) != row["content_hash"]:
+        while self.seal is not None and pk > self.seal.last_id:
+            self._next_seal()
+        if hashlib.sha256(body).hexdigest() != row["content_hash"]:
             report.problems.append(
                 Problem("modified", pk, "content does not match its content hash")
             )
@@ -162,8 +178,6 @@ class _Walker:
             )
         if not row.get("spooled"):
             self.latest = max(self.latest or when, when)
-        while self.seal is not None and pk > self.seal.last_id:
-            self._next_seal()
         if self.seal is None:
             report.unsealed += 1
             return
@@ -184,6 +198,28 @@ class _Walker:
                 report.problems.append(
                     Problem("modified", pk, f"hash differs from seal {self.seal.seq}")
                 )
+
+    def _check_mac(self, row: dict, body: bytes) -> None:
+        """A keyed event's MAC; no MAC after the first keyed event is a fault."""
+        pk = row["id"]
+        if chain.is_keyed(row):
+            self.keyed = True
+            self.report.keyed += 1
+            reason = chain.mac_problem(row, self.ring, body)
+        elif self.keyed:
+            reason = chain.NO_MAC
+        else:
+            self.report.legacy += 1
+            reason = None
+        inside = self.seal is not None and self.seal.first_id <= pk
+        if inside and pk in self.rejected:
+            reason = (reason or "its MAC held when verified now") + (
+                f"; rejected by seal {self.seal.seq}, never sealed as genuine"
+            )
+        if reason:
+            self.report.problems.append(
+                Problem("forged", pk, f"{row['event_type']} {reason}")
+            )
 
 
 def check_anchors(

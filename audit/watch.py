@@ -51,6 +51,8 @@ def verification_run(
             "seals": report.seals,
             "anchors": report.anchors,
             "spooled": report.spooled,
+            "keyed": report.keyed,
+            "legacy": report.legacy,
             "problems": len(report.problems),
         },
     )
@@ -66,16 +68,7 @@ def verification_run(
 
 
 def _mail_auditors(scope: str, report: Report) -> None:
-    to = list(
-        get_user_model()
-        .objects.filter(groups__name=AUDITOR_GROUP, is_active=True)
-        .exclude(email="")
-        .values_list("email", flat=True)
-    )
-    if not to:
-        logger.critical("audit verification alert: the Auditor group has no one")
-        return
-    send_mail(
+    mail_auditors(
         ALERT_SUBJECT.format(scope=scope),
         ALERT_BODY.format(
             scope=scope,
@@ -83,6 +76,18 @@ def _mail_auditors(scope: str, report: Report) -> None:
             first=report.problems[0],
             more="\n".join(str(p) for p in report.problems[1:20]),
         ),
-        settings.DEFAULT_FROM_EMAIL,
-        to,
     )
+
+
+def mail_auditors(subject: str, body: str) -> None:
+    """Mail an audit alert to the Auditor group (CRITICAL log if it has no one)."""
+    to = list(
+        get_user_model()
+        .objects.filter(groups__name=AUDITOR_GROUP, is_active=True)
+        .exclude(email="")
+        .values_list("email", flat=True)
+    )
+    if not to:
+        logger.critical("audit alert %r: the Auditor group has no one", subject)
+        return
+    send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, to)

@@ -157,7 +157,7 @@ def _worker(role: str, args: list[str]) -> dict:
     django.setup()
     from django.conf import settings
 
-    from audit import archive, chain
+    from audit import archive, chain, keys
     from audit.models import AuditEvent
     from audit.services import audit_record, audit_seal
     from audit.verify import audit_verify
@@ -175,6 +175,17 @@ def _worker(role: str, args: list[str]) -> dict:
             count += 1
         return {"events": count}
     if role == "fill":
+        import boto3
+
+        # First: the seal anchors (audit/anchors.py) go to this bucket too.
+        boto3.client(
+            "s3",
+            endpoint_url=settings.AUDIT_ARCHIVE_S3_ENDPOINT_URL,
+            region_name="eu-west-2",
+        ).create_bucket(
+            Bucket=settings.AUDIT_ARCHIVE_S3_BUCKET,
+            CreateBucketConfiguration={"LocationConstraint": "eu-west-2"},
+        )
         from datetime import timedelta
 
         from django.utils import timezone
@@ -196,7 +207,7 @@ def _worker(role: str, args: list[str]) -> dict:
                 release="bench",
                 details={"i": i, "size": 4096},
             )
-            event.content_hash = chain.content_hash(chain.event_values(event))
+            chain.sign_event(event, *keys.event_key_current())
             batch.append(event)
             if len(batch) == 5000:
                 AuditEvent.objects.bulk_create(batch)
@@ -212,16 +223,6 @@ def _worker(role: str, args: list[str]) -> dict:
             raise SystemExit(f"verify found problems: {report.problems[:3]}")
         result = {"events": report.events}
     elif role == "archive":
-        import boto3
-
-        boto3.client(
-            "s3",
-            endpoint_url=settings.AUDIT_ARCHIVE_S3_ENDPOINT_URL,
-            region_name="eu-west-2",
-        ).create_bucket(
-            Bucket=settings.AUDIT_ARCHIVE_S3_BUCKET,
-            CreateBucketConfiguration={"LocationConstraint": "eu-west-2"},
-        )
         if os.environ.get("BENCH_AUDIT_OUTAGE"):
             result = _archive_with_outage(archive, AuditEvent)
         else:

@@ -18,6 +18,10 @@ test_keyformats.py holds them to it:
 - AUDIT_SIGNING_KEY, AUDIT_ARCHIVE_KEY: secrets HKDF turns into the Ed25519
   seed and the archive key (audit.keys), so any string, but at least 32
   characters and not the same string twice;
+- AUDIT_EVENT_KEY: the ring of audit event MAC keys, ``id:secret`` entries,
+  comma-separated, the first the current one (audit.keys.event_keys); ids of
+  1 to 16 letters, digits, ``.``, ``_`` or ``-``, each once; each secret at
+  least 32 characters;
 - AUDIT_VERIFY_PUBLIC_KEY (optional): base64 of a 32-byte Ed25519 public key;
 - DJANGO_SECRET_KEY: Django's own rule (security.W009), at least 50
   characters, 5 different ones, not a generated "django-insecure-" key.
@@ -57,6 +61,16 @@ REUSED_KEY = (
     "{name} is the same string as AUDIT_SIGNING_KEY: each audit key must be a "
     "secret of its own."
 )
+BAD_EVENT_KEY = (
+    "{name} entry {entry} is not id:secret (id: 1 to 16 letters, digits, . _ -; "
+    f"secret: at least {MIN_SECRET_CHARS} random characters, e.g. "
+    "`openssl rand -base64 48`)."
+)
+DUPLICATE_EVENT_KEY_ID = "{name} lists key id {kid!r} twice."
+EMPTY_EVENT_KEY = "{name} is empty: set it to id:secret[,id:secret...]."
+EVENT_KEY_ID_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+)
 NOT_ED25519_PUBLIC = (
     "{name} is not a base64 Ed25519 public key (32 bytes), as printed by "
     "`manage.py audit_public_key`."
@@ -77,6 +91,7 @@ IDS = {
     "AUDIT_SIGNING_KEY": "kreo.E106",
     "AUDIT_ARCHIVE_KEY": "kreo.E107",
     "AUDIT_VERIFY_PUBLIC_KEY": "kreo.E108",
+    "AUDIT_EVENT_KEY": "kreo.E110",
     "DJANGO_SECRET_KEY": "kreo.E109",  # nosec B105 - a check id, not a secret
 }
 # The setting each variable ends up in, where the names differ.
@@ -141,6 +156,37 @@ def keyring_ids(value: str) -> tuple[list[str], str | None]:
     return ids, None
 
 
+def event_key_ring(
+    value: str, name: str = "AUDIT_EVENT_KEY"
+) -> tuple[list[tuple[str, str]], str | None]:
+    """The (id, secret) entries of an AUDIT_EVENT_KEY ring, first = current,
+    and the problem with it (or None)."""
+    ring: list[tuple[str, str]] = []
+    for number, entry in enumerate(value.split(","), start=1):
+        if not entry.strip():
+            continue
+        kid, colon, secret = entry.strip().partition(":")
+        kid, secret = kid.strip(), secret.strip()
+        if (
+            not colon
+            or not 0 < len(kid) <= 16
+            or not set(kid) <= EVENT_KEY_ID_CHARS
+            or len(secret) < MIN_SECRET_CHARS
+        ):
+            # Named by position, never by its secret (messages reach logs).
+            return ring, BAD_EVENT_KEY.format(name=name, entry=f"number {number}")
+        if any(kid == known for known, _ in ring):
+            return ring, DUPLICATE_EVENT_KEY_ID.format(name=name, kid=kid)
+        ring.append((kid, secret))
+    if not ring:
+        return ring, EMPTY_EVENT_KEY.format(name=name)
+    return ring, None
+
+
+def _event_key(name: str, value: str) -> str | None:
+    return event_key_ring(value, name)[1]
+
+
 def _secret(name: str, value: str) -> str | None:
     if len(value) < MIN_SECRET_CHARS:
         return SHORT_SECRET.format(name=name, length=len(value))
@@ -172,6 +218,7 @@ SINGLE: dict[str, Callable[[str, str], str | None]] = {
     "AUDIT_SIGNING_KEY": _secret,
     "AUDIT_ARCHIVE_KEY": _secret,
     "AUDIT_VERIFY_PUBLIC_KEY": _ed25519_public,
+    "AUDIT_EVENT_KEY": _event_key,
 }
 
 

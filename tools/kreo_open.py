@@ -114,6 +114,14 @@ ARTIFACT_MISSING = "{name}: listed in the manifest, missing from {folder}."
 ARTIFACT_DIFFERS = "{name}: {what} differs from the manifest."
 ARCHIVE_UNREADABLE = "{name}: the archive's contents are unreadable ({error})."
 EVENT_HASH = "event {id}: content does not match its content hash."
+EVENT_MAC = "event {id}: MAC does not verify under key id {kid!r} (forged or altered)."
+EVENT_MAC_KEY = "event {id}: MAC key id {kid!r} is not in --event-key."
+EVENT_NO_MAC = "event {id}: has no MAC but follows keyed events."
+EVENT_REJECTED = "event {id}: rejected by seal {seq} (its MAC failed when sealed)."
+BAD_EVENT_KEY = (
+    "--event-key: AUDIT_EVENT_KEY as the application has it, id:secret[,id:secret...]."
+)
+NO_EVENT_KEY = "keyed events: MACs not checked (give --event-key or AUDIT_EVENT_KEY)."
 EVENT_ORDER = "event {id}: out of order (follows event {previous})."
 EVENT_UNSEALED = "event {id}: in no seal of this archive."
 SEAL_FOLLOWS = "seal {seq}: does not follow seal {previous} (a seal is missing)."
@@ -181,6 +189,26 @@ def audit_archive_key(secret: str) -> bytes:
         salt=b"kreo-audit",
         info=b"archive-aes-256-gcm-v1",
     ).derive(secret.encode())
+
+
+def audit_event_keys(ring: str) -> dict[str, bytes]:
+    """The event MAC keys the application derives from AUDIT_EVENT_KEY, by id."""
+    keys = {}
+    for entry in ring.split(","):
+        if not entry.strip():
+            continue
+        kid, colon, secret = entry.strip().partition(":")
+        if not colon or not kid.strip() or not secret.strip():
+            raise KreoOpenError(BAD_EVENT_KEY)
+        keys[kid.strip()] = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=b"kreo-audit",
+            info=b"event-mac-hmac-sha256-v1",
+        ).derive(secret.strip().encode())
+    if not keys:
+        raise KreoOpenError(BAD_EVENT_KEY)
+    return keys
 
 
 # -- opening ---------------------------------------------------------------
@@ -558,25 +586,53 @@ def cmd_backup_verify(args) -> int:
 # -- audit archives --------------------------------------------------------
 
 
-def content_hash(row: dict) -> str:
-    """SHA-256 of an event's canonical form (docs/FORMATS.md section 3)."""
+def canonical(row: dict) -> bytes:
+    """An event's canonical form (docs/FORMATS.md section 3): ``v1``, or
+    ``v2`` with its event uid and MAC key id for a keyed event."""
     values = {name: row.get(name) for name in CONTENT_FIELDS}
     if row.get("spooled"):
         values["spooled"] = True
     if values["actor_id"] is not None:
         values["actor_id"] = str(values["actor_id"])
-    text = json.dumps(
-        ["v1", values], sort_keys=True, separators=(",", ":"), ensure_ascii=True
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
+    version = "v1"
+    if row.get("event_uid"):
+        version = "v2"
+        values["event_uid"] = str(row["event_uid"])
+        values["mac_key_id"] = row.get("mac_key_id") or ""
+    return json.dumps(
+        [version, values], sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    ).encode()
+
+
+def content_hash(row: dict) -> str:
+    """SHA-256 of an event's canonical form."""
+    return hashlib.sha256(canonical(row)).hexdigest()
+
+
+def is_keyed(row: dict) -> bool:
+    return bool(row.get("event_uid") or row.get("mac_key_id") or row.get("mac"))
+
+
+def mac_problem(row: dict, keys: dict[str, bytes]) -> str | None:
+    """Why a keyed event's HMAC-SHA256 fails under ``keys``, or None."""
+    pk, kid = row["id"], row.get("mac_key_id") or ""
+    if kid not in keys:
+        return EVENT_MAC_KEY.format(id=pk, kid=kid)
+    made = hmac.new(keys[kid], canonical(row), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(made, row.get("mac") or ""):
+        return EVENT_MAC.format(id=pk, kid=kid)
+    return None
 
 
 def seal_text(seal: dict) -> bytes:
-    return (
+    text = (
         f"kreo-audit-seal-v1|{seal['seq']}|{seal['first_id']}|{seal['last_id']}|"
         f"{seal['count']}|{seal['first_at']}|{seal['last_at']}|"
         f"{seal['prev_head']}|{seal['head']}|{seal['key_id']}"
-    ).encode()
+    )
+    if seal.get("keyed"):
+        text += "|keyed|rejected=" + ",".join(map(str, seal.get("rejected") or []))
+    return text.encode()
 
 
 def archive_rows(chunks: Iterable[bytes], name: str) -> Iterator[dict]:
@@ -603,8 +659,19 @@ class ArchiveCheck:
     "Verifying an archive on its own"). Events are kept as packed (id, hash)
     pairs, 40 bytes each, so a million-event archive needs about 50 MB."""
 
-    def __init__(self, public_key: Ed25519PublicKey, raw_public: bytes):
+    def __init__(
+        self,
+        public_key: Ed25519PublicKey,
+        raw_public: bytes,
+        event_keys: dict[str, bytes] | None = None,
+    ):
         self.public_key = public_key
+        # Without the event keys, keyed events' MACs are counted, not checked.
+        self.event_keys = event_keys
+        self.keyed = False
+        self.macs = 0
+        self.unchecked = 0
+        self.legacy = 0
         self.key_id = hashlib.sha256(raw_public).hexdigest()[:16]
         self.ids = array("q")
         self.times: list[datetime] = []
@@ -617,13 +684,33 @@ class ArchiveCheck:
         pk = int(row["id"])
         if content_hash(row) != row.get("content_hash"):
             self.problems.append(EVENT_HASH.format(id=pk))
+        self._check_mac(pk, row)
         if self.ids and pk <= self.ids[-1]:
             self.problems.append(EVENT_ORDER.format(id=pk, previous=self.ids[-1]))
         self.ids.append(pk)
         self.times.append(datetime.fromisoformat(row["occurred_at"]))
         self.digests += DIGEST.pack(pk, bytes.fromhex(row["content_hash"]))
 
+    def _check_mac(self, pk: int, row: dict) -> None:
+        if not is_keyed(row):
+            if self.keyed:
+                self.problems.append(EVENT_NO_MAC.format(id=pk))
+            else:
+                self.legacy += 1
+            return
+        self.keyed = True
+        if self.event_keys is None:
+            self.unchecked += 1
+            return
+        self.macs += 1
+        problem = mac_problem(row, self.event_keys)
+        if problem:
+            self.problems.append(problem)
+
     def finish(self) -> None:
+        for seal in self.seals:
+            for pk in seal.get("rejected") or []:
+                self.problems.append(EVENT_REJECTED.format(id=pk, seq=seal["seq"]))
         previous = None
         covered = 0
         for seal in self.seals:
@@ -734,7 +821,10 @@ def cmd_audit_verify(args) -> int:
     path = Path(args.archive)
     object_key = args.context or manifest.get("object") or ""
     name = object_key or path.name
-    check = ArchiveCheck(public_key, raw_public)
+    ring = args.event_key or os.environ.get("AUDIT_EVENT_KEY", "")
+    check = ArchiveCheck(
+        public_key, raw_public, audit_event_keys(ring) if ring else None
+    )
     check.seals = sorted(manifest.get("seal_records") or [], key=lambda s: s["seq"])
     check.prev_head = args.prev_head or ""
     with open(path, "rb") as raw:
@@ -756,6 +846,12 @@ def cmd_audit_verify(args) -> int:
         + (f" (seq {seqs[0]}..{seqs[-1]})" if seqs else "")
         + f", public key id {check.key_id}"
     )
+    _say(
+        f"{name}: {check.macs} event MACs checked, {check.legacy} legacy events "
+        "(written before event MACs)"
+    )
+    if check.unchecked:
+        _say(f"{name}: {check.unchecked} {NO_EVENT_KEY}")
     if not seqs:
         _say(f"{name}: {NO_SEALS}")
     for problem in check.problems:
@@ -816,6 +912,11 @@ def parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--archive-key", help="AUDIT_ARCHIVE_KEY (or env)")
     audit.add_argument(
+        "--event-key",
+        help="AUDIT_EVENT_KEY (or env): id:secret[,id:secret...], every key id "
+        "the archive's events name; checks each event's MAC",
+    )
+    audit.add_argument(
         "--manifest", help="the archive's .manifest.json: seal records, digest, count"
     )
     audit.add_argument(
@@ -835,6 +936,7 @@ VALUED = frozenset(
     {
         "--key-b64",
         "--archive-key",
+        "--event-key",
         "--manifest-key",
         "--encryption-key",
         "--public-key",

@@ -8,7 +8,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 
-from audit import chain
+from audit import chain, keys
 from audit.models import AuditEvent
 from conftest import REGION, S3_ENDPOINT, make_bucket
 
@@ -79,9 +79,12 @@ def verify_output(*args):
     return True, out.getvalue()
 
 
-def make_old_events(n: int, days_ago: int = 40, details=None) -> None:
-    """Insert ``n`` hashed events dated ``days_ago`` days back, in id order;
-    ``details(i)`` gives each one's details (``{"i": i}`` by default)."""
+def make_old_events(
+    n: int, days_ago: int = 40, details=None, *, legacy: bool = False
+) -> None:
+    """Insert ``n`` keyed events dated ``days_ago`` days back, in id order;
+    ``details(i)`` gives each one's details (``{"i": i}`` by default);
+    ``legacy``: hashed only, as written before event MACs."""
     start = timezone.now() - timedelta(days=days_ago)
     batch = []
     for i in range(n):
@@ -95,7 +98,10 @@ def make_old_events(n: int, days_ago: int = 40, details=None) -> None:
             path=f"/projects/{i}/",
             details=details(i) if details else {"i": i},
         )
-        event.content_hash = chain.content_hash(chain.event_values(event))
+        if legacy:
+            event.content_hash = chain.content_hash(chain.event_values(event))
+        else:
+            chain.sign_event(event, *keys.event_key_current())
         batch.append(event)
     AuditEvent.objects.bulk_create(batch, batch_size=500)
 

@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from audit import archive, chain
+from audit import archive, chain, keys
 from audit.models import ArchiveState, AuditArchive, AuditEvent
 from audit.services import audit_seal
 from audit.tests.conftest import make_old_events, verify_output
@@ -196,7 +196,7 @@ def test_multipart_archive_is_retained_too(locked_bucket, s3_client, settings):
             outcome="success",
             details={"i": i, "note": os.urandom(2560).hex()},
         )
-        event.content_hash = chain.content_hash(chain.event_values(event))
+        chain.sign_event(event, *keys.event_key_current())
         events.append(event)
     AuditEvent.objects.bulk_create(events, batch_size=500)
     audit_seal()

@@ -66,6 +66,23 @@ def test_event_and_seal_vectors_match_the_code(fixture_keys):
     assert serialise.jsonl_line(row).strip() in DOC.read_text()
 
 
+def test_keyed_event_vectors_match_the_code(settings):
+    """The keyed (v2) text, hash, event key and MAC printed in the document
+    are what the code computes for event 1 of the fixture made keyed."""
+    settings.AUDIT_EVENT_KEY = "k1:fixture-event-key-TEST-ONLY-not-a-secret-0001"
+    row = dict(json.loads(FIXTURE.read_text())["rows"][0])
+    row.update(event_uid="0192f7a0-3c5e-7abc-8def-0123456789ab", mac_key_id="k1")
+    body = chain.canonical(row)
+    assert body.decode() == block("text", "audit-event-canonical-v2")
+    assert chain.content_hash(row) == block("vector", "audit-event-hash-v2")
+    key = keys.event_keys()["k1"]
+    assert key.hex() == block("vector", "audit-event-key")
+    assert chain.mac(key, body) == block("vector", "audit-event-mac")
+    row.update(content_hash=block("vector", "audit-event-hash-v2"))
+    row["mac"] = block("vector", "audit-event-mac")
+    assert chain.mac_problem(row, keys.event_keys()) is None
+
+
 # What follows implements sections 1, 3 and 4 from the text alone.
 
 
@@ -92,15 +109,29 @@ def _open_sealed(key: bytes, blob: bytes, context: bytes) -> bytes:
 
 
 def _hashed_text(row: dict) -> bytes:
-    hashed = {k: v for k, v in row.items() if k not in ("id", "content_hash")}
+    hashed = {k: v for k, v in row.items() if k not in ("id", "content_hash", "mac")}
     if hashed.pop("spooled"):
         hashed["spooled"] = True
+    version = "v2" if hashed.get("event_uid") else "v1"
+    if version == "v1":
+        for name in ("event_uid", "mac_key_id"):
+            hashed.pop(name, None)
     return json.dumps(
-        ["v1", hashed], sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        [version, hashed], sort_keys=True, separators=(",", ":"), ensure_ascii=True
     ).encode()
 
 
-def verify_as_documented(blob, manifest, secret: str, public_b64: str, prev_head):
+def _event_keys(ring: str) -> dict[str, bytes]:
+    pairs = (entry.split(":", 1) for entry in ring.split(","))
+    return {
+        kid: _hkdf(secret.encode(), b"kreo-audit", b"event-mac-hmac-sha256-v1", 32)
+        for kid, secret in pairs
+    }
+
+
+def verify_as_documented(
+    blob, manifest, secret: str, public_b64: str, prev_head, ring: str = ""
+):
     """Section 4, "Verifying an archive on its own"; returns the last head."""
     assert hashlib.sha256(blob).hexdigest() == manifest["sha256"]
     assert len(blob) == manifest["size"]
@@ -108,8 +139,14 @@ def verify_as_documented(blob, manifest, secret: str, public_b64: str, prev_head
     plain = zlib.decompress(_open_sealed(key, blob, manifest["object"].encode()), 31)
     rows = [json.loads(line) for line in plain.splitlines()]
     assert len(rows) == manifest["count"]
+    event_keys = _event_keys(ring) if ring else {}
     for row in rows:
         assert hashlib.sha256(_hashed_text(row)).hexdigest() == row["content_hash"]
+        if ring and row.get("event_uid"):
+            made = hmac.new(
+                event_keys[row["mac_key_id"]], _hashed_text(row), hashlib.sha256
+            )
+            assert made.hexdigest() == row["mac"]
     public = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_b64))
     key_id = hashlib.sha256(public.public_bytes_raw()).hexdigest()[:16]
     previous = None
@@ -142,6 +179,9 @@ def verify_as_documented(blob, manifest, secret: str, public_b64: str, prev_head
                 "key_id",
             )
         )
+        if seal.get("keyed"):
+            assert seal["rejected"] == []
+            text += "|keyed|rejected="
         public.verify(
             bytes.fromhex(seal["signature"]), f"kreo-audit-seal-v1|{text}".encode()
         )
@@ -174,7 +214,9 @@ def test_archives_verify_from_the_document_alone(archive_bucket, s3_client, sett
             settings.AUDIT_ARCHIVE_KEY,
             keys.public_key_b64(),
             head,
+            settings.AUDIT_EVENT_KEY,
         )
+        assert all(record["keyed"] for record in manifest["seal_records"])
     key = _hkdf(
         settings.AUDIT_ARCHIVE_KEY.encode(),
         b"kreo-audit",

@@ -33,7 +33,7 @@ out_dir="$here/overlays/$overlay"
 # name|type|readers|keys: the split. Each key is a variable of ENV_FILE, or
 # one built below (DATABASE_URL, REDIS_URL, username, password).
 SECRETS=(
-  "kreo-app|Opaque|web, worker, worker-backups, beat, migrate (production settings require these of every process)|DJANGO_SECRET_KEY KREO_KEYRING KREO_ACTIVE_KEY_ID KREO_ALTCHA_HMAC_KEY AUDIT_SIGNING_KEY AUDIT_ARCHIVE_KEY BACKUP_AGE_RECIPIENT"
+  "kreo-app|Opaque|web, worker, worker-backups, beat, migrate (production settings require these of every process)|DJANGO_SECRET_KEY KREO_KEYRING KREO_ACTIVE_KEY_ID KREO_ALTCHA_HMAC_KEY AUDIT_SIGNING_KEY AUDIT_ARCHIVE_KEY AUDIT_EVENT_KEY BACKUP_AGE_RECIPIENT"
   "kreo-s3|Opaque|web, worker, worker-backups (files, audit archives, backups, erasure ledger)|AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY"
   "kreo-db-app|kubernetes.io/basic-auth|web, worker, worker-backups, beat; CloudNativePG (role kreo_app)|username password DATABASE_URL"
   "kreo-db-owner|kubernetes.io/basic-auth|migrate; CloudNativePG (role kreo_owner, owner of the database)|username password DATABASE_URL"

@@ -734,6 +734,11 @@ AUDIT_SIGNING_KEY = env.str("AUDIT_SIGNING_KEY", default="") or local_secret(
 AUDIT_ARCHIVE_KEY = env.str("AUDIT_ARCHIVE_KEY", default="") or local_secret(
     VAR_DIR, "audit-archive-key"
 )
+# The ring of event MAC keys, "id:secret[,id:secret...]", the first signs new
+# events; the database never holds them (audit/keys.py).
+AUDIT_EVENT_KEY = env.str("AUDIT_EVENT_KEY", default="") or (
+    "dev:" + local_secret(VAR_DIR, "audit-event-key")
+)
 AUDIT_VERIFY_PUBLIC_KEY = env.str("AUDIT_VERIFY_PUBLIC_KEY", default="")
 AUDIT_ARCHIVE_S3_BUCKET = env.str("AUDIT_ARCHIVE_S3_BUCKET", default="")
 AUDIT_ARCHIVE_S3_ENDPOINT_URL = env.str(

@@ -31,12 +31,14 @@ else:
 REQUIRED = (*REQUIRED, "KREO_KEYRING", "KREO_ACTIVE_KEY_ID")
 if not os.environ.get("KREO_KEY_LEDGER_S3_BUCKET", "").strip():
     REQUIRED = (*REQUIRED, "KREO_KEY_LEDGER_DIR")
-# The audit trail: seal signing key, archive encryption key, archive bucket
+# The audit trail: seal signing key, archive encryption key, event MAC key
+# ring, archive bucket
 # (without them, dev keys would be generated on the pod's tmpfs and lost).
 REQUIRED = (
     *REQUIRED,
     "AUDIT_SIGNING_KEY",
     "AUDIT_ARCHIVE_KEY",
+    "AUDIT_EVENT_KEY",
     "AUDIT_ARCHIVE_S3_BUCKET",
 )
 # Backups: key A (copies 1 and 3), the manifest MAC key, and the age public

@@ -421,6 +421,7 @@ ENV = {
     "KREO_ALTCHA_HMAC_KEY": "a" * 48,
     "AUDIT_SIGNING_KEY": "sig" * 16,
     "AUDIT_ARCHIVE_KEY": "arc" * 16,
+    "AUDIT_EVENT_KEY": "e1:" + "evt" * 16,
     "BACKUP_AGE_RECIPIENT": "age1placeholder",
     "AWS_ACCESS_KEY_ID": "AKIATEST",
     "AWS_SECRET_ACCESS_KEY": "aws-secret",

@@ -42,6 +42,11 @@ MALFORMED = [
     ("AUDIT_ARCHIVE_KEY", PRODUCTION_ENV["AUDIT_SIGNING_KEY"]),  # reused
     ("AUDIT_VERIFY_PUBLIC_KEY", base64.b64encode(b"not a key").decode()),
     ("AUDIT_VERIFY_PUBLIC_KEY", "%%%"),
+    ("AUDIT_EVENT_KEY", "e1"),  # no secret
+    ("AUDIT_EVENT_KEY", "e1:" + "x" * 31),  # short secret
+    ("AUDIT_EVENT_KEY", "x" * 40),  # no id
+    ("AUDIT_EVENT_KEY", f"e1:{'a' * 40},e1:{'b' * 40}"),  # an id twice
+    ("AUDIT_EVENT_KEY", f"e 1:{'a' * 40}"),  # not an id
     ("DJANGO_SECRET_KEY", "x" * 60),  # one character repeated
     ("DJANGO_SECRET_KEY", "django-insecure-" + "a1b2c3d4e5" * 5),
 ]
@@ -93,6 +98,10 @@ def test_ci_placeholders_and_fresh_keys_pass(settings):
         "AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(48)).decode(),
         "AUDIT_ARCHIVE_KEY": base64.b64encode(os.urandom(48)).decode(),
         "AUDIT_VERIFY_PUBLIC_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "AUDIT_EVENT_KEY": "2026b:"
+        + base64.b64encode(os.urandom(48)).decode()
+        + ",2026a:"
+        + base64.b64encode(os.urandom(48)).decode(),
     }
     assert keyformats.problems(fresh) == []
 

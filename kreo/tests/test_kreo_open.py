@@ -668,3 +668,55 @@ def test_seals_in_the_manifest_are_checked_against_the_public_key(
     done = run_tool("audit-verify", *args, cut, env=env)
     assert done.returncode == 1
     assert "an event was removed, added or its hash changed" in done.stderr
+
+
+def test_event_macs_are_checked_with_the_event_key(archived, run_tool, settings):
+    """With AUDIT_EVENT_KEY (or --event-key) every event's MAC is checked;
+    without it the tool says how many it could not check."""
+    key = archived["item"].key
+    done = run_tool(
+        "audit-verify",
+        *archived["args"],
+        "--event-key",
+        settings.AUDIT_EVENT_KEY,
+        archived["path"],
+        env=archived["env"],
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{key}: 450 event MACs checked, 0 legacy events" in done.stdout
+    done = run_tool(
+        "audit-verify", *archived["args"], archived["path"], env=archived["env"]
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{key}: 450 keyed events: MACs not checked" in done.stdout
+
+
+def test_an_event_rewritten_with_its_hash_fails_its_mac(
+    archived, run_tool, tmp_path, settings
+):
+    """Whoever holds the archive key and rewrites an event with a correct
+    SHA-256 still fails its MAC; a ring without the event's key id names it."""
+    from audit import chain
+
+    target = {}
+
+    def edit(lines):
+        row = _events(lines)[7]
+        row["event_type"] = "auth.login.success"
+        row["content_hash"] = chain.content_hash(row)
+        target["id"] = row["id"]
+        return lines
+
+    forged = _rewritten(archived, tmp_path, edit)
+    env = {**archived["env"], "AUDIT_EVENT_KEY": settings.AUDIT_EVENT_KEY}
+    done = run_tool("audit-verify", *archived["args"], forged, env=env)
+    assert done.returncode == 1
+    kid = settings.AUDIT_EVENT_KEY.split(":")[0]
+    assert (
+        f"event {target['id']}: MAC does not verify under key id '{kid}' "
+        "(forged or altered)."
+    ) in done.stderr
+    other = {**archived["env"], "AUDIT_EVENT_KEY": "k2:" + "z" * 40}
+    done = run_tool("audit-verify", *archived["args"], archived["path"], env=other)
+    assert done.returncode == 1
+    assert f"MAC key id '{kid}' is not in --event-key." in done.stderr

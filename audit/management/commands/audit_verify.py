@@ -82,7 +82,9 @@ class Command(BaseCommand):
         summary = (
             f"{report.events} events, {report.seals} seals, {report.archives} "
             f"archives, {report.anchors} anchors checked; {report.unsealed} not "
-            f"sealed yet; {report.spooled} written late from the outage spool; "
+            f"sealed yet; {report.keyed} MACs checked, {report.legacy} legacy "
+            "(written before event MACs, none to check); "
+            f"{report.spooled} written late from the outage spool; "
             f"{len(report.problems)} problems"
         )
         if not report.ok:
