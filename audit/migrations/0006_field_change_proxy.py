@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('audit', '0004_event_spooled'),
+        ('audit', '0005_keyed_events'),
         ('auditlog', '0017_add_actor_email'),
     ]
 
