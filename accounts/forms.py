@@ -1,3 +1,5 @@
+import zoneinfo
+
 from django import forms
 from django.contrib.auth import password_validation
 from django.contrib.auth.forms import PasswordResetForm
@@ -119,4 +121,17 @@ class PasswordConfirmForm(forms.Form):
         strip=False,
         max_length=4096,
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+
+
+def _zone_choices() -> list[tuple[str, str]]:
+    zones = sorted(zoneinfo.available_timezones() - {"UTC"})
+    return [("UTC", "UTC"), *((z, z.replace("_", " ")) for z in zones)]
+
+
+class TimeZoneForm(forms.Form):
+    time_zone = forms.ChoiceField(
+        label="Time zone",
+        choices=_zone_choices,
+        help_text="Times on these pages and in the sign-in history are shown in it.",
     )

@@ -3,12 +3,14 @@ and the one place where an outage of the shared cache or the task broker
 becomes a 503."""
 
 import logging
+import zoneinfo
 
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from accounts import services
@@ -126,3 +128,31 @@ class DependencyOutageMiddleware:
             # The database is down as well: still a 503, not a 500; the
             # request's own event goes the audit middleware's way.
             logger.exception("audit: could not record the refusal of %s", request.path)
+
+
+class TimeZoneMiddleware:
+    """Show times in the signed-in user's zone (UTC for everyone else).
+
+    Reads ``request.user`` only where the session already named a user, so an
+    anonymous request costs no query.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        zone = None
+        if user is not None and user.is_authenticated and user.time_zone != "UTC":
+            try:
+                zone = zoneinfo.ZoneInfo(user.time_zone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                zone = None
+        if zone is None:
+            timezone.deactivate()
+            return self.get_response(request)
+        timezone.activate(zone)
+        try:
+            return self.get_response(request)
+        finally:
+            timezone.deactivate()

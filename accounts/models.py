@@ -49,6 +49,8 @@ class User(AbstractBaseUser, PermissionsMixin):
     # successful sign-in, a password reset or staff in the admin.
     locked_until = models.DateTimeField(null=True, blank=True)
     lockout_level = models.PositiveSmallIntegerField(default=0)
+    # IANA zone the pages show times in (chosen on the security page).
+    time_zone = models.CharField(max_length=64, default="UTC")
 
     objects = UserManager()
 

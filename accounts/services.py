@@ -731,6 +731,23 @@ def otp_recovery_regenerate(*, request: HttpRequest, user: User) -> list[str]:
 
 
 @transaction.atomic
+def user_time_zone_set(*, request: HttpRequest, user: User, time_zone: str) -> None:
+    """Show ``user`` times in ``time_zone`` (an IANA name the form has checked)."""
+    before = user.time_zone
+    if before == time_zone:
+        return
+    user.time_zone = time_zone
+    user.save(update_fields=["time_zone"])
+    audit_record(
+        event_type="account.time_zone.changed",
+        actor=user,
+        request=request,
+        target=user,
+        details={"from": before, "to": time_zone},
+    )
+
+
+@transaction.atomic
 def otp_disable(*, request: HttpRequest, user: User) -> None:
     """Remove every device (the view has checked the password)."""
     from django_otp import devices_for_user

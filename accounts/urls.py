@@ -31,6 +31,7 @@ urlpatterns = [
     ),
     path("captcha/challenge/", altcha_challenge_view, name="captcha-challenge"),
     path("security/", views.security_view, name="security"),
+    path("security/time-zone/", views.time_zone_view, name="time-zone"),
     path(
         "security/sessions/<int:record_id>/revoke/",
         views.session_revoke_view,

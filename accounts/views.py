@@ -32,6 +32,7 @@ from accounts.forms import (
     OTPForm,
     PasswordConfirmForm,
     SignupForm,
+    TimeZoneForm,
 )
 from audit.models import Outcome
 from audit.services import audit_record
@@ -41,6 +42,8 @@ OTP_INVALID = "The code is not correct, or it has been used already."
 OTP_EXPIRED = "Your sign-in took too long. Please sign in again."
 PASSWORD_WRONG = "That is not your password."  # noqa: S105  # nosec B105
 SESSION_SIGNED_OUT = "The session has been signed out."
+TIME_ZONE_SET = "Times are now shown in {zone}."
+TIME_ZONE_UNKNOWN = "Choose a time zone from the list."
 OTHERS_SIGNED_OUT = "All your other sessions have been signed out."
 TOKEN_REVOKED = "The API token has been revoked: it no longer works."  # noqa: S105  # nosec B105
 TWO_FACTOR_OFF = "Two-factor authentication is off."
@@ -329,8 +332,22 @@ def security_view(request: HttpRequest) -> HttpResponse:
             "disable_form": PasswordConfirmForm(),
             "recovery_form": PasswordConfirmForm(prefix="recovery"),
             "api_tokens": selectors.api_token_list(user=user),
+            "zone_form": TimeZoneForm(initial={"time_zone": user.time_zone}),
         },
     )
+
+
+@login_required
+@require_POST
+def time_zone_view(request: HttpRequest) -> HttpResponse:
+    form = TimeZoneForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, TIME_ZONE_UNKNOWN)
+        return redirect("accounts:security")
+    zone = form.cleaned_data["time_zone"]
+    services.user_time_zone_set(request=request, user=request.user, time_zone=zone)
+    messages.success(request, TIME_ZONE_SET.format(zone=zone))
+    return redirect("accounts:security")
 
 
 @login_required

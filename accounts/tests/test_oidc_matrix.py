@@ -93,6 +93,7 @@ PAGES = {
     "accounts:otp-enrol": signed_in("login", 200),
     "accounts:otp-disable": signed_in("login", 405),
     "accounts:otp-recovery": signed_in("login", 405),
+    "accounts:time-zone": signed_in("login", 405),
     "oidc_authentication_init": everyone("idp"),
     "oidc_authentication_callback": everyone(400),
     "oidc_logout": everyone(405),

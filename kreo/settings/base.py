@@ -89,6 +89,7 @@ MIDDLEWARE = [
     "kreo.outage.OutageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "accounts.middleware.SessionControlMiddleware",
+    "accounts.middleware.TimeZoneMiddleware",  # times in the user's zone
     "accounts.middleware.DependencyOutageMiddleware",  # cache/broker down: 503
     "accounts.oidc.middleware.SessionRefresh",  # SSO roles re-read from the IdP
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
