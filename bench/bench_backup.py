@@ -10,7 +10,8 @@ processes (``python -m bench.bench_backup <role>``) so that each reports its
 own peak RSS; copy 3 (S3) is left out: its cost is the network's.
 BENCH_BACKUP_ROUNDS (default 2) times, the baseline and the backup run in
 turns (restores likewise, each into a fresh empty database) and the fastest
-of each side counts; BENCH_BACKUP_COPY2=0 leaves out the (slow, unbudgeted)
+of each side counts (restores: BENCH_BACKUP_RESTORE_ROUNDS, default 3,
+they are short); BENCH_BACKUP_COPY2=0 leaves out the (slow, unbudgeted)
 restore of the logical copy.
 """
 
@@ -134,7 +135,9 @@ def _verdict(ratio: float) -> str:
     return f"time {ratio:.2f}x ({verdict} <= {TIME_BUDGET})"
 
 
-def _one_size(admin_url: str, target_mib: int, rounds: int) -> list[dict]:
+def _one_size(
+    admin_url: str, target_mib: int, rounds: int, restore_rounds: int
+) -> list[dict]:
     """Baseline and backup in turns, ``rounds`` times each (the fastest of
     each side counts: the least disturbed by whatever else the machine
     runs); restores likewise, each into a fresh empty database."""
@@ -205,7 +208,7 @@ def _one_size(admin_url: str, target_mib: int, rounds: int) -> list[dict]:
             dump = Path(dump_dir) / "plain.pgdump"
             _plain_dump_file(database_url, dump)
             plain_restores, restores = [], []
-            for _ in range(rounds):
+            for _ in range(restore_rounds):
                 target = fresh()
                 plain_restores.append(_plain_pg_restore(dump, target))
                 drop(target)
@@ -220,7 +223,7 @@ def _one_size(admin_url: str, target_mib: int, rounds: int) -> list[dict]:
                 _row(
                     size,
                     "pg_restore --single-transaction of pg_dump -Fc "
-                    f"(empty db, best of {rounds})",
+                    f"(empty db, best of {restore_rounds})",
                     plain_restore,
                     "",
                     "",
@@ -277,10 +280,11 @@ def run(options=None) -> list[dict]:
 
     sizes = [int(s) for s in os.environ.get("BENCH_BACKUP_SIZES", "50,500").split(",")]
     rounds = int(os.environ.get("BENCH_BACKUP_ROUNDS", "2"))
+    restore_rounds = int(os.environ.get("BENCH_BACKUP_RESTORE_ROUNDS", "3"))
     admin_url = services.ensure_postgres()
     rows = []
     for size in sizes:
-        rows += _one_size(admin_url, size, rounds)
+        rows += _one_size(admin_url, size, rounds, restore_rounds)
     return rows
 
 
