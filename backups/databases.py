@@ -451,6 +451,10 @@ def native_restore(chunks: Iterable[bytes], vendor: str, using: str) -> None:
             stderr=errors,
             env=_pg_env(settings_dict),
         )
+        # A 1 MiB pipe: the next piece is decrypted and hashed while
+        # pg_restore still reads the last one, instead of in turns.
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(process.stdin.fileno(), fcntl.F_SETPIPE_SZ, 1024 * 1024)
         try:
             for piece in chunks:
                 process.stdin.write(piece)

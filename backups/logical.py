@@ -18,6 +18,7 @@ from django.apps import apps
 from django.core.management.color import no_style
 from django.db import connections, transaction
 
+from backups import pgrows
 from backups.databases import (
     TableTally,
     _attnames,
@@ -43,6 +44,7 @@ def export_lines(using: str, stats: dict | None = None) -> Iterator[bytes]:
     (as ``databases.table_stats`` computes them) in the same pass.
     """
     models = backed_up_models(using)
+    native = connections[using].vendor == "postgresql"
     buffer = bytearray()
     for model in models:
         header = {
@@ -52,8 +54,7 @@ def export_lines(using: str, stats: dict | None = None) -> Iterator[bytes]:
         }
         buffer += json.dumps(header).encode() + b"\n"
         tally = TableTally()
-        for row in model_rows(model, using):
-            line = encode_model_row(model, row)
+        for line in _encoded(model, using, native):
             tally.add(line)
             buffer += line + b"\n"
             if len(buffer) >= 1024 * 1024:
@@ -63,6 +64,15 @@ def export_lines(using: str, stats: dict | None = None) -> Iterator[bytes]:
             stats[model._meta.db_table] = tally.as_dict()
     buffer += json.dumps({"end": len(models)}).encode() + b"\n"
     yield bytes(buffer)
+
+
+def _encoded(model, using: str, native: bool) -> Iterator[bytes]:
+    """The canonical JSON of each row: from COPY text on PostgreSQL when every
+    field is of a plain class (``pgrows``), else through the ORM."""
+    spell = pgrows.spellers(model) if native else None
+    if spell is not None:
+        return pgrows.encoded_rows(model, using, spell)
+    return (encode_model_row(model, row) for row in model_rows(model, using))
 
 
 def decode_value(field, value):

@@ -39,6 +39,7 @@ RESCAN_SKIPPED = (
     "The catalogue was not rebuilt after the restore ({error}); run "
     "`manage.py backup_list --rescan`."
 )
+RESTORE_REFUSED = "Copy {copy} of set {set_id} refused, nothing was restored: {error}"
 RESTORE_LEDGER_STALE = (
     "The erasure ledger could not be read again after the restore: the "
     "{count} erasures read before it were applied; run "
@@ -191,24 +192,26 @@ def backup_restore(
             manifest = read_manifest(copy, set_id)
             folder = set_folder(copy, set_id)
         artifacts = manifest["copies"][str(source_copy)]["artifacts"]
-        for name, expected in artifacts.items():
-            path = folder / name
-            if not path.exists() or path.stat().st_size != expected["size"]:
-                raise ValueError(ARTIFACT_MISMATCH.format(name=name))
+        with _refusal(set_id, copy, actor):
+            for name, expected in artifacts.items():
+                path = folder / name
+                if not path.exists() or path.stat().st_size != expected["size"]:
+                    raise ValueError(ARTIFACT_MISMATCH.format(name=name))
         alias = databases.alias_for_url(target_db) if target_db else "default"
         # A restore into the live database: no pod settles the ledger meanwhile.
         marked = restoring() if alias == "default" else contextlib.nullcontext()
         try:
             with marked:
-                _restore_into(
-                    manifest,
-                    set_id,
-                    source_copy,
-                    folder,
-                    alias,
-                    restore_files,
-                    progress,
-                )
+                with _refusal(set_id, copy, actor):
+                    _restore_into(
+                        manifest,
+                        set_id,
+                        source_copy,
+                        folder,
+                        alias,
+                        restore_files,
+                        progress,
+                    )
                 # Erasures made since the backup stay erased (projects.keys).
                 erasures = after_restore(
                     using=alias,
@@ -235,6 +238,32 @@ def backup_restore(
         },
     )
     return manifest
+
+
+@contextlib.contextmanager
+def _refusal(set_id: int, copy: int, actor) -> Iterator[None]:
+    """A bad artifact (wrong key, corrupted, truncated, not the manifest's)
+    refuses the restore, audited, with the copy named: whatever of it was fed
+    to the database was rolled back (``_checked``)."""
+    try:
+        yield
+    except (crypto.BackupCryptoError, ValueError) as exc:
+        message = RESTORE_REFUSED.format(copy=copy, set_id=set_id, error=exc)
+        audit_record(
+            event_type="backup.restore",
+            actor=actor,
+            target=BackupSet.objects.filter(pk=set_id).first(),
+            outcome=Outcome.FAILURE,
+            error_code="restore_refused",
+            error_description=message,
+            details={"set_id": set_id, "copy": copy},
+        )
+        kind = (
+            crypto.BackupCryptoError
+            if isinstance(exc, crypto.BackupCryptoError)
+            else ValueError
+        )
+        raise kind(message) from exc
 
 
 def _rescan_after_restore(alias: str, actor, progress: Progress) -> dict:

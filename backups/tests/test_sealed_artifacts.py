@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from backups import crypto, services
 from backups.models import BackupSet, SetState
 from kreo import sealed
@@ -222,8 +223,13 @@ def test_bad_artifact_found_during_the_restore_leaves_the_database_untouched(
     _tamper(backup_set, fault)
     Project.objects.create(name="Added after the backup")
     Project.objects.filter(name="Tower 0").update(name="Renamed after the backup")
-    with pytest.raises((crypto.BackupCryptoError, ValueError), match=message):
+    with pytest.raises((crypto.BackupCryptoError, ValueError), match=message) as info:
         services.backup_restore(set_id=backup_set.pk, copy=1, restore_files=False)
+    refused = f"Copy 1 of set {backup_set.pk} refused, nothing was restored: "
+    assert str(info.value).startswith(refused)
+    event = AuditEvent.objects.filter(event_type="backup.restore").get()
+    assert (event.outcome, event.error_code) == ("failure", "restore_refused")
+    assert event.error_description == str(info.value)
     assert Project.objects.filter(name="Added after the backup").exists()
     assert Project.objects.filter(name="Renamed after the backup").exists()
     assert Project.objects.count() == 5
