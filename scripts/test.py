@@ -112,7 +112,11 @@ def main() -> int:
                     failed_legs.append(f"{leg} (exit {code})")
     finally:
         moto.terminate()
-        moto.wait(10)
+        try:
+            moto.wait(10)
+        except subprocess.TimeoutExpired:  # a loaded machine: do not fail the run
+            moto.kill()
+            moto.wait()
     sys.stdout.write(
         f"\nlegs: {', '.join(legs)}; failed legs: {', '.join(failed_legs) or 'none'}\n"
     )

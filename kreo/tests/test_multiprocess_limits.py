@@ -202,12 +202,16 @@ def test_lockout_at_the_threshold_whichever_worker_answers(seeded, start_site):
     mails = site.mails()
     assert len(mails) == 1, "no lockout mail after the fifth failure"
     assert LOCKED_SUBJECT in mails[0] and f"To: {email}" in mails[0]
-    # Locked: the right password is refused, by whichever worker answers.
-    for _ in range(3):
+    # Locked: the right password is refused, by whichever worker answers. On
+    # a loaded machine one worker may take every connection for a while: ask
+    # again (up to 12 times) until a second worker has answered too.
+    for _ in range(12):
         right = site.login(email, password)
         workers.append(right.worker)
         assert right.status_code == 200, "a locked account signed in"
         assert LOGIN_INVALID in right.text
+        if len(set(workers)) >= 2 and len(workers) >= 8:
+            break
     assert len(set(workers)) >= 2, f"one worker answered everything: {workers}"
 
 
