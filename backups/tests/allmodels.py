@@ -74,9 +74,11 @@ VALUES = {
         "when": "2031-02-03T04:05:06Z",
         "empty": {},
     },
+    # Later fields get later times, as constraints such as "ends after it
+    # starts" expect (status.Maintenance).
     models.DateTimeField: lambda f, n: (
         dt.datetime(2031, 2, 3, 4, 5, 6, 789012, tzinfo=KATHMANDU)
-        + dt.timedelta(minutes=n)
+        + dt.timedelta(minutes=n, seconds=_position(f))
     ),
     models.DateField: lambda f, n: dt.date(1999, 12, 31) - dt.timedelta(days=n),
     models.TimeField: lambda f, n: dt.time(23, 59, 58, 123456),
@@ -96,6 +98,13 @@ try:  # ArrayField exists on PostgreSQL only, but its class imports anywhere.
     ]
 except ImportError:  # pragma: no cover
     pass
+
+
+def _position(field) -> int:
+    model = getattr(field, "model", None)
+    if model is None:
+        return 0
+    return model._meta.local_concrete_fields.index(field)
 
 
 def value_for(field, n: int, label: str = "?"):
