@@ -95,6 +95,12 @@ class MemberAddSerializer(serializers.Serializer):
     role = StrictChoiceField(choices=Role.choices)
 
 
+class InvitedSerializer(serializers.Serializer):
+    """The answer to an invitation: the same words for every address."""
+
+    detail = serializers.CharField()
+
+
 class MemberRoleSerializer(serializers.Serializer):
     """Without role, a PATCH changes nothing."""
 

@@ -114,6 +114,9 @@ PAGES = {
     "projects:members": project([OWNER]),
     "projects:member-role": signed_in("login", 405),
     "projects:member-remove": signed_in("login", 405),
+    "projects:invitation-revoke": signed_in("login", 405),
+    # A made-up link: "not valid" for everyone, nothing joined (audited).
+    "projects:invitation-accept": everyone(400),
     "api:token-create": signed_in(403, 405),
     "api:token-revoke": signed_in(401, 405),
     "api:project-list": signed_in(401, 200),
@@ -307,6 +310,8 @@ def _kwargs(name, pattern, w) -> dict:
             kwargs[key] = w["file"].pk
         elif key == "membership_id":
             kwargs[key] = w["member"].pk
+        elif key == "invitation_id":
+            kwargs[key] = 1
         elif key in ("record_id", "content_type_id"):
             kwargs[key] = 1
         elif key == "uidb64":

@@ -12,18 +12,20 @@ reason, so a new page cannot go unchecked.
 import json
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 from knox.models import AuthToken
 
 from accounts.models import SessionRecord
 from accounts.tests.factories import PASSWORD, UserFactory
 from accounts.tests.test_e2e import chromium
-from projects.models import Role
+from projects.models import Invitation, Role
 from projects.tests.factories import PNG, MembershipFactory, stored_file
 from scripts.oidc_provider.fixtures import ensure_node_modules
 
@@ -42,6 +44,8 @@ NOT_PAGES = {
     "accounts:captcha-challenge": "JSON for the CAPTCHA widget, not a page",
     "projects:file-download": "the file itself, not a page",
     "projects:file-preview": "the file itself, shown by the browser",
+    "projects:invitation-accept": "needs the signed link of an invitation mail "
+    "(projects/tests/test_invitations.py opens it)",
     "privacy:export-download": "the export archive itself, not a page",
 }
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
@@ -75,11 +79,19 @@ def world():
     item = stored_file(project, name="ground-floor-general-arrangement-rev-C.pdf")
     stored_file(project, name="site photo.png", content=PNG, uploaded_by=owner)
     token_row, _ = AuthToken.objects.create(owner)
+    invitation = Invitation.objects.create(
+        project=project,
+        email="invited.person.with.a.long.address@example.test",
+        role=Role.VIEWER,
+        invited_by=owner,
+        expires_at=timezone.now() + timedelta(days=7),
+    )
     return {
         "owner": owner,
         "project_id": project.pk,
         "file_id": item.pk,
         "membership_id": colleague.pk,
+        "invitation_id": invitation.pk,
         "token_id": token_row.token_key,
     }
 
