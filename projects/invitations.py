@@ -274,10 +274,7 @@ def invitation_accept(*, user, token: str, request=None) -> Membership:
                     project=project, user=user, role=invitation.role
                 )
             invitation.accepted_at, invitation.accepted_by = timezone.now(), user
-            invitation.token_digest = ""
-            invitation.save(
-                update_fields=["accepted_at", "accepted_by", "token_digest"]
-            )
+            invitation.save(update_fields=["accepted_at", "accepted_by"])
             forget_roles(user)
             audit_record(
                 event_type="project.invite.accept",
@@ -328,8 +325,7 @@ def invitation_revoke(*, actor, invitation: Invitation, request=None) -> Invitat
     if not locked.pending:
         raise ValidationError(NOT_PENDING, code="not_pending")
     locked.revoked_at, locked.revoked_by = timezone.now(), actor
-    locked.token_digest = ""
-    locked.save(update_fields=["revoked_at", "revoked_by", "token_digest"])
+    locked.save(update_fields=["revoked_at", "revoked_by"])
     audit_record(
         event_type="project.invite.revoke",
         actor=actor,
