@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core import mail
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
@@ -25,6 +26,7 @@ from knox.models import AuthToken
 from accounts.models import SessionRecord
 from accounts.tests.factories import PASSWORD, UserFactory
 from accounts.tests.test_e2e import chromium
+from projects import invitations
 from projects.models import Invitation, Role
 from projects.tests.factories import PNG, MembershipFactory, stored_file
 from scripts.oidc_provider.fixtures import ensure_node_modules
@@ -45,7 +47,7 @@ NOT_PAGES = {
     "projects:file-download": "the file itself, not a page",
     "projects:file-preview": "the file itself, shown by the browser",
     "projects:invitation-accept": "needs the signed link of an invitation mail "
-    "(projects/tests/test_invitations.py opens it)",
+    "(added below from a mailed link, signed out and as another address)",
     "privacy:export-download": "the export archive itself, not a page",
 }
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
@@ -86,8 +88,14 @@ def world():
         invited_by=owner,
         expires_at=timezone.now() + timedelta(days=7),
     )
+    # Its link, as mailed (the secret exists only in the mail).
+    invitations.invitation_mail(
+        invitation_id=invitation.pk, protocol="http", domain="testserver"
+    )
+    invitation_link = re.search(r"http://testserver(\S+)", mail.outbox[-1].body)[1]
     return {
         "owner": owner,
+        "invitation_link": invitation_link,
         "project_id": project.pk,
         "file_id": item.pk,
         "membership_id": colleague.pk,
@@ -120,6 +128,10 @@ def _pages(world):
     assert unexplained == [], f"neither checked nor listed: {unexplained}"
     # The error page, in the layout of the site.
     pages["error 404"] = ("/projects/00000000-0000-0000-0000-000000000000/", True)
+    # An invitation's link as its (signed-out) recipient sees it, and a link
+    # that cannot be used (signed in as another address).
+    pages["invitation"] = (world["invitation_link"], False)
+    pages["invitation refused"] = (world["invitation_link"], True)
     return pages
 
 
