@@ -398,15 +398,15 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
             {"message": exc.message},
             status=exc.status,
         )
-    here = request.path
+    back = urlencode({"next": request.path})
     return render(
         request,
         "projects/invitation.html",
         {
             "invitation": invitation,
             "project": invitation.project,
-            "login_url": f"{reverse('accounts:login')}?{urlencode({'next': here})}",
-            "signup_url": reverse("accounts:signup"),
+            "login_url": f"{reverse('accounts:login')}?{back}",
+            "signup_url": f"{reverse('accounts:signup')}?{back}",
         },
     )
 
