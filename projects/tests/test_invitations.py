@@ -8,6 +8,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from celery.contrib.testing.worker import start_worker
 from django.core import signing
 from django.test import Client
 from django.urls import reverse
@@ -15,11 +16,13 @@ from django.utils import timezone
 from django.utils.html import escape
 from django.utils.http import urlencode
 
+from accounts.models import User
 from accounts.tests.conftest import GOOD_TOKEN
 from accounts.tests.factories import PASSWORD, UserFactory
 from accounts.tests.test_signup import PASSWORD as SIGNUP_PASSWORD
 from accounts.tests.test_signup import link_in, same_bytes
 from audit.models import AuditEvent
+from kreo.celery import app as celery_app
 from projects import invitations
 from projects.invitations import (
     LINK_EXPIRED,
@@ -332,3 +335,28 @@ def test_an_invitation_with_the_broker_down_answers_as_usual(
     assert [(e.outcome, e.error_code) for e in events] == [
         ("error", "broker_unavailable")
     ] * 2
+
+
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_mails_the_link_and_the_notice(smtp):
+    """Through the broker and a real Celery worker: the invitation mail, then,
+    once accepted, the inviter's notice."""
+    owner = UserFactory(email="boss@example.test")
+    project = MembershipFactory(user=owner, role=Role.OWNER).project
+    UserFactory(email="grace@example.test")
+    boss, grace = Client(), Client()
+    boss.force_login(owner)
+    worker = start_worker(
+        celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10
+    )
+    with worker:
+        assert invite(boss, project, "grace@example.test").status_code == 302
+        smtp.wait_for(1)
+        link = path_of(link_in(smtp, "grace@example.test"))
+        grace.force_login(User.objects.get(email="grace@example.test"))
+        assert grace.post(link).status_code == 302
+        smtp.wait_for(2)
+    assert Membership.objects.get(user__email="grace@example.test").role == "editor"
+    (notice,) = smtp.to("boss@example.test")
+    assert "grace@example.test accepted your invitation" in smtp.body(notice)
