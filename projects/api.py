@@ -18,6 +18,7 @@ from projects.permissions import Action
 from projects.serializers import (
     FileRenameSerializer,
     FileUploadSerializer,
+    InvitationSerializer,
     InvitedSerializer,
     MemberAddSerializer,
     MemberRoleSerializer,
@@ -285,5 +286,39 @@ class MemberDetailView(APIView):
         )
         services.membership_remove(
             actor=request.user, membership=membership, request=request
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InvitationListView(APIView):
+    @extend_schema(responses=InvitationSerializer(many=True))
+    def get(self, request, project_id):
+        """Pending invitations (owners only)."""
+        project = selectors.project_get(
+            user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
+        )
+        pending = selectors.invitation_list(project=project).select_related(
+            "invited_by"
+        )
+        return Response(InvitationSerializer(pending, many=True).data)
+
+
+class InvitationDetailView(APIView):
+    @extend_schema(
+        responses={
+            204: None,
+            400: OpenApiResponse(description="Already accepted or revoked."),
+        }
+    )
+    def delete(self, request, project_id, invitation_id):
+        """Revoke a pending invitation: its link stops working."""
+        project = selectors.project_get(
+            user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
+        )
+        invitation = selectors.invitation_get(
+            project=project, invitation_id=invitation_id
+        )
+        invitations.invitation_revoke(
+            actor=request.user, invitation=invitation, request=request._request
         )
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -140,6 +140,9 @@ def invitation_create(
             invitation = Invitation.objects.select_for_update().get(
                 project=project, email=email, accepted_at=None, revoked_at=None
             )
+            invitation.role, invitation.invited_by = role, actor
+            invitation.expires_at, invitation.token_digest = expires, ""
+            invitation.save()
             renewed = True
         audit_record(
             event_type="project.invite.create",

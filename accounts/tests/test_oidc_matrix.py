@@ -126,6 +126,8 @@ PAGES = {
     "api:file-download": api(MEMBERS),
     "api:member-list": api(MEMBERS),
     "api:member-detail": api(MEMBERS),
+    "api:invitation-list": api([OWNER]),
+    "api:invitation-detail": signed_in(401, 405),  # DELETE only
     # The public status page: the same for everyone, signed in or not.
     "status:index": everyone(200),
     "status:history": everyone(200),

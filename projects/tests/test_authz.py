@@ -126,6 +126,8 @@ CASES = {
             api([OWNER], 202),
         ),
     },
+    "api:invitation-list": {"GET": ("project", None, api([OWNER]))},
+    "api:invitation-detail": {"DELETE": ("invitation", None, api([OWNER], 204))},
     "api:member-detail": {
         "GET": ("member", None, api(MEMBERS)),
         "PATCH": ("member", lambda w: {"role": EDITOR}, api([OWNER])),
@@ -167,7 +169,7 @@ def test_every_api_method_has_a_case():
         for converter in pattern.converters:
             kwargs[converter] = (
                 1
-                if converter == "membership_id"
+                if converter in ("membership_id", "invitation_id")
                 else "00000000-0000-0000-0000-000000000000"
             )
         view = resolve(reverse(name, kwargs=kwargs)).func.view_class

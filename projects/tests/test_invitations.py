@@ -360,3 +360,24 @@ def test_a_real_worker_mails_the_link_and_the_notice(smtp):
     assert Membership.objects.get(user__email="grace@example.test").role == "editor"
     (notice,) = smtp.to("boss@example.test")
     assert "grace@example.test accepted your invitation" in smtp.body(notice)
+
+
+def test_the_api_lists_and_revokes_pending_invitations(
+    client, owner, project, smtp, mail_now
+):
+    """Owners list pending invitations and revoke one; its link then says so."""
+    link = invited_link(client, project, smtp, mail_now, "hank@example.test")
+    url = f"/api/projects/{project.pk}/invitations/"
+    (listed,) = client.get(url).json()
+    assert (listed["email"], listed["role"]) == ("hank@example.test", "editor")
+    assert listed["invited_by"] == "owner@example.test"
+    assert "token_digest" not in listed
+    assert client.delete(f"{url}{listed['id']}/").status_code == 204
+    assert client.get(url).json() == []
+    again = client.delete(f"{url}{listed['id']}/")
+    assert again.status_code == 400 and invitations.NOT_PENDING in again.json()[0]
+    hank = Client()
+    hank.force_login(UserFactory(email="hank@example.test"))
+    response = hank.post(link)
+    assert response.status_code == 410 and LINK_REVOKED.encode() in response.content
+    assert AuditEvent.objects.filter(event_type="project.invite.revoke").count() == 1
