@@ -57,8 +57,11 @@ def limit_wait(request: HttpRequest, *, scope: str, email: str | None = None) ->
     return wait
 
 
-def limited_response(request: HttpRequest, *, scope: str, wait: int) -> HttpResponse:
-    """429 with Retry-After: a page for browsers, JSON for API clients."""
+def limited_response(
+    request: HttpRequest, *, scope: str, wait: int, json: bool = False
+) -> HttpResponse:
+    """429 with Retry-After: a page for browsers, JSON for API clients
+    (``json``, or a request that accepts JSON)."""
     audit_record(
         event_type="auth.ratelimit.hit",
         request=request,
@@ -67,7 +70,7 @@ def limited_response(request: HttpRequest, *, scope: str, wait: int) -> HttpResp
         error_description=TOO_MANY,
         details={"scope": scope, "retry_after": wait},
     )
-    if "application/json" in request.headers.get("Accept", ""):
+    if json or "application/json" in request.headers.get("Accept", ""):
         response = JsonResponse({"detail": TOO_MANY, "retry_after": wait}, status=429)
     else:
         response = error_response(request, 429, TOO_MANY)

@@ -55,6 +55,11 @@ VERIFY_INVALID_OR_EXPIRED = (
 )
 
 
+# Session key: the page a sign-up asked to come back to (``next``), kept until
+# the address is confirmed in the same browser.
+AFTER_SIGNUP = "accounts.after_signup"
+
+
 def _next(request: HttpRequest) -> str:
     target = request.POST.get("next") or request.GET.get("next") or ""
     if url_has_allowed_host_and_scheme(
@@ -184,6 +189,10 @@ def signup_view(request: HttpRequest) -> HttpResponse:
                 email=form.cleaned_data["email"],
                 password=form.cleaned_data["password1"],
             )
+            if request.POST.get("next") or request.GET.get("next"):
+                # Where to go once the address is confirmed in this browser
+                # (an invitation's link, for one).
+                request.session[AFTER_SIGNUP] = _next(request)
             return redirect("accounts:signup-done")
         status = _captcha_failed(request, form, "signup")
     else:
@@ -213,7 +222,9 @@ def verify_view(request: HttpRequest, token: str) -> HttpResponse:
             )
         if request.user.is_authenticated and request.user.pk == user.pk:
             messages.success(request, VERIFIED_SIGNED_IN.format(email=user.email))
-            return redirect(settings.LOGIN_REDIRECT_URL)
+            return redirect(
+                request.session.pop(AFTER_SIGNUP, None) or settings.LOGIN_REDIRECT_URL
+            )
         messages.success(request, VERIFIED_SIGN_IN.format(email=user.email))
         return redirect("accounts:login")
     user = services.verify_link_user(token=token)

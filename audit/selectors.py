@@ -15,6 +15,7 @@ NOTABLE_TYPE_PREFIXES = (
     "auth.permission",
     "auth.role",
     "project.member",
+    "project.invite",
     "admin.change",
     "system.",
     "audit.archive",

@@ -1,5 +1,6 @@
 """The REST API over the same services and selectors the pages use."""
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -8,14 +9,17 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import limits
 from kreo.api import AnyMediaRenderer
-from projects import selectors, services
+from projects import invitations, selectors, services
 from projects.downloads import file_response
 from projects.ledger import LedgerError
 from projects.permissions import Action
 from projects.serializers import (
     FileRenameSerializer,
     FileUploadSerializer,
+    InvitationSerializer,
+    InvitedSerializer,
     MemberAddSerializer,
     MemberRoleSerializer,
     MembershipSerializer,
@@ -217,18 +221,35 @@ class MemberListView(APIView):
         members = selectors.membership_list(project=project)
         return Response(MembershipSerializer(members, many=True).data)
 
-    @extend_schema(request=MemberAddSerializer, responses={201: MembershipSerializer})
+    @extend_schema(
+        request=MemberAddSerializer,
+        responses={
+            202: InvitedSerializer,
+            429: OpenApiResponse(description="Too many invitations: wait."),
+        },
+        description=(
+            "Invite an address with a role. The answer is the same whether or "
+            "not the address has an account; the person joins only after "
+            "accepting the link mailed to that address."
+        ),
+    )
     def post(self, request, project_id):
         project = selectors.project_get(
             user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
         )
+        wait = limits.limit_wait(
+            request._request, scope="invite", email=request.user.email
+        )
+        if wait:
+            return limits.limited_response(
+                request._request, scope="invite", wait=wait, json=True
+            )
         data = _valid(MemberAddSerializer, request)
-        membership = services.membership_add(
-            actor=request.user, project=project, request=request, **data
+        invitations.invitation_create(
+            actor=request.user, project=project, request=request._request, **data
         )
-        return Response(
-            MembershipSerializer(membership).data, status=status.HTTP_201_CREATED
-        )
+        detail = invitations.INVITED.format(days=settings.KREO_INVITATION_DAYS)
+        return Response({"detail": detail}, status=status.HTTP_202_ACCEPTED)
 
 
 class MemberDetailView(APIView):
@@ -265,5 +286,39 @@ class MemberDetailView(APIView):
         )
         services.membership_remove(
             actor=request.user, membership=membership, request=request
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InvitationListView(APIView):
+    @extend_schema(responses=InvitationSerializer(many=True))
+    def get(self, request, project_id):
+        """Pending invitations (owners only)."""
+        project = selectors.project_get(
+            user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
+        )
+        pending = selectors.invitation_list(project=project).select_related(
+            "invited_by"
+        )
+        return Response(InvitationSerializer(pending, many=True).data)
+
+
+class InvitationDetailView(APIView):
+    @extend_schema(
+        responses={
+            204: None,
+            400: OpenApiResponse(description="Already accepted or revoked."),
+        }
+    )
+    def delete(self, request, project_id, invitation_id):
+        """Revoke a pending invitation: its link stops working."""
+        project = selectors.project_get(
+            user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
+        )
+        invitation = selectors.invitation_get(
+            project=project, invitation_id=invitation_id
+        )
+        invitations.invitation_revoke(
+            actor=request.user, invitation=invitation, request=request._request
         )
         return Response(status=status.HTTP_204_NO_CONTENT)

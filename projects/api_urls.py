@@ -36,4 +36,14 @@ urlpatterns = [
         api.MemberDetailView.as_view(),
         name="member-detail",
     ),
+    path(
+        "projects/<uuid:project_id>/invitations/",
+        api.InvitationListView.as_view(),
+        name="invitation-list",
+    ),
+    path(
+        "projects/<uuid:project_id>/invitations/<int:invitation_id>/",
+        api.InvitationDetailView.as_view(),
+        name="invitation-detail",
+    ),
 ]

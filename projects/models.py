@@ -62,6 +62,64 @@ class Membership(models.Model):
         return f"{self.user} is {self.role} of {self.project}"
 
 
+class Invitation(models.Model):
+    """An owner's invitation of an e-mail address to a project, with a role.
+
+    Only the SHA-256 digest of the link's secret is kept: the secret is made
+    when the mail is sent and exists nowhere else. Nobody joins until the
+    person signed in with that address accepts.
+    """
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="invitations"
+    )
+    email = models.EmailField(max_length=254)  # normalised: stripped, lower case
+    role = models.CharField(max_length=16, choices=Role.choices)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    token_digest = models.CharField(max_length=64, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["project", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "email"],
+                condition=models.Q(accepted_at=None, revoked_at=None),
+                name="projects_invitation_one_pending",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"invitation of {self.email} to {self.project} as {self.role}"
+
+    @property
+    def pending(self) -> bool:
+        return self.accepted_at is None and self.revoked_at is None
+
+
 def _file_key(instance: "ProjectFile", filename: str) -> str:
     # The storage key never contains user input: the display name lives in
     # the row, the key is random.

@@ -2,7 +2,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
-from projects.models import Membership, Project, ProjectFile
+from projects.models import Invitation, Membership, Project, ProjectFile
 from projects.permissions import NOT_FOUND, require
 
 # Orders a person can pick on the lists (the first is the default).
@@ -68,3 +68,17 @@ def membership_get(*, project: Project, membership_id) -> Membership:
         return project.memberships.select_related("user").get(pk=membership_id)
     except (Membership.DoesNotExist, ValueError):
         raise Http404("Member not found.") from None
+
+
+def invitation_list(*, project: Project) -> QuerySet[Invitation]:
+    """Pending invitations of ``project`` (expired ones too, until revoked)."""
+    return project.invitations.filter(accepted_at=None, revoked_at=None).order_by(
+        "email"
+    )
+
+
+def invitation_get(*, project: Project, invitation_id) -> Invitation:
+    try:
+        return project.invitations.get(pk=invitation_id)
+    except (Invitation.DoesNotExist, ValueError):
+        raise Http404("Invitation not found.") from None

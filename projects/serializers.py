@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from projects.models import Membership, Project, ProjectFile, Role
+from projects.models import Invitation, Membership, Project, ProjectFile, Role
 
 
 class StrictCharField(serializers.CharField):
@@ -93,6 +93,21 @@ class MembershipSerializer(serializers.ModelSerializer):
 class MemberAddSerializer(serializers.Serializer):
     email = StrictEmailField()
     role = StrictChoiceField(choices=Role.choices)
+
+
+class InvitationSerializer(serializers.ModelSerializer):
+    invited_by = serializers.EmailField(source="invited_by.email", read_only=True)
+
+    class Meta:
+        model = Invitation
+        fields = ["id", "email", "role", "invited_by", "created_at", "expires_at"]
+        read_only_fields = fields
+
+
+class InvitedSerializer(serializers.Serializer):
+    """The answer to an invitation: the same words for every address."""
+
+    detail = serializers.CharField()
 
 
 class MemberRoleSerializer(serializers.Serializer):

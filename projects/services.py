@@ -4,7 +4,6 @@ import hashlib
 import logging
 from collections.abc import Iterator
 
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
@@ -12,7 +11,7 @@ from django.utils import timezone
 
 from audit.models import Outcome
 from audit.services import audit_record
-from projects import crypto, erasure, uploads, validators
+from projects import crypto, erasure, invitations, uploads, validators
 from projects.models import (
     ErasureCertificate,
     Membership,
@@ -24,8 +23,6 @@ from projects.permissions import Action, forget_roles, require
 from projects.storage import blob_delete, blob_store
 
 LAST_OWNER = "A project needs at least one owner: add another owner first."
-ALREADY_MEMBER = "{email} is already a member of this project."
-NO_SUCH_USER = "There is no active account for {email}."
 NAME_REQUIRED = "A project needs a name."
 
 logger = logging.getLogger(__name__)
@@ -269,30 +266,6 @@ def _owners_left(project: Project, without: Membership) -> int:
 
 
 @transaction.atomic
-def membership_add(
-    *, actor, project: Project, email: str, role: str, request=None
-) -> Membership:
-    require(actor, Action.MANAGE_MEMBERS, project)
-    if role not in Role.values:
-        raise ValidationError({"role": f"Choose one of {', '.join(Role.values)}."})
-    email = (email or "").strip()
-    user = get_user_model().objects.filter(email__iexact=email, is_active=True).first()
-    if user is None:
-        raise ValidationError({"email": NO_SUCH_USER.format(email=email)})
-    if project.memberships.filter(user=user).exists():
-        raise ValidationError({"email": ALREADY_MEMBER.format(email=user.email)})
-    membership = Membership.objects.create(project=project, user=user, role=role)
-    audit_record(
-        event_type="project.member.add",
-        actor=actor,
-        request=request,
-        target=project,
-        details={"user": user.pk, "email": user.email, "role": role},
-    )
-    return membership
-
-
-@transaction.atomic
 def membership_change_role(
     *, actor, membership: Membership, role: str, request=None
 ) -> Membership:
@@ -317,6 +290,14 @@ def membership_change_role(
         target=project,
         details={"user": locked.user_id, "from": old, "to": role},
     )
+    if old != role and locked.user_id != actor.pk:
+        invitations.member_notice_queue(
+            request=request,
+            user_id=locked.user_id,
+            project=project,
+            kind="role",
+            role=role,
+        )
     return locked
 
 
@@ -334,5 +315,9 @@ def membership_remove(*, actor, membership: Membership, request=None) -> None:
         target=project,
         details={"user": locked.user_id, "role": locked.role},
     )
+    if locked.user_id != actor.pk:
+        invitations.member_notice_queue(
+            request=request, user_id=locked.user_id, project=project, kind="removed"
+        )
     locked.delete()
     forget_roles(actor)

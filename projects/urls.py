@@ -33,6 +33,16 @@ urlpatterns = [
     ),
     path("<uuid:project_id>/members/", views.member_list, name="members"),
     path(
+        "<uuid:project_id>/invitations/<int:invitation_id>/revoke/",
+        views.invitation_revoke,
+        name="invitation-revoke",
+    ),
+    path(
+        "invitations/<str:token>/",
+        views.invitation_accept,
+        name="invitation-accept",
+    ),
+    path(
         "<uuid:project_id>/members/<int:membership_id>/role/",
         views.member_role,
         name="member-role",

@@ -1,18 +1,23 @@
 """Server-rendered pages. Each parses input, calls one service or selector, renders."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import urlencode
 from django.views.decorators.http import (
     require_http_methods,
     require_POST,
     require_safe,
 )
 
-from projects import selectors, services
+from accounts import limits
+from projects import invitations, selectors, services
 from projects.downloads import PREVIEW_TYPES, file_response
 from projects.forms import MemberAddForm, ProjectForm, RenameForm, RoleForm, UploadForm
 from projects.ledger import LedgerError
@@ -303,6 +308,22 @@ def file_delete(request: HttpRequest, project_id, file_id) -> HttpResponse:
     )
 
 
+def _members_page(request: HttpRequest, project, form, status: int = 200):
+    return render(
+        request,
+        "projects/members.html",
+        {
+            "project": project,
+            "form": form,
+            "members": selectors.membership_list(project=project),
+            "invitations": selectors.invitation_list(project=project),
+            "role_form": RoleForm(),
+            "now": timezone.now(),
+        },
+        status=status,
+    )
+
+
 @login_required
 @require_http_methods(["GET", "HEAD", "POST"])
 def member_list(request: HttpRequest, project_id) -> HttpResponse:
@@ -310,9 +331,13 @@ def member_list(request: HttpRequest, project_id) -> HttpResponse:
         user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
     )
     form = MemberAddForm(request.POST or None)
+    if request.method == "POST":
+        wait = limits.limit_wait(request, scope="invite", email=request.user.email)
+        if wait:
+            return limits.limited_response(request, scope="invite", wait=wait)
     if request.method == "POST" and form.is_valid():
         try:
-            membership = services.membership_add(
+            invitations.invitation_create(
                 actor=request.user,
                 project=project,
                 request=request,
@@ -321,21 +346,68 @@ def member_list(request: HttpRequest, project_id) -> HttpResponse:
         except ValidationError as exc:
             _errors_into(form, exc)
         else:
+            # The same words whether or not the address has an account.
             messages.success(
-                request, f"Added {membership.user.email} as {membership.role}."
+                request,
+                invitations.INVITED.format(days=settings.KREO_INVITATION_DAYS),
             )
             return redirect("projects:members", project.pk)
-    status = 400 if form.errors else 200
+    return _members_page(request, project, form, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def invitation_revoke(request: HttpRequest, project_id, invitation_id) -> HttpResponse:
+    project = selectors.project_get(
+        user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
+    )
+    invitation = selectors.invitation_get(project=project, invitation_id=invitation_id)
+    try:
+        invitations.invitation_revoke(
+            actor=request.user, invitation=invitation, request=request
+        )
+    except ValidationError as exc:
+        for error in exc.messages:
+            messages.error(request, error)
+    else:
+        messages.success(request, f"Withdrew the invitation of {invitation.email}.")
+    return redirect("projects:members", project.pk)
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+    """The link of an invitation mail: a page to accept, never a change on GET."""
+    user = request.user
+    try:
+        if request.method == "POST" and user.is_authenticated:
+            membership = invitations.invitation_accept(
+                user=user, token=token, request=request
+            )
+            messages.success(
+                request,
+                f"You joined {membership.project.name} as {membership.role}.",
+            )
+            return redirect(membership.project)
+        invitation = invitations.invitation_peek(
+            user=user, token=token, request=request
+        )
+    except invitations.InvitationRefused as exc:
+        return render(
+            request,
+            "projects/invitation_invalid.html",
+            {"message": exc.message},
+            status=exc.status,
+        )
+    back = urlencode({"next": request.path})
     return render(
         request,
-        "projects/members.html",
+        "projects/invitation.html",
         {
-            "project": project,
-            "form": form,
-            "members": selectors.membership_list(project=project),
-            "role_form": RoleForm(),
+            "invitation": invitation,
+            "project": invitation.project,
+            "login_url": f"{reverse('accounts:login')}?{back}",
+            "signup_url": f"{reverse('accounts:signup')}?{back}",
         },
-        status=status,
     )
 
 

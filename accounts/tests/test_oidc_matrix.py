@@ -115,6 +115,9 @@ PAGES = {
     "projects:members": project([OWNER]),
     "projects:member-role": signed_in("login", 405),
     "projects:member-remove": signed_in("login", 405),
+    "projects:invitation-revoke": signed_in("login", 405),
+    # A made-up link: "not valid" for everyone, nothing joined (audited).
+    "projects:invitation-accept": everyone(400),
     "api:token-create": signed_in(403, 405),
     "api:token-revoke": signed_in(401, 405),
     "api:project-list": signed_in(401, 200),
@@ -124,6 +127,8 @@ PAGES = {
     "api:file-download": api(MEMBERS),
     "api:member-list": api(MEMBERS),
     "api:member-detail": api(MEMBERS),
+    "api:invitation-list": api([OWNER]),
+    "api:invitation-detail": signed_in(401, 405),  # DELETE only
     # The public status page: the same for everyone, signed in or not.
     "status:index": everyone(200),
     "status:history": everyone(200),
@@ -308,6 +313,8 @@ def _kwargs(name, pattern, w) -> dict:
             kwargs[key] = w["file"].pk
         elif key == "membership_id":
             kwargs[key] = w["member"].pk
+        elif key == "invitation_id":
+            kwargs[key] = 1
         elif key in ("record_id", "content_type_id"):
             kwargs[key] = 1
         elif key == "uidb64":

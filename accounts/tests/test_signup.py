@@ -1,6 +1,7 @@
 """Sign-up, email verification and resend: real SMTP, real siteverify server."""
 
 import re
+from urllib.parse import urlencode
 
 import pytest
 from django.urls import reverse
@@ -247,3 +248,33 @@ def test_a_used_or_forged_link_says_so_before_any_click(
         assert "used@example.test" not in body
         assert "Send a new link" in body
     assert AuditEvent.objects.count() - before <= 2  # the two 400 page views
+
+
+@pytest.mark.parametrize(
+    ("asked", "lands"),
+    [
+        ("/projects/invitations/abc/", "/projects/invitations/abc/"),
+        ("https://evil.example/phish", "/projects/"),
+        ("//evil.example/phish", "/projects/"),
+    ],
+)
+def test_a_signup_comes_back_to_its_next_page_on_this_site_only(
+    client, smtp, siteverify, mail_now, asked, lands
+):
+    """``next`` given to sign-up is where the signup browser lands once the
+    address is confirmed there; a page on another site is never followed."""
+    query = urlencode({"next": asked})
+    client.get(f"{reverse('accounts:signup')}?{query}")
+    with mail_now():
+        response = client.post(
+            f"{reverse('accounts:signup')}?{query}",
+            {
+                "email": "comes.back@example.test",
+                "password1": PASSWORD,
+                "password2": PASSWORD,
+                "g-recaptcha-response": GOOD_TOKEN,
+            },
+        )
+    assert response["Location"] == reverse("accounts:signup-done")
+    path = link_in(smtp, "comes.back@example.test").split("testserver", 1)[1]
+    assert client.post(path)["Location"] == lands

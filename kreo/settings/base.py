@@ -346,6 +346,8 @@ KREO_KEY_LEDGER_LOCK_DAYS = env.int("KREO_KEY_LEDGER_LOCK_DAYS", default=400)
 # exports are purged.
 KREO_PURGE_AFTER_DAYS = env.int("KREO_PURGE_AFTER_DAYS", default=30)
 KREO_PURGE_INTERVAL_SECONDS = env.int("KREO_PURGE_INTERVAL_SECONDS", default=86400)
+# Days an invitation link to a project stays usable.
+KREO_INVITATION_DAYS = env.int("KREO_INVITATION_DAYS", default=7)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_PERMISSIONS = 0o600
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -370,6 +372,9 @@ ACCOUNTS_RATES = {
     "resend-account": env.str("KREO_RATE_RESEND_ACCOUNT", default="3/h"),
     "otp-ip": env.str("KREO_RATE_OTP_IP", default="20/15m"),
     "otp-account": env.str("KREO_RATE_OTP_ACCOUNT", default="10/15m"),
+    # Project invitations, per inviting account and per IP (page and API).
+    "invite-ip": env.str("KREO_RATE_INVITE_IP", default="60/h"),
+    "invite-account": env.str("KREO_RATE_INVITE_ACCOUNT", default="30/h"),
 }
 # Consecutive failures that lock an account; each further lockout doubles the
 # cool-off, up to the maximum. A successful sign-in or a reset clears it.

@@ -12,18 +12,22 @@ reason, so a new page cannot go unchecked.
 import json
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core import mail
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 from knox.models import AuthToken
 
 from accounts.models import SessionRecord
 from accounts.tests.factories import PASSWORD, UserFactory
 from accounts.tests.test_e2e import chromium
-from projects.models import Role
+from projects import invitations
+from projects.models import Invitation, Role
 from projects.tests.factories import PNG, MembershipFactory, stored_file
 from scripts.oidc_provider.fixtures import ensure_node_modules
 
@@ -42,6 +46,8 @@ NOT_PAGES = {
     "accounts:captcha-challenge": "JSON for the CAPTCHA widget, not a page",
     "projects:file-download": "the file itself, not a page",
     "projects:file-preview": "the file itself, shown by the browser",
+    "projects:invitation-accept": "needs the signed link of an invitation mail "
+    "(added below from a mailed link, signed out and as another address)",
     "privacy:export-download": "the export archive itself, not a page",
 }
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
@@ -75,11 +81,25 @@ def world():
     item = stored_file(project, name="ground-floor-general-arrangement-rev-C.pdf")
     stored_file(project, name="site photo.png", content=PNG, uploaded_by=owner)
     token_row, _ = AuthToken.objects.create(owner)
+    invitation = Invitation.objects.create(
+        project=project,
+        email="invited.person.with.a.long.address@example.test",
+        role=Role.VIEWER,
+        invited_by=owner,
+        expires_at=timezone.now() + timedelta(days=7),
+    )
+    # Its link, as mailed (the secret exists only in the mail).
+    invitations.invitation_mail(
+        invitation_id=invitation.pk, protocol="http", domain="testserver"
+    )
+    invitation_link = re.search(r"http://testserver(\S+)", mail.outbox[-1].body)[1]
     return {
         "owner": owner,
+        "invitation_link": invitation_link,
         "project_id": project.pk,
         "file_id": item.pk,
         "membership_id": colleague.pk,
+        "invitation_id": invitation.pk,
         "token_id": token_row.token_key,
     }
 
@@ -108,6 +128,10 @@ def _pages(world):
     assert unexplained == [], f"neither checked nor listed: {unexplained}"
     # The error page, in the layout of the site.
     pages["error 404"] = ("/projects/00000000-0000-0000-0000-000000000000/", True)
+    # An invitation's link as its (signed-out) recipient sees it, and a link
+    # that cannot be used (signed in as another address).
+    pages["invitation"] = (world["invitation_link"], False)
+    pages["invitation refused"] = (world["invitation_link"], True)
     return pages
 
 

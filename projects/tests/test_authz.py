@@ -6,12 +6,15 @@ case runs once per actor against a fresh project with a file and one member of
 each role; a refused request must leave the data exactly as it was.
 """
 
+from datetime import timedelta
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
-from projects.models import Membership, Project, Role
+from projects.models import Invitation, Membership, Project, Role
 from projects.tests.factories import PDF, MembershipFactory, ProjectFactory, stored_file
 
 ANON, NONMEMBER, STAFF = "anonymous", "non-member", "staff"
@@ -63,6 +66,7 @@ CASES = {
         "POST": ("project", lambda w: _upload(), page([EDITOR, OWNER], 302)),
     },
     "projects:file-download": {"GET": ("file", None, page(MEMBERS))},
+    "projects:file-preview": {"GET": ("file", None, page(MEMBERS))},
     "projects:file-rename": {
         "GET": ("file", None, page([EDITOR, OWNER])),
         "POST": ("file", lambda w: {"name": "renamed.pdf"}, page([EDITOR, OWNER], 302)),
@@ -84,6 +88,14 @@ CASES = {
     },
     "projects:member-remove": {
         "POST": ("member", lambda w: {}, page([OWNER], 302)),
+    },
+    "projects:invitation-revoke": {
+        "POST": ("invitation", lambda w: {}, page([OWNER], 302)),
+    },
+    # A made-up link is refused the same to everyone, signed in or not.
+    "projects:invitation-accept": {
+        "GET": ("token", None, everyone(400, 400)),
+        "POST": ("token", lambda w: {}, everyone(400, 400)),
     },
     "api:token-create": {"POST": (None, None, everyone(201, 403))},
     "api:token-revoke": {"POST": (None, None, everyone(204, 401))},
@@ -111,9 +123,11 @@ CASES = {
         "POST": (
             "project",
             lambda w: {"email": w["outsider"].email, "role": VIEWER},
-            api([OWNER], 201),
+            api([OWNER], 202),
         ),
     },
+    "api:invitation-list": {"GET": ("project", None, api([OWNER]))},
+    "api:invitation-detail": {"DELETE": ("invitation", None, api([OWNER], 204))},
     "api:member-detail": {
         "GET": ("member", None, api(MEMBERS)),
         "PATCH": ("member", lambda w: {"role": EDITOR}, api([OWNER])),
@@ -155,7 +169,7 @@ def test_every_api_method_has_a_case():
         for converter in pattern.converters:
             kwargs[converter] = (
                 1
-                if converter == "membership_id"
+                if converter in ("membership_id", "invitation_id")
                 else "00000000-0000-0000-0000-000000000000"
             )
         view = resolve(reverse(name, kwargs=kwargs)).func.view_class
@@ -197,17 +211,28 @@ def world(db):
         "member": memberships[VIEWER],
         "users": users,
         "outsider": UserFactory(),
+        "invitation": Invitation.objects.create(
+            project=project,
+            email="invited@example.test",
+            role=VIEWER,
+            invited_by=users[OWNER],
+            expires_at=timezone.now() + timedelta(days=7),
+        ),
     }
 
 
 def _kwargs(target, w):
     if target is None:
         return {}
+    if target == "token":
+        return {"token": "not-a-token"}
     kwargs = {"project_id": w["project"].pk}
     if target == "file":
         kwargs["file_id"] = w["file"].pk
     if target == "member":
         kwargs["membership_id"] = w["member"].pk
+    if target == "invitation":
+        kwargs["invitation_id"] = w["invitation"].pk
     return kwargs
 
 
@@ -223,6 +248,11 @@ def _snapshot(w):
             Membership.objects.filter(project=w["project"].pk).values_list(
                 "user__email", "role"
             )
+        ),
+        "invitations": sorted(
+            Invitation.objects.filter(
+                project=w["project"].pk, revoked_at=None, accepted_at=None
+            ).values_list("email", "role")
         ),
     }
 
@@ -254,7 +284,7 @@ def test_authorization(client, world, otp_login, name, method, actor):
     )
     if expected >= 400 or (actor == ANON and expected == 302):
         assert _snapshot(world) == before, "a refused request changed data"
-    if actor == ANON and not name.startswith("api:"):
+    if actor == ANON and not name.startswith("api:") and expected == 302:
         assert response["Location"].startswith(reverse("accounts:login"))
 
 
