@@ -3,11 +3,13 @@ loopback webhook receiver, and settings that let a test's events be read at once
 
 import json
 import threading
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from accounts.tests.conftest import mail_now, smtp  # noqa: F401 - fixtures
+from kreo.celery import app as celery_app
 from monitoring import notify
 
 WEBHOOK_SECRET = "webhook-test-secret-" + "s" * 20  # noqa: S105
@@ -83,3 +85,20 @@ def webhook(settings):
     yield state
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def retries_now(django_capture_on_commit_callbacks):
+    """Like ``mail_now``, but a task's retries run at once in this process
+    (Celery re-applies an eager task that retries, unless errors propagate)."""
+
+    @contextmanager
+    def run():
+        celery_app.conf.task_always_eager = True
+        try:
+            with django_capture_on_commit_callbacks(execute=True) as callbacks:
+                yield callbacks
+        finally:
+            celery_app.conf.task_always_eager = False
+
+    return run
