@@ -230,3 +230,29 @@ def test_events_younger_than_the_settle_time_wait(client, rules_now):
     rules_now.MONITORING_RULES_SETTLE_SECONDS = 0
     assert services.rules_run()["events"] == 10
     assert _alerts() == [("brute_force", "user", "victim@example.test")]
+
+
+def test_a_superuser_granted_in_the_admin_raises_privilege_change(
+    client, otp_login, rules_now
+):
+    """A superuser makes an account superuser on the admin's user page: the
+    request's admin.change event and its field change raise a
+    privilege-change alert about that account; an edit of a name does not."""
+    root = UserFactory(is_staff=True, is_superuser=True, email="root@example.test")
+    otp_login(client, root)
+    target, renamed = UserFactory(), UserFactory()
+
+    def edit(user, **extra):
+        response = client.post(
+            reverse("admin:accounts_user_change", args=[user.pk]),
+            {"email": user.email, "full_name": "New Name", "is_active": "on", **extra},
+        )
+        assert response.status_code == 302, response.content.decode()[:2000]
+
+    edit(target, is_staff="on", is_superuser="on")
+    edit(renamed)
+    assert AuditEvent.objects.filter(event_type="admin.change").count() == 2
+    tasks.rules_run()
+    assert _alerts() == [("privilege_change", "user", str(target.pk))]
+    alert = Alert.objects.get()
+    assert alert.details == {"granted": ["is_staff", "is_superuser"], "by": root.email}
