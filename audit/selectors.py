@@ -132,6 +132,17 @@ def events_after(*, after_id: int, limit: int, settle_seconds: float = 0) -> lis
     return rows
 
 
+def event_id_before(moment: datetime) -> int:
+    """The highest id of the events that happened before ``moment`` (0 if none)."""
+    last = (
+        AuditEvent.objects.filter(occurred_at__lt=moment)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    return last or 0
+
+
 def events_recent(
     *, event_types: Iterable[str], since: datetime, up_to_id: int
 ) -> list:

@@ -104,6 +104,19 @@ def _limits(rows: list) -> rules.Limits:
     return rules.Limits.from_settings(user_changes=changes)
 
 
+def _cursor_start() -> None:
+    """Create the cursor on the first run, just before the rules' look-back
+    window: a new deployment watches from now on, not the whole hot store
+    (which would mail an alert for every old attack)."""
+    if RuleCursor.objects.filter(name="rules").exists():
+        return
+    since = timezone.now() - rules.Limits.from_settings().lookback
+    RuleCursor.objects.get_or_create(
+        name="rules",
+        defaults={"last_event_id": audit_selectors.event_id_before(since)},
+    )
+
+
 def rules_run(*, batch_size: int | None = None, max_batches: int = 100) -> dict:
     """Run the rules over the audit events recorded since the last run.
 
@@ -113,7 +126,7 @@ def rules_run(*, batch_size: int | None = None, max_batches: int = 100) -> dict:
     counts of events read and alerts opened and updated.
     """
     batch_size = batch_size or settings.MONITORING_RULES_BATCH
-    RuleCursor.objects.get_or_create(name="rules")
+    _cursor_start()
     summary = {"events": 0, "opened": 0, "updated": 0}
     for _ in range(max_batches):
         with transaction.atomic():

@@ -2,8 +2,11 @@
 sign-in page (or recorded as the services record them) raise exactly their
 alert when the rules task runs; ordinary use raises none."""
 
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.tests.factories import PASSWORD, UserFactory
 from audit.models import AuditEvent, Outcome
@@ -256,3 +259,24 @@ def test_a_superuser_granted_in_the_admin_raises_privilege_change(
     assert _alerts() == [("privilege_change", "user", str(target.pk))]
     alert = Alert.objects.get()
     assert alert.details == {"granted": ["is_staff", "is_superuser"], "by": root.email}
+
+
+def test_the_first_run_starts_at_the_look_back_window(client, rules_now):
+    """A first run (a new deployment) reads only the last few minutes of the
+    trail: a brute force from last week raises nothing, one from now does."""
+    week_ago = timezone.now() - timedelta(days=7)
+    AuditEvent.objects.bulk_create(
+        AuditEvent(
+            occurred_at=week_ago,
+            event_type="auth.login.failure",
+            outcome="failure",
+            source_ip="203.0.113.7",
+            details={"email": "old@example.test"},
+        )
+        for _ in range(10)
+    )
+    for _ in range(10):
+        _fail(client, "now@example.test")
+    tasks.rules_run()
+    assert _alerts() == [("brute_force", "user", "now@example.test")]
+    assert RuleCursor.objects.get().events_read == 10
