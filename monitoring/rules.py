@@ -25,13 +25,21 @@ LOGIN_FAILURE = "auth.login.failure"
 LOGIN_SUCCESS = "auth.login.success"
 DOWNLOAD = "file.download"
 RATE_LIMITED = "auth.ratelimit.hit"
+STATUS_RATE_LIMITED = "status.ratelimit.hit"
 SSO_ROLES = "auth.sso.roles"
 ADMIN_CHANGE = "admin.change"
 PRIVILEGED_GROUPS = frozenset({ADMIN_GROUP, AUDITOR_GROUP})
 PRIVILEGED_FIELDS = ("is_staff", "is_superuser")
 USER_CHANGE_PATH = re.compile(r"^/admin/accounts/user/(\d+)/change/$")
 # Events the windowed rules look back over (read again from the trail).
-WINDOWED_TYPES = (LOGIN_FAILURE, LOGIN_SUCCESS, DOWNLOAD, RATE_LIMITED)
+WINDOWED_TYPES = (
+    LOGIN_FAILURE,
+    LOGIN_SUCCESS,
+    DOWNLOAD,
+    RATE_LIMITED,
+    STATUS_RATE_LIMITED,
+)
+WINDOWED = frozenset(WINDOWED_TYPES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,25 +320,32 @@ def mass_download(events: Sequence[Event], limits: Limits) -> list[Hit]:
 
 
 def rate_limit_storm(events: Sequence[Event], limits: Limits) -> list[Hit]:
-    """Request limits refusing one IP again and again."""
-    return _windowed(
-        events,
-        types=(RATE_LIMITED,),
-        key=lambda e: e.ip,
-        window=timedelta(minutes=1),
-        failed=lambda e: True,
-        fires=lambda w: len(w.events) >= limits.rate_limited_per_minute,
-        make=lambda e, ip, w: Hit(
-            rule="rate_limit_storm",
-            severity=Severity.MEDIUM,
-            subject_kind=SubjectKind.IP,
-            subject=str(ip),
-            summary=f"429 storm from {ip}: {len(w.events)} refusals in a minute",
-            first_seen=e.at,
-            last_seen=e.at,
-            details={"per_minute": len(w.events)},
-        ),
-    )
+    """Request limits refusing one IP, or one signed-in user, again and again."""
+    found = []
+    for kind, key in ((SubjectKind.IP, "ip"), (SubjectKind.USER, "actor_id")):
+        found += _windowed(
+            events,
+            types=(RATE_LIMITED, STATUS_RATE_LIMITED),
+            key=lambda e, key=key: getattr(e, key),
+            window=timedelta(minutes=1),
+            failed=lambda e: True,
+            fires=lambda w: len(w.events) >= limits.rate_limited_per_minute,
+            make=lambda e, who, w, kind=kind: Hit(
+                rule="rate_limit_storm",
+                severity=Severity.MEDIUM,
+                subject_kind=kind,
+                subject=str(who),
+                summary=(
+                    f"429 storm from {kind.label.lower()} "
+                    f"{who if kind == SubjectKind.IP else e.actor_label or who}: "
+                    f"{len(w.events)} refusals in a minute"
+                ),
+                first_seen=e.at,
+                last_seen=e.at,
+                details={"per_minute": len(w.events)},
+            ),
+        )
+    return found
 
 
 def _single(events: Sequence[Event], match, make) -> list[Hit]:

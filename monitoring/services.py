@@ -128,6 +128,7 @@ def rules_run(*, batch_size: int | None = None, max_batches: int = 100) -> dict:
     batch_size = batch_size or settings.MONITORING_RULES_BATCH
     _cursor_start()
     summary = {"events": 0, "opened": 0, "updated": 0}
+    carried: list | None = None  # windowed rows read so far in this run
     for _ in range(max_batches):
         with transaction.atomic():
             cursor = RuleCursor.objects.select_for_update().get(name="rules")
@@ -139,11 +140,16 @@ def rules_run(*, batch_size: int | None = None, max_batches: int = 100) -> dict:
             if not rows:
                 break
             limits = _limits(rows)
-            earlier = audit_selectors.events_recent(
-                event_types=rules.WINDOWED_TYPES,
-                since=min(row[1] for row in rows) - limits.lookback,
-                up_to_id=cursor.last_event_id,
-            )
+            since = min(row[1] for row in rows) - limits.lookback
+            if carried is None:
+                earlier = audit_selectors.events_recent(
+                    event_types=rules.WINDOWED_TYPES,
+                    since=since,
+                    up_to_id=cursor.last_event_id,
+                )
+            else:  # the previous batches' rows: no need to read them again
+                earlier = [row for row in carried if row[1] >= since]
+            carried = earlier + [row for row in rows if row[2] in rules.WINDOWED]
             events = [rules.Event.from_row(row, new=False) for row in earlier]
             events += [rules.Event.from_row(row) for row in rows]
             for hit in rules.evaluate(events, limits):

@@ -116,6 +116,26 @@ def test_a_storm_of_429s_from_one_ip(client, rules_now):
     assert AuditEvent.objects.filter(event_type="auth.ratelimit.hit").count() == 20
     tasks.rules_run()
     assert _alerts() == [("rate_limit_storm", "ip", "198.51.100.77")]
+    assert Alert.objects.get().summary.startswith("429 storm from ip address 198.")
+
+
+def test_a_storm_of_429s_for_one_user(rules_now):
+    """Twenty refusals of one signed-in user in a minute (whatever their IPs):
+    a 429-storm alert about that user; nineteen for another user are not."""
+    noisy, calm = UserFactory(), UserFactory()
+    for user, times in ((noisy, 20), (calm, 19)):
+        for _ in range(times):
+            audit_record(
+                event_type="auth.ratelimit.hit",
+                actor=user,
+                outcome=Outcome.DENIED,
+                details={"scope": "otp-account"},
+            )
+    tasks.rules_run()
+    assert _alerts() == [("rate_limit_storm", "user", str(noisy.pk))]
+    assert Alert.objects.get().summary == (
+        f"429 storm from user {noisy.email}: 20 refusals in a minute"
+    )
 
 
 def test_privilege_grant_by_single_sign_on(rules_now):
@@ -280,3 +300,13 @@ def test_the_first_run_starts_at_the_look_back_window(client, rules_now):
     tasks.rules_run()
     assert _alerts() == [("brute_force", "user", "now@example.test")]
     assert RuleCursor.objects.get().events_read == 10
+
+
+def test_a_window_spanning_several_batches_is_seen_whole(client, rules_now):
+    """Ten failures read in batches of three still make one brute force (the
+    rules carry each batch's window into the next)."""
+    for _ in range(10):
+        _fail(client, "victim@example.test")
+    summary = services.rules_run(batch_size=3)
+    assert summary == {"events": 10, "opened": 1, "updated": 0}
+    assert _alerts() == [("brute_force", "user", "victim@example.test")]
