@@ -1,8 +1,8 @@
 """Detection rules (monitoring/rules.py) over a recorded audit stream.
 
 Budget (issue #14): the rules process at least 5,000 audit events/s. A child
-process on a fresh database (the embedded SQLite default, or
-BENCH_RULES_DATABASE_URL, e.g. a PostgreSQL one) is filled with
+process on a fresh database (the embedded SQLite default, and a new
+database on the local PostgreSQL; BENCH_RULES_DATABASES chooses) is filled with
 BENCH_RULES_EVENTS events (default 60,000) of ordinary traffic over a few
 minutes (page views, downloads by 300 users, sign-ins, typos from 500 IPs)
 with two attacks in it (credential stuffing, a mass download). Measured:
@@ -10,8 +10,8 @@ with two attacks in it (credential stuffing, a mass download). Measured:
 - fetch: reading the events in the rules' batches and nothing else (the
   floor any reader pays, for the ratio);
 - rules: the rule functions alone over the events in memory;
-- rules_run: the whole beat task (read after the cursor, read the windows
-  back, run the rules, write the alerts and the cursor).
+- rules_run: the whole beat task (read after the cursor, read the window
+  before the first batch, run the rules, write the alerts and the cursor).
 """
 
 from __future__ import annotations
@@ -21,16 +21,18 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from bench import servers as bench_servers
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
 TITLE = "detection rules over the audit stream: events per second"
 FLOOR = 5000
 
 
-def _env(var_dir: str) -> dict:
+def _env(var_dir: str, database_url: str = "") -> dict:
     keep = {
         k: v
         for k, v in os.environ.items()
@@ -44,17 +46,44 @@ def _env(var_dir: str) -> dict:
         "MONITORING_RULES_SETTLE_SECONDS": "0",
         "PYTHONPATH": str(ROOT),
     }
-    if os.environ.get("BENCH_RULES_DATABASE_URL"):
-        env["DATABASE_URL"] = os.environ["BENCH_RULES_DATABASE_URL"]
+    if database_url:
+        env["DATABASE_URL"] = database_url
     return env
+
+
+def _measure_on(database: str, total: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="kreo-bench-rules-") as folder:
+        if database == "sqlite":
+            return bench_servers.run_child(
+                "bench.bench_rules", "measure", _env(folder), str(total)
+            )
+        import psycopg
+        import services  # scripts/services.py
+
+        admin_url = services.ensure_postgres()
+        name = f"kreo_bench_rules_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+            return bench_servers.run_child(
+                "bench.bench_rules", "measure", _env(folder, url), str(total)
+            )
+        finally:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run(options) -> list[dict]:
     total = int(os.environ.get("BENCH_RULES_EVENTS", "60000"))
-    with tempfile.TemporaryDirectory(prefix="kreo-bench-rules-") as folder:
-        out = bench_servers.run_child(
-            "bench.bench_rules", "measure", _env(folder), str(total)
-        )
+    databases = os.environ.get("BENCH_RULES_DATABASES", "sqlite,postgres")
+    rows = []
+    for database in databases.split(","):
+        rows += _rows(_measure_on(database.strip(), total))
+    return rows
+
+
+def _rows(out: dict) -> list[dict]:
     fetch_rate = out["events"] / out["fetch_s"]
     rows = []
     for case in ("fetch", "rules", "rules_run"):
