@@ -10,7 +10,8 @@ from audit.models import AuditEvent, AuditReview, FieldChange, Outcome
 from kreo.permissions import GlobalRole, has_global_role
 
 # Event types a review lists whatever their outcome: role and permission
-# changes, admin writes, lockouts, errors, and the trail's own operations.
+# changes, admin writes, lockouts, errors, the trail's own operations, and
+# alerts (raised, acknowledged, resolved; a webhook that gave up).
 NOTABLE_TYPE_PREFIXES = (
     "auth.lockout",
     "auth.2fa",
@@ -21,6 +22,7 @@ NOTABLE_TYPE_PREFIXES = (
     "system.",
     "audit.archive",
     "audit.verify",
+    "monitoring.",
 )
 
 

@@ -213,3 +213,19 @@ def test_metrics_count_alerts_by_rule_and_state(client, settings, alert):
         ("privilege_change", "resolved"): 1.0,
         ("brute_force", "open"): 1.0,
     }
+
+
+def test_the_log_review_lists_alerts_and_their_handling(rules_now, alert):
+    """The periodic log review counts the alert's opening and its resolution
+    among the notable events an auditor signs off."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from audit.services import review_create
+
+    staff = UserFactory(is_staff=True)
+    services.alert_resolve(actor=staff, alert_id=alert.pk, reason="planned")
+    review = review_create(until=timezone.now() + timedelta(seconds=1))
+    assert review.summary["monitoring.alert.open success"] == 1
+    assert review.summary["monitoring.alert.resolve success"] == 1
