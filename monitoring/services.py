@@ -128,7 +128,10 @@ def rules_run(*, batch_size: int | None = None, max_batches: int = 100) -> dict:
     batch_size = batch_size or settings.MONITORING_RULES_BATCH
     _cursor_start()
     summary = {"events": 0, "opened": 0, "updated": 0}
-    carried: list | None = None  # windowed rows read so far in this run
+    # Windowed rows this run read, up to the cursor it last wrote; when
+    # another run moved the cursor since, they are read again.
+    carried: list | None = None
+    carried_to = -1
     for _ in range(max_batches):
         with transaction.atomic():
             cursor = RuleCursor.objects.select_for_update().get(name="rules")
@@ -141,7 +144,7 @@ def rules_run(*, batch_size: int | None = None, max_batches: int = 100) -> dict:
                 break
             limits = _limits(rows)
             since = min(row[1] for row in rows) - limits.lookback
-            if carried is None:
+            if carried is None or carried_to != cursor.last_event_id:
                 earlier = audit_selectors.events_recent(
                     event_types=rules.WINDOWED_TYPES,
                     since=since,
@@ -155,7 +158,7 @@ def rules_run(*, batch_size: int | None = None, max_batches: int = 100) -> dict:
             for hit in rules.evaluate(events, limits):
                 _, created = alert_raise(hit=hit)
                 summary["opened" if created else "updated"] += 1
-            cursor.last_event_id = rows[-1][0]
+            cursor.last_event_id = carried_to = rows[-1][0]
             cursor.events_read += len(rows)
             cursor.save()
             summary["events"] += len(rows)
