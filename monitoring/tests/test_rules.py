@@ -310,3 +310,24 @@ def test_a_window_spanning_several_batches_is_seen_whole(client, rules_now):
     summary = services.rules_run(batch_size=3)
     assert summary == {"events": 10, "opened": 1, "updated": 0}
     assert _alerts() == [("brute_force", "user", "victim@example.test")]
+
+
+def test_a_repeat_after_the_alert_window_opens_a_new_alert(rules_now):
+    """A mass download an hour and a half after the last one (window: one
+    hour) opens a new alert, and the quiet one is closed by the system with
+    the reason; within the window it would have counted on the old one."""
+    thief = UserFactory()
+    _downloads(thief, 51)
+    tasks.rules_run()
+    first = Alert.objects.get()
+    Alert.objects.filter(pk=first.pk).update(
+        first_seen=first.first_seen - timedelta(minutes=90),
+        last_seen=first.last_seen - timedelta(minutes=90),
+    )
+    _downloads(thief, 51)
+    tasks.rules_run()
+    first.refresh_from_db()
+    assert (first.state, first.resolved_label) == ("resolved", "monitoring")
+    assert first.resolved_reason == services.SUPERSEDED
+    second = Alert.objects.exclude(pk=first.pk).get()
+    assert (second.rule, second.state) == ("mass_download", "open")
