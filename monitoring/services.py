@@ -30,6 +30,8 @@ def _notify_later(alert_id: int) -> None:
     from monitoring import tasks
 
     transaction.on_commit(lambda: tasks.alert_notify.delay(alert_id=alert_id))
+    if settings.MONITORING_WEBHOOK_URL:
+        transaction.on_commit(lambda: tasks.webhook_send.delay(alert_id=alert_id))
 
 
 def alert_raise(*, hit: rules.Hit) -> tuple[Alert, bool]:

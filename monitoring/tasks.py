@@ -23,12 +23,11 @@ def rules_run() -> dict:
     max_retries=5,
 )
 def alert_notify(*, alert_id: int) -> int:
-    """Mail a new alert to the staff and hand it to the webhook task."""
+    """Mail a new alert to the staff (the webhook is a task of its own, so a
+    retried mail does not post twice)."""
     alert = selectors.alert_get(alert_id=alert_id)
     if alert is None:
         return 0
-    if settings.MONITORING_WEBHOOK_URL:
-        webhook_send.delay(alert_id=alert_id)
     return notify.alert_mail(alert)
 
 

@@ -229,3 +229,17 @@ def test_the_log_review_lists_alerts_and_their_handling(rules_now, alert):
     review = review_create(until=timezone.now() + timedelta(seconds=1))
     assert review.summary["monitoring.alert.open success"] == 1
     assert review.summary["monitoring.alert.resolve success"] == 1
+
+
+def test_a_mail_server_that_is_down_does_not_post_the_webhook_twice(
+    client, rules_now, webhook, retries_now
+):
+    """The mail task retries on its own; the webhook goes out once."""
+    rules_now.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    rules_now.EMAIL_HOST, rules_now.EMAIL_PORT = "127.0.0.1", 9
+    UserFactory(email="victim@example.test")
+    _brute_force(client)
+    with retries_now():
+        services.rules_run()
+    assert Alert.objects.count() == 1
+    assert len(webhook.verified()) == 1
