@@ -1,14 +1,17 @@
 """Reads of the audit trail: filters, notable events, access checks."""
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
-from audit.models import AuditEvent, AuditReview, Outcome
+from audit.models import AuditEvent, AuditReview, FieldChange, Outcome
 from kreo.permissions import GlobalRole, has_global_role
 
 # Event types a review lists whatever their outcome: role and permission
-# changes, admin writes, lockouts, errors, and the trail's own operations.
+# changes, admin writes, lockouts, errors, the trail's own operations, and
+# alerts (raised, acknowledged, resolved; a webhook that gave up).
 NOTABLE_TYPE_PREFIXES = (
     "auth.lockout",
     "auth.2fa",
@@ -20,6 +23,7 @@ NOTABLE_TYPE_PREFIXES = (
     "system.",
     "audit.archive",
     "audit.verify",
+    "monitoring.",
 )
 
 
@@ -89,3 +93,85 @@ def review_pending() -> QuerySet:
 def verification_latest() -> AuditEvent | None:
     """The last recorded verification of the trail (``audit.verify``)."""
     return AuditEvent.objects.filter(event_type="audit.verify").order_by("-id").first()
+
+
+# The columns a reader of the stream gets, in this order (one tuple an event).
+STREAM_FIELDS = (
+    "id",
+    "occurred_at",
+    "event_type",
+    "outcome",
+    "actor_id",
+    "actor_label",
+    "source_ip",
+    "target_type",
+    "target_id",
+    "path",
+    "error_code",
+    "details",
+    "correlation_id",
+)
+
+
+def events_after(*, after_id: int, limit: int, settle_seconds: float = 0) -> list:
+    """Up to ``limit`` events with an id above ``after_id``, in id order, as
+    tuples of ``STREAM_FIELDS``.
+
+    The list stops at the first event younger than ``settle_seconds``: a
+    transaction still in flight may hold a lower id that is not visible yet,
+    and a reader that moved past it would never see it (as ``audit_seal``).
+    """
+    rows = list(
+        AuditEvent.objects.filter(id__gt=after_id)
+        .order_by("id")
+        .values_list(*STREAM_FIELDS)[:limit]
+    )
+    if settle_seconds <= 0:
+        return rows
+    cutoff = timezone.now() - timedelta(seconds=settle_seconds)
+    for n, row in enumerate(rows):
+        if row[1] > cutoff:
+            return rows[:n]
+    return rows
+
+
+def event_id_before(moment: datetime) -> int:
+    """The highest id of the events that happened before ``moment`` (0 if none)."""
+    last = (
+        AuditEvent.objects.filter(occurred_at__lt=moment)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    return last or 0
+
+
+def events_recent(
+    *, event_types: Iterable[str], since: datetime, up_to_id: int
+) -> list:
+    """Events of these types since ``since`` with an id up to ``up_to_id``, in
+    id order, as tuples of ``STREAM_FIELDS`` (what a reader saw already)."""
+    return list(
+        AuditEvent.objects.filter(
+            event_type__in=list(event_types), occurred_at__gte=since, id__lte=up_to_id
+        )
+        .order_by("id")
+        .values_list(*STREAM_FIELDS)
+    )
+
+
+def user_field_changes(*, correlation_ids: Iterable[str]) -> dict[str, list]:
+    """Field changes of user accounts (django-auditlog) made by the requests
+    with these correlation ids: id -> [(user pk, {field: [old, new]}), ...]."""
+    ids = [cid for cid in set(correlation_ids) if cid]
+    found: dict[str, list] = {}
+    if not ids:
+        return found
+    rows = FieldChange.objects.filter(
+        cid__in=ids,
+        content_type__app_label="accounts",
+        content_type__model="user",
+    ).values_list("cid", "object_pk", "changes")
+    for cid, pk, changes in rows:
+        found.setdefault(cid, []).append((pk, changes or {}))
+    return found

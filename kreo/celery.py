@@ -51,4 +51,5 @@ DEFAULT_SCHEDULE = {
     "privacy purge": ("privacy.tasks.purge", "KREO_PURGE_INTERVAL_SECONDS"),
     "status probe": ("status.tasks.probe", "STATUS_PROBE_SECONDS"),
     "status publish": ("status.tasks.publish", "STATUS_PUBLISH_SECONDS"),
+    "monitoring rules": ("monitoring.tasks.rules_run", "MONITORING_RULES_SECONDS"),
 }

@@ -30,6 +30,7 @@ ADMIN_GROUP_PERMISSIONS: dict[str, str | tuple[str, ...]] = {
     "django_celery_beat": "*",
     "knox": "*",
     "status": "*",
+    "monitoring": "*",
     "accounts": ("view",),
 }
 

@@ -5,8 +5,8 @@ outcome) are counted in each process as requests happen. Under gunicorn's
 several workers they go to ``PROMETHEUS_MULTIPROC_DIR`` (set by
 deploy/gunicorn/gunicorn.conf.py), where a scrape answered by any worker
 reads them all. The system's figures (backup age, last drill, seal lag,
-Celery queue lengths) are read from the database and the broker when
-scraped, so they are the same whichever worker answers.
+Celery queue lengths, alerts by rule and state) are read from the database
+and the broker when scraped, so they are the same whichever worker answers.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class SystemCollector:
     (and logs why) rather than failing the whole scrape."""
 
     def collect(self):
-        for part in (self._backups, self._audit, self._celery):
+        for part in (self._backups, self._audit, self._alerts, self._celery):
             try:
                 yield from part()
             except Exception:
@@ -109,6 +109,16 @@ class SystemCollector:
             "Age of the oldest audit event not yet sealed (0 when all are).",
             value=audit_health.seal_lag_seconds(),
         )
+
+    def _alerts(self):
+        from monitoring import selectors
+
+        family = GaugeMetricFamily(
+            "kreo_alerts", "Alerts by rule and state.", labels=["rule", "state"]
+        )
+        for rule, state, count in selectors.alert_counts():
+            family.add_metric([rule, state], count)
+        yield family
 
     def _celery(self):
         from kreo.celery import app

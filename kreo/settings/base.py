@@ -729,6 +729,40 @@ LOGGING = logging_config(KREO_LOG_JSON)
 # token or the networks listed (client address as kreo.net resolves it).
 MONITORING_TOKEN = env.str("MONITORING_TOKEN", default="")
 MONITORING_ALLOWED_CIDRS = env.list("MONITORING_ALLOWED_CIDRS", default=[])
+# Detection rules over the audit trail (monitoring/rules.py), run by beat
+# every MONITORING_RULES_SECONDS over the events recorded since the last run.
+MONITORING_RULES_SECONDS = env.int("MONITORING_RULES_SECONDS", default=15)
+MONITORING_RULES_BATCH = env.int("MONITORING_RULES_BATCH", default=5000)
+# Events younger than this wait for the next run (a lower id may be in flight).
+MONITORING_RULES_SETTLE_SECONDS = env.float(
+    "MONITORING_RULES_SETTLE_SECONDS", default=5.0
+)
+MONITORING_STUFFING_FAILURES = env.int("MONITORING_STUFFING_FAILURES", default=30)
+MONITORING_STUFFING_ACCOUNTS = env.int("MONITORING_STUFFING_ACCOUNTS", default=5)
+MONITORING_SPRAY_ACCOUNTS = env.int("MONITORING_SPRAY_ACCOUNTS", default=15)
+MONITORING_SPRAY_SUCCESS_RATE = env.float("MONITORING_SPRAY_SUCCESS_RATE", default=0.1)
+MONITORING_BRUTE_FORCE_FAILURES = env.int("MONITORING_BRUTE_FORCE_FAILURES", default=10)
+MONITORING_SIGNIN_WINDOW_SECONDS = env.int(
+    "MONITORING_SIGNIN_WINDOW_SECONDS", default=300
+)
+MONITORING_DOWNLOADS_PER_MINUTE = env.int("MONITORING_DOWNLOADS_PER_MINUTE", default=50)
+MONITORING_429_PER_MINUTE = env.int("MONITORING_429_PER_MINUTE", default=20)
+# A repeat within this long of an alert's last sighting counts on that alert.
+MONITORING_ALERT_WINDOW_SECONDS = env.int(
+    "MONITORING_ALERT_WINDOW_SECONDS", default=3600
+)
+# Alert channels: mail (these addresses, else the Admin group's staff) and a
+# Slack-compatible webhook signed with HMAC-SHA256 (X-Kreo-Signature).
+MONITORING_ALERT_EMAILS = env.list("MONITORING_ALERT_EMAILS", default=[])
+MONITORING_WEBHOOK_URL = env.str("MONITORING_WEBHOOK_URL", default="")
+MONITORING_WEBHOOK_SECRET = env.str("MONITORING_WEBHOOK_SECRET", default="")
+MONITORING_WEBHOOK_TIMEOUT_SECONDS = env.float(
+    "MONITORING_WEBHOOK_TIMEOUT_SECONDS", default=5.0
+)
+MONITORING_WEBHOOK_RETRIES = env.int("MONITORING_WEBHOOK_RETRIES", default=5)
+MONITORING_WEBHOOK_BACKOFF_SECONDS = env.int(
+    "MONITORING_WEBHOOK_BACKOFF_SECONDS", default=10
+)
 
 # Audit trail (audit/): seals signed with Ed25519, archives AES-256-GCM in S3.
 # Keys are any high-entropy strings; with no environment, development keys

@@ -60,6 +60,9 @@ if os.environ.get("KREO_RUNS_BACKUPS", "true").strip().lower() not in (
 # two local copies' folders, named so they can be put on two filesystems
 # (`check --deploy` refuses one device for both).
 REQUIRED = (*REQUIRED, "BACKUP_S3_BUCKET", "BACKUP_COPY1_DIR", "BACKUP_COPY2_DIR")
+# An alert webhook is signed: a URL without its secret would send unsigned.
+if os.environ.get("MONITORING_WEBHOOK_URL", "").strip():
+    REQUIRED = (*REQUIRED, "MONITORING_WEBHOOK_SECRET")
 # Single sign-on (accounts.oidc), when switched on: the Keycloak client secret.
 if os.environ.get("KREO_OIDC_ISSUER", "").strip():
     REQUIRED = (*REQUIRED, "KREO_OIDC_CLIENT_SECRET")

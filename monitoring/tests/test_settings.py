@@ -57,3 +57,23 @@ def test_production_refuses_a_short_monitoring_token():
     assert done.returncode == 1
     assert "MONITORING_TOKEN must be at least 32 characters" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_production_refuses_an_alert_webhook_without_its_secret():
+    """A webhook URL with no signing secret would post unsigned alerts."""
+    done = manage(
+        "check",
+        env={**PRODUCTION_ENV, "MONITORING_WEBHOOK_URL": "https://hooks.example/x"},
+    )
+    assert done.returncode == 1
+    assert "MONITORING_WEBHOOK_SECRET" in done.stderr
+    assert "Traceback" not in done.stderr
+    signed = manage(
+        "check",
+        env={
+            **PRODUCTION_ENV,
+            "MONITORING_WEBHOOK_URL": "https://hooks.example/x",
+            "MONITORING_WEBHOOK_SECRET": "w" * 48,
+        },
+    )
+    assert signed.returncode == 0, signed.stderr

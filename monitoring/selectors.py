@@ -1,0 +1,33 @@
+"""Reads of the monitoring app."""
+
+from django.contrib.auth import get_user_model
+from django.db.models import Count
+
+from kreo.permissions import ADMIN_GROUP
+from monitoring.models import Alert
+
+
+def alert_get(*, alert_id: int) -> Alert | None:
+    return Alert.objects.filter(pk=alert_id).first()
+
+
+def alert_counts() -> list[tuple[str, str, int]]:
+    """(rule, state, number of alerts) for every rule and state with any."""
+    return [
+        (row["rule"], row["state"], row["n"])
+        for row in Alert.objects.order_by()
+        .values("rule", "state")
+        .annotate(n=Count("id"))
+        .order_by("rule", "state")
+    ]
+
+
+def admin_group_emails() -> list[str]:
+    """Addresses of the active staff in the Admin group."""
+    return sorted(
+        get_user_model()
+        .objects.filter(groups__name=ADMIN_GROUP, is_staff=True, is_active=True)
+        .exclude(email="")
+        .values_list("email", flat=True)
+        .distinct()
+    )
