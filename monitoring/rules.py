@@ -421,8 +421,9 @@ def _system(rule: str, severity: str, subject: str, text: str):
 
 
 def audit_trail_failure(events: Sequence[Event], limits: Limits) -> list[Hit]:
-    """Verification of the trail failed (a cut, edit or bad seal), archival
-    failed, or the outage spool refused events."""
+    """Verification of the trail failed (a cut, edit or bad seal), the sealer
+    rejected events whose MAC fails (forged with the database's rights),
+    archival failed, or the outage spool refused events."""
     failed = ("failure", "error")
     return [
         *_single(
@@ -443,6 +444,16 @@ def audit_trail_failure(events: Sequence[Event], limits: Limits) -> list[Hit]:
                 Severity.HIGH,
                 "audit archive",
                 "Audit archival failed",
+            ),
+        ),
+        *_single(
+            events,
+            lambda e: e.type == "audit.seal.rejected",
+            _system(
+                "audit_seal_rejected",
+                Severity.CRITICAL,
+                "audit trail",
+                "Audit events rejected by the sealer (MAC check failed)",
             ),
         ),
         *_single(

@@ -161,8 +161,9 @@ def test_privilege_grant_by_single_sign_on(rules_now):
 
 
 def test_trail_and_backup_failures_raise_system_alerts(rules_now):
-    """A failed verification, an incomplete backup and a failed drill each raise
-    their alert; a good verification and a good backup do not."""
+    """A failed verification, events rejected by the sealer, an incomplete
+    backup and a failed drill each raise their alert; a good verification and
+    a good backup do not."""
     audit_record(event_type="audit.verify", actor_label="beat")
     audit_record(
         event_type="audit.verify",
@@ -173,8 +174,16 @@ def test_trail_and_backup_failures_raise_system_alerts(rules_now):
     audit_record(event_type="backup.create", details={"state": "good"})
     audit_record(event_type="backup.create", details={"state": "incomplete"})
     audit_record(event_type="backup.drill", outcome=Outcome.FAILURE)
+    audit_record(  # as audit.services.audit_seal writes it
+        event_type="audit.seal.rejected",
+        actor_label="audit sealer",
+        outcome=Outcome.ERROR,
+        error_code="mac",
+        details={"rejected": [12345]},
+    )
     tasks.rules_run()
     assert _alerts() == [
+        ("audit_seal_rejected", "system", "audit trail"),
         ("audit_verify_failed", "system", "audit trail"),
         ("backup_drill_failed", "system", "restore drill"),
         ("backup_incomplete", "system", "backups"),
