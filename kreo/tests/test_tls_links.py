@@ -293,8 +293,22 @@ def db_probe(cluster, host: str, query: str, *, pool: bool) -> dict:
         env["KREO_DB_POOL_TIMEOUT"] = "5"
     done = manage("shell", "--no-imports", "-c", DB_PROBE, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    # The pool connects in the background and logs why it could not.
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "log": done.stderr}
+    # The pool connects in the background and logs why it could not
+    # (production logs JSON lines: their messages are what a person reads).
+    return {
+        **json.loads(done.stdout.strip().splitlines()[-1]),
+        "log": _messages(done.stderr),
+    }
+
+
+def _messages(stderr: str) -> str:
+    lines = []
+    for line in stderr.splitlines():
+        try:
+            lines.append(json.loads(line)["message"])
+        except (ValueError, KeyError, TypeError):
+            lines.append(line)
+    return "\n".join(lines)
 
 
 @pytest.mark.parametrize("pool", [False, True], ids=["connections", "pool"])
