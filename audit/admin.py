@@ -19,7 +19,12 @@ from audit.models import (
     AuditSeal,
     FieldChange,
 )
-from audit.selectors import is_auditor, notable_q, verification_latest
+from audit.selectors import (
+    is_auditor,
+    notable_q,
+    review_own_events,
+    verification_latest,
+)
 
 EXPORT_LIMIT = 50_000
 REVIEW_SIGNED_OFF = (
@@ -189,15 +194,37 @@ class AuditArchiveAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
 
 
 class ReviewSignOffForm(forms.ModelForm):
+    """The sign-off: a comment, and a reason when the period holds the
+    signer's own notable events (``signer`` is set by the admin)."""
+
+    signer = None
+
     class Meta:
         model = AuditReview
-        fields = ("comment",)
+        fields = ("comment", "own_events_reason")
+        labels = {"own_events_reason": "Reason for signing your own activity"}
+        help_texts = {
+            "own_events_reason": (
+                "Needed only when this period holds notable events of your own; "
+                "otherwise another auditor signs it off."
+            )
+        }
 
     def clean_comment(self):
         comment = self.cleaned_data.get("comment", "").strip()
         if not comment:
             raise forms.ValidationError(services.REVIEW_NEEDS_COMMENT)
         return comment
+
+    def clean_own_events_reason(self):
+        reason = self.cleaned_data.get("own_events_reason", "").strip()
+        if self.signer is not None and self.instance.pk and not reason:
+            own = review_own_events(review=self.instance, user=self.signer).count()
+            if own:
+                raise forms.ValidationError(
+                    services.REVIEW_OWN_EVENTS.format(count=own)
+                )
+        return reason
 
 
 @admin.register(AuditReview)
@@ -222,6 +249,7 @@ class AuditReviewAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
         "signed_off_label",
         "signed_off_at",
         "comment",
+        "own_events_reason",
     )
     readonly_fields = (
         "period_start",
@@ -235,6 +263,10 @@ class AuditReviewAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return is_auditor(request.user) and (obj is None or not obj.signed_off)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"signer": request.user})
 
     @admin.display(description="events to review")
     def notable_events(self, obj):
@@ -285,6 +317,7 @@ class AuditReviewAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
             review_id=obj.pk,
             actor=request.user,
             comment=form.cleaned_data["comment"],
+            own_events_reason=form.cleaned_data.get("own_events_reason", ""),
             request=request,
         )
 

@@ -180,6 +180,9 @@ class AuditReview(models.Model):
     signed_off_label = models.CharField(max_length=254, blank=True)
     signed_off_at = models.DateTimeField(null=True, blank=True)
     comment = models.TextField(blank=True)
+    # Why the signer signed a period holding their own notable events
+    # (blank when another auditor signed, as it should be).
+    own_events_reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-period_end"]

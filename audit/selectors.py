@@ -23,6 +23,10 @@ NOTABLE_TYPE_PREFIXES = (
     "system.",
     "audit.archive",
     "audit.verify",
+    # Looking at or exporting the trail is itself reviewed (issue #13).
+    "audit.view",
+    "audit.export",
+    "audit.keys",
     "monitoring.",
 )
 
@@ -80,6 +84,14 @@ def notable_events(*, since: datetime, until: datetime) -> QuerySet:
     return AuditEvent.objects.filter(
         notable_q(), occurred_at__gte=since, occurred_at__lt=until
     ).order_by("id")
+
+
+def review_own_events(*, review: AuditReview, user) -> QuerySet:
+    """The notable events of ``review``'s period that ``user`` was the actor of:
+    a signer reviewing their own activity needs a stated reason."""
+    return notable_events(since=review.period_start, until=review.period_end).filter(
+        actor_id=user.pk
+    )
 
 
 def review_latest() -> AuditReview | None:

@@ -300,6 +300,10 @@ EXPORT_DENIED = "Exporting audit events needs the audit export permission."
 REVIEW_NOT_AUDITOR = "Only auditors sign off log reviews."
 REVIEW_ALREADY_SIGNED = "This review was signed off already."
 REVIEW_NEEDS_COMMENT = "A sign-off needs a comment."
+REVIEW_OWN_EVENTS = (
+    "This period holds {count} notable event(s) of your own: another auditor "
+    "should sign it off, or say why you sign it yourself."
+)
 
 
 def audit_view_record(
@@ -374,10 +378,21 @@ class ReviewError(ValueError):
 
 @transaction.atomic
 def review_sign_off(
-    *, review_id: int, actor, comment: str, request: HttpRequest | None = None
+    *,
+    review_id: int,
+    actor,
+    comment: str,
+    own_events_reason: str = "",
+    request: HttpRequest | None = None,
 ):
-    """Sign a review off as ``actor`` with ``comment``; the sign-off is audited."""
-    from audit.selectors import is_auditor
+    """Sign a review off as ``actor`` with ``comment``; the sign-off is audited.
+
+    A period that holds notable events of the signer's own (their audit views
+    and exports, role changes) is signed by another auditor, or by the signer
+    with ``own_events_reason`` stating why (a one-auditor company), recorded
+    on the review and in the sign-off event.
+    """
+    from audit.selectors import is_auditor, review_own_events
 
     review = AuditReview.objects.select_for_update().get(pk=review_id)
     if not is_auditor(actor):
@@ -386,6 +401,10 @@ def review_sign_off(
         raise ReviewError(REVIEW_ALREADY_SIGNED)
     if not comment.strip():
         raise ReviewError(REVIEW_NEEDS_COMMENT)
+    own = review_own_events(review=review, user=actor).count()
+    if own and not own_events_reason.strip():
+        raise ReviewError(REVIEW_OWN_EVENTS.format(count=own))
+    review.own_events_reason = own_events_reason.strip() if own else ""
     review.signed_off_by = actor
     review.signed_off_label = actor.email
     review.signed_off_at = timezone.now()
@@ -401,6 +420,8 @@ def review_sign_off(
             "period_end": review.period_end.isoformat(),
             "notable": review.notable_count,
             "comment": review.comment[:500],
+            "own_events": own,
+            "own_events_reason": review.own_events_reason[:500],
         },
     )
     return review

@@ -168,3 +168,56 @@ def test_field_changes_sit_beside_the_audit_trail_under_their_own_name(client):
     assert "Log entries" not in page
     listing = client.get(reverse("admin:audit_fieldchange_changelist"))
     assert listing.status_code == 200
+
+
+def test_a_period_holding_the_signers_own_events_needs_another_auditor_or_a_reason(
+    client,
+):
+    """Audit views and exports are in the review; the auditor whose own views
+    are in the period cannot sign it off silently: another auditor signs, or
+    the signer states why, and the reason is kept and audited."""
+    from django.test import Client
+
+    signer = staff_client(client, auditor=True)
+    event = audit_record(event_type="file.download")
+    client.get(reverse("admin:audit_auditevent_change", args=[event.pk]))
+    client.post(
+        reverse("admin:audit_auditevent_changelist"),
+        {"action": "export_jsonl", "_selected_action": [event.pk]},
+    )
+    review = review_create()
+    # The detail view, the list view the action posts to, the export.
+    assert review.summary == {"audit.view success": 2, "audit.export success": 1}
+    url = reverse("admin:audit_auditreview_change", args=[review.pk])
+
+    refused = client.post(url, {"comment": "Fine.", "own_events_reason": " "})
+    assert refused.status_code == 200
+    assert b"3 notable event(s) of your own" in refused.content
+    review.refresh_from_db()
+    assert not review.signed_off
+
+    other_client = Client()
+    other = staff_client(other_client, auditor=True)
+    signed = other_client.post(url, {"comment": "Checked the views and export."})
+    assert signed.status_code == 302
+    review.refresh_from_db()
+    assert review.signed_off_label == other.email
+    assert review.own_events_reason == ""
+    assert signer.pk != other.pk
+
+
+def test_a_lone_auditor_signs_their_own_period_with_a_reason_on_record(client):
+    signer = staff_client(client, auditor=True)
+    audit_record(event_type="audit.export", actor=signer, details={"count": 3})
+    review = review_create()
+    url = reverse("admin:audit_auditreview_change", args=[review.pk])
+    response = client.post(
+        url,
+        {"comment": "Export for the insurer.", "own_events_reason": "Sole auditor."},
+    )
+    assert response.status_code == 302
+    review.refresh_from_db()
+    assert review.own_events_reason == "Sole auditor."
+    event = AuditEvent.objects.get(event_type="audit.review.signoff")
+    assert event.details["own_events"] == 1
+    assert event.details["own_events_reason"] == "Sole auditor."
