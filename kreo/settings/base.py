@@ -57,8 +57,9 @@ INSTALLED_APPS = [
     "django_recaptcha",
     "django_ratelimit",
     "kreo",
-    "auditlog",
+    # Before auditlog: its `auditlogflush` is replaced by audit's refusal.
     "audit",
+    "auditlog",
     "accounts",
     "accounts.oidc",  # single sign-on through Keycloak
     "projects",

@@ -12,6 +12,7 @@ from drf_spectacular.views import SpectacularAPIView
 from knox.models import AuthToken
 
 from accounts.tests.factories import UserFactory
+from projects.invitations import invitation_create
 from projects.models import Role
 from projects.tests.factories import MembershipFactory, ProjectFactory, stored_file
 
@@ -48,12 +49,14 @@ class World:
     project: object
     file: object
     member: object
+    invitation: object
 
     def url(self, path: str, **override) -> str:
         values = {
             "project_id": self.project.pk,
             "file_id": self.file.pk,
             "membership_id": self.member.pk,
+            "invitation_id": self.invitation.pk,
             **override,
         }
         return path.format(**values)
@@ -81,4 +84,7 @@ def make_world() -> World:
     member = MembershipFactory(project=project, role=Role.VIEWER)
     item = stored_file(project, uploaded_by=owner)
     _, token = AuthToken.objects.create(user=owner)
-    return World(owner, token, project, item, member)
+    invitation = invitation_create(
+        actor=owner, project=project, email="invited@example.test", role=Role.VIEWER
+    )
+    return World(owner, token, project, item, member, invitation)
