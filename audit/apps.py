@@ -24,6 +24,27 @@ def ensure_auditor_group(sender, using="default", **kwargs):
     group.permissions.add(*perms)
 
 
+def apply_role_grants(sender, using="default", **kwargs):
+    """After ``migrate`` (run as the owner): the application role and the
+    purge role get exactly the rights of audit/sql.py, when they are named."""
+    from django.conf import settings
+    from django.db import connections
+
+    from audit.sql import grants_sql, purge_grants_sql
+
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return
+    statements = []
+    if settings.KREO_DB_APP_ROLE:
+        statements += grants_sql(settings.KREO_DB_APP_ROLE)
+    if settings.KREO_DB_PURGE_ROLE:
+        statements += purge_grants_sql(settings.KREO_DB_PURGE_ROLE)
+    with connection.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
+
+
 class AuditConfig(AppConfig):
     name = "audit"
     verbose_name = "Audit trail"
@@ -32,6 +53,7 @@ class AuditConfig(AppConfig):
         from audit import fieldchanges
 
         post_migrate.connect(ensure_auditor_group, sender=self)
+        post_migrate.connect(apply_role_grants, sender=self)
         fieldchanges.connect()
         from audit.admin import unregister_log_entries
 

@@ -27,6 +27,7 @@ import json
 import logging
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -383,6 +384,28 @@ def read_back(archive: AuditArchive, client) -> None:
     archive.save()
 
 
+@contextmanager
+def _purge_cursor():
+    """A cursor in one transaction with the purge flag set, as the purge role.
+
+    ``AUDIT_PURGE_DATABASE_URL`` names a role that alone may DELETE events
+    (``audit.sql.purge_grants_sql``); without it (SQLite, one-role setups)
+    the application's own connection purges.
+    """
+    url = settings.AUDIT_PURGE_DATABASE_URL
+    if url and connection.vendor == "postgresql":
+        import psycopg
+
+        with psycopg.connect(url) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("SET LOCAL kreo.audit_purge = 'on'")
+            yield cur, lambda value: value
+        return
+    with transaction.atomic(), connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            cur.execute("SET LOCAL kreo.audit_purge = 'on'")
+        yield cur, connection.ops.adapt_datetimefield_value
+
+
 def purge(archive: AuditArchive) -> int:
     """Remove the archived rows from the hot store, in batches."""
     removed = 0
@@ -396,13 +419,11 @@ def purge(archive: AuditArchive) -> int:
         if not ids:
             break
         end = ids[-1]
-        with transaction.atomic():
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL kreo.audit_purge = 'on'")
-            removed += AuditEvent.objects.filter(
-                id__gte=start, id__lte=end
-            )._raw_delete(connection.alias)
+        with _purge_cursor() as (cursor, _):
+            cursor.execute(
+                "DELETE FROM audit_auditevent WHERE id BETWEEN %s AND %s", [start, end]
+            )
+            removed += cursor.rowcount
         start = end + 1
     archive.state = ArchiveState.PURGED
     archive.save()
@@ -418,13 +439,13 @@ def purge_field_changes() -> int:
     bound = AuditEvent.objects.aggregate(oldest=Min("occurred_at"))["oldest"]
     if bound is None:
         return 0
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL kreo.audit_purge = 'on'")
-        return LogEntry.objects.filter(timestamp__lt=bound)._raw_delete(
-            connection.alias
+    table = LogEntry._meta.db_table
+    with _purge_cursor() as (cursor, adapt):
+        cursor.execute(
+            f"DELETE FROM {table} WHERE timestamp < %s",  # noqa: S608  # nosec B608
+            [adapt(bound)],
         )
+        return cursor.rowcount
 
 
 def run(*, now=None, client=None, progress=None) -> dict:

@@ -127,7 +127,9 @@ def grants_sql(role: str) -> list[str]:
     quoted = '"' + role.replace('"', '""') + '"'
     return [
         f"REVOKE ALL ON audit_auditevent, audit_auditseal FROM {quoted}",
-        f"GRANT SELECT, INSERT, DELETE ON audit_auditevent TO {quoted}",
+        # No DELETE: only the purge role removes archived events
+        # (``purge_grants_sql``), so a fake archive row gets the app nowhere.
+        f"GRANT SELECT, INSERT ON audit_auditevent TO {quoted}",
         f"GRANT SELECT, INSERT ON audit_auditseal TO {quoted}",
         f"GRANT USAGE ON SEQUENCE audit_auditevent_id_seq TO {quoted}",
         f"GRANT USAGE ON SEQUENCE audit_auditseal_id_seq TO {quoted}",
@@ -136,10 +138,23 @@ def grants_sql(role: str) -> list[str]:
         f"TO {quoted}",
         f"GRANT USAGE ON SEQUENCE audit_auditarchive_id_seq, "
         f"audit_auditreview_id_seq TO {quoted}",
-        # Field changes: written by django-auditlog, purged with the trail;
-        # the actor key is set to NULL when a user is deleted.
+        # Field changes: written by django-auditlog; the actor key is set to
+        # NULL when a user is deleted.
         f"REVOKE ALL ON {FIELD_CHANGE_TABLE} FROM {quoted}",
-        f"GRANT SELECT, INSERT, DELETE ON {FIELD_CHANGE_TABLE} TO {quoted}",
+        f"GRANT SELECT, INSERT ON {FIELD_CHANGE_TABLE} TO {quoted}",
         f"GRANT UPDATE (actor_id) ON {FIELD_CHANGE_TABLE} TO {quoted}",
         f"GRANT USAGE ON SEQUENCE {FIELD_CHANGE_TABLE}_id_seq TO {quoted}",
+    ]
+
+
+def purge_grants_sql(role: str) -> list[str]:
+    """Grants for the archival purge's role (``AUDIT_PURGE_DATABASE_URL``):
+    it reads and deletes events and field changes, and reads the archive
+    rows the guard checks; nothing else. The application role holds no
+    DELETE on either table, so with the two roles apart no statement the
+    application can run removes an event."""
+    quoted = '"' + role.replace('"', '""') + '"'
+    return [
+        f"GRANT SELECT, DELETE ON audit_auditevent, {FIELD_CHANGE_TABLE} TO {quoted}",
+        f"GRANT SELECT ON audit_auditarchive TO {quoted}",
     ]

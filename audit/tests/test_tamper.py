@@ -220,9 +220,77 @@ def test_separate_application_role_has_no_update_or_truncate_grant(
             ):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     app.execute(sql)
-            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 app.execute("DELETE FROM audit_auditevent")
     finally:
         superuser_sql(f'DROP OWNED BY "{role}"')
         superuser_sql(f'DROP ROLE "{role}"')
     assert AuditEvent.objects.count() == 2
+
+
+def test_a_fake_archive_row_gets_the_application_role_no_delete(
+    sealed_now, superuser_sql, settings
+):
+    """Attack 3: the app role inserts an archive row claiming the events,
+    sets the purge flag and deletes. Refused: the app role holds no DELETE;
+    only the purge role (its own URL) removes events, and only those a
+    verified archive holds."""
+    import uuid
+
+    import psycopg
+
+    from audit import archive
+    from audit.models import ArchiveState, AuditArchive
+    from audit.sql import grants_sql, purge_grants_sql
+
+    events = _trail(3)
+    app_role = f"kreo_app_{uuid.uuid4().hex[:8]}"
+    purge_role = f"kreo_purge_{uuid.uuid4().hex[:8]}"
+    params = connection.get_connection_params()
+    host, port = params.get("host") or "127.0.0.1", params.get("port") or 5432
+    name = connection.settings_dict["NAME"]
+    superuser_sql(f'CREATE ROLE "{app_role}" LOGIN')
+    superuser_sql(f'CREATE ROLE "{purge_role}" LOGIN')
+    try:
+        for statement in grants_sql(app_role) + purge_grants_sql(purge_role):
+            superuser_sql(statement)
+        with psycopg.connect(
+            host=host, port=port, user=app_role, dbname=name, autocommit=True
+        ) as app:
+            app.execute(
+                "INSERT INTO audit_auditarchive (first_seal, last_seal, first_id, "
+                "last_id, count, bucket, key, manifest_key, sha256, size, state, "
+                "object_lock, created_at, updated_at) VALUES (1, 1, %s, %s, 3, "
+                "'b', 'fake', 'fake.json', '', 0, 'verified', false, now(), now())",
+                [events[0].pk, events[-1].pk],
+            )
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                with app.transaction():
+                    app.execute("SET LOCAL kreo.audit_purge = 'on'")
+                    app.execute("DELETE FROM audit_auditevent")
+        assert AuditEvent.objects.count() == 3
+        # The purge role, as the archiver uses it, removes what the (here
+        # genuine) verified archive row covers, and nothing else.
+        settings.AUDIT_PURGE_DATABASE_URL = (
+            f"postgresql://{purge_role}@{host}:{port}/{name}"
+        )
+        fake = AuditArchive.objects.get(key="fake")
+        fake.last_id = events[1].pk
+        fake.save()
+        assert archive.purge(fake) == 2
+        assert list(AuditEvent.objects.values_list("pk", flat=True)) == [events[2].pk]
+        assert AuditArchive.objects.get(key="fake").state == ArchiveState.PURGED
+        with psycopg.connect(
+            host=host, port=port, user=purge_role, dbname=name, autocommit=True
+        ) as purger:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append"):
+                with purger.transaction():
+                    purger.execute("SET LOCAL kreo.audit_purge = 'on'")
+                    purger.execute("DELETE FROM audit_auditevent")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                purger.execute("UPDATE audit_auditevent SET actor_label = 'x'")
+    finally:
+        for role in (app_role, purge_role):
+            superuser_sql(f'DROP OWNED BY "{role}"')
+            superuser_sql(f'DROP ROLE "{role}"')
+    assert AuditEvent.objects.count() == 1

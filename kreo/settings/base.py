@@ -782,6 +782,14 @@ AUDIT_EVENT_KEY = env.str("AUDIT_EVENT_KEY", default="") or (
 )
 AUDIT_VERIFY_PUBLIC_KEY = env.str("AUDIT_VERIFY_PUBLIC_KEY", default="")
 AUDIT_ARCHIVE_S3_BUCKET = env.str("AUDIT_ARCHIVE_S3_BUCKET", default="")
+# The archival purge's own database role (audit.sql.purge_grants_sql): the
+# application role then holds no DELETE on audit events. Blank: the app's
+# connection purges (SQLite, one-role setups).
+AUDIT_PURGE_DATABASE_URL = env.str("AUDIT_PURGE_DATABASE_URL", default="")
+# Applied by `migrate` (run as the owner) when set: the application role's
+# and the purge role's grants on the audit tables (audit/sql.py).
+KREO_DB_APP_ROLE = env.str("KREO_DB_APP_ROLE", default="")
+KREO_DB_PURGE_ROLE = env.str("KREO_DB_PURGE_ROLE", default="")
 AUDIT_ARCHIVE_S3_ENDPOINT_URL = env.str(
     "AUDIT_ARCHIVE_S3_ENDPOINT_URL",
     default=env.str("AWS_S3_ENDPOINT_URL", default=""),
