@@ -40,6 +40,8 @@ def record_field_change(sender, instance, created, raw=False, **kwargs) -> None:
         target_type=f"{content_type.app_label}.{content_type.model}",
         target_id=str(instance.object_pk),
         correlation_id=instance.cid or "",
+        # The admin's own admin.change event is still recorded beside it.
+        replaces_request_event=False,
         details={
             "log_entry": instance.pk,
             "object": (instance.object_repr or "")[:200],

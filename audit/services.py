@@ -62,6 +62,7 @@ def audit_record(
     target_id: str = "",
     status_code: int | None = None,
     correlation_id: str = "",
+    replaces_request_event: bool = True,
 ) -> AuditEvent:
     """Append one event and return it.
 
@@ -71,6 +72,8 @@ def audit_record(
     e-mail tried in a failed login); ``target_type``/``target_id`` name a
     target that is not a model instance (or no longer exists). ``outcome``
     is one of ``Outcome``: success, failure, denied, error.
+    ``replaces_request_event=False`` for an event that accompanies the
+    request's own (a field change): the middleware still records the request.
 
     The row carries its content hash; no shared state is read or locked, so
     concurrent requests never wait on each other here.
@@ -112,7 +115,8 @@ def audit_record(
             setattr(event, name, value)
     chain.sign_event(event, *keys.event_key_current())
     _write(event)
-    note_recorded()
+    if replaces_request_event:
+        note_recorded()
     return event
 
 
