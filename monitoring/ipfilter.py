@@ -19,6 +19,7 @@ A refused request costs no database work either: it is counted in
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import threading
@@ -95,6 +96,7 @@ def parse_network(value: str, *, deny: bool = False) -> Network:
     return network
 
 
+@functools.lru_cache(maxsize=4096)  # the same clients ask again and again
 def _address(value: str) -> Address | None:
     try:
         return ipaddress.ip_address(value)
