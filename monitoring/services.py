@@ -406,6 +406,15 @@ def ip_rule_delete(*, actor, rule_id: int, request: HttpRequest | None = None) -
     transaction.on_commit(ipfilter.changed)
 
 
+def _block_network(address) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The address alone for IPv4; for IPv6 its /MONITORING_AUTOBLOCK_IPV6_PREFIX
+    (one host usually holds a whole /64 and can move within it at will)."""
+    if address.version == 4:
+        return ipaddress.ip_network(address)
+    prefix = settings.MONITORING_AUTOBLOCK_IPV6_PREFIX
+    return ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+
+
 def ip_block_for_alert(*, alert: Alert) -> IPRule | None:
     """Block the IP an alert is about for ``MONITORING_AUTOBLOCK_SECONDS``,
     when ``MONITORING_AUTOBLOCK`` is on and the alert's rule is one of
@@ -428,7 +437,7 @@ def ip_block_for_alert(*, alert: Alert) -> IPRule | None:
     seconds = settings.MONITORING_AUTOBLOCK_SECONDS
     rule = IPRule.objects.create(
         kind=IPListKind.DENY,
-        network=str(ipaddress.ip_network(address)),
+        network=str(_block_network(address)),
         reason=f"Automatic, alert #{alert.pk}: {alert.summary}"[:500],
         expires_at=timezone.now() + timedelta(seconds=seconds),
         source=IPRuleSource.RULE,

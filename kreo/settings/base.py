@@ -784,6 +784,11 @@ MONITORING_AUTOBLOCK_RULES = env.list(
     "MONITORING_AUTOBLOCK_RULES", default=["credential_stuffing", "rate_limit_storm"]
 )
 MONITORING_AUTOBLOCK_SECONDS = env.int("MONITORING_AUTOBLOCK_SECONDS", default=3600)
+# An IPv6 address is blocked with its network of this prefix length (a host
+# usually holds a whole /64).
+MONITORING_AUTOBLOCK_IPV6_PREFIX = env.int(
+    "MONITORING_AUTOBLOCK_IPV6_PREFIX", default=64
+)
 
 # Audit trail (audit/): seals signed with Ed25519, archives AES-256-GCM in S3.
 # Keys are any high-entropy strings; with no environment, development keys

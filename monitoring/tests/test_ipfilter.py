@@ -306,3 +306,15 @@ def test_liveness_never_reads_the_list(client, add_entry, django_assert_num_quer
         assert _get(client, "/healthz", "203.0.113.1").status_code == 200
     _get(client, CHEAP, "198.51.100.1")
     assert _get(client, "/healthz", "203.0.113.1").status_code == 403
+
+
+def test_an_ipv6_attacker_is_blocked_with_its_whole_64(client, rules_now, mail_now):
+    """A credential-stuffing IPv6 client is blocked with its /64: moving to
+    another address of the same network does not get it back in."""
+    rules_now.MONITORING_AUTOBLOCK = True
+    _stuff(client, "2001:db8:aaaa:bbbb::66")
+    with mail_now():
+        services.rules_run()
+    assert IPRule.objects.get().network == "2001:db8:aaaa:bbbb::/64"
+    assert _get(client, LOGIN, "2001:db8:aaaa:bbbb::1:2").status_code == 403
+    assert _get(client, LOGIN, "2001:db8:aaaa:cccc::1").status_code == 200
