@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.tests.factories import UserFactory
 from audit.models import AuditEvent
@@ -60,6 +61,29 @@ def test_a_denied_address_gets_a_short_403_with_no_database_work(
     with django_assert_num_queries(0):
         assert _get(client, CHEAP, "198.51.100.1").status_code == 200
     assert _get(client, LOGIN, "198.51.100.1").status_code == 200
+
+
+def test_metrics_count_refusals_by_list(client, settings, add_entry):
+    settings.MONITORING_TOKEN = "m" * 40
+    add_entry("203.0.113.0/24")
+
+    def refused() -> float:
+        text = client.get(
+            "/metrics", headers={"Authorization": f"Bearer {'m' * 40}"}
+        ).content.decode()
+        return next(
+            s.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "kreo_ip_blocked"
+            for s in family.samples
+            if s.labels.get("list") == "deny" and s.name.endswith("_total")
+        )
+
+    _get(client, LOGIN, "203.0.113.1")
+    before = refused()
+    for _ in range(3):
+        _get(client, LOGIN, "203.0.113.1")
+    assert refused() == before + 3
 
 
 def test_ipv6_and_ipv4_mapped_addresses_are_matched(client, add_entry):
