@@ -102,6 +102,18 @@ def token_create(*, actor, request=None) -> tuple[AuthToken, str]:
         target_id=public_id(instance),
         details={"expiry": instance.expiry.isoformat(), "sso": identity is not None},
     )
+    if request is not None:
+        from accounts import services
+
+        services.security_notice_queue(
+            request=request,
+            user=actor,
+            notice=services.NOTICE_API_TOKEN,
+            details={
+                "token": public_id(instance),
+                "expiry": f"{instance.expiry:%Y-%m-%d %H:%M} UTC",
+            },
+        )
     return instance, secret
 
 

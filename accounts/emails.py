@@ -52,3 +52,8 @@ def password_reset_send(
             "token": token,
         },
     )
+
+
+def security_notice_send(*, user, notice: str, context: dict) -> None:
+    """A change to the account's security (``accounts.services.NOTICES``)."""
+    _send(user.email, f"security_{notice}", {"user": user, **context})

@@ -113,3 +113,19 @@ def browser_label(user_agent: str) -> str:
         "",
     )
     return f"{browser} on {system}" if system else browser
+
+
+def signin_device_known(*, user: User, device_id: str) -> tuple[bool, bool]:
+    """Whether ``user`` signed in before at all, and from this device.
+
+    A device is a browser's ``kreo_device`` cookie (a random id kept 400
+    days; events store its keyed hash): a sign-in from a browser that sent
+    none, or one whose id never signed this account in while its events are
+    in the hot audit store (``AUDIT_RETENTION_DAYS``), is from a new device.
+    """
+    earlier = AuditEvent.objects.filter(
+        event_type="auth.login.success", actor_id=user.pk
+    )
+    if not earlier.exists():
+        return False, False
+    return True, bool(device_id) and earlier.filter(device_id=device_id).exists()

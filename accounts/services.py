@@ -7,7 +7,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from importlib import import_module
 
@@ -28,10 +28,10 @@ from django_otp import login as otp_login
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
-from accounts import api_tokens, emails, limits, tokens
+from accounts import api_tokens, emails, limits, selectors, tokens
 from accounts.models import SessionRecord, User
 from audit.models import Outcome
-from audit.services import audit_record
+from audit.services import audit_record, device_cookie_ensure, device_id
 from kreo.net import client_ip
 
 logger = logging.getLogger(__name__)
@@ -142,11 +142,12 @@ def _signup_browser_matches(request: HttpRequest, user: User) -> bool:
     return bool(stored) and constant_time_compare(stored, mark)
 
 
-def _mail_queue(request: HttpRequest, task, user: User) -> None:
+def _mail_queue(request: HttpRequest, task, user: User, **extra) -> None:
     """Queue ``task`` for ``user`` once the transaction commits.
 
-    Only the account id and the site's address go to the broker; the task
-    loads the account, checks it again and makes any link when it sends.
+    Only the account id and the site's address (and ``extra``: plain facts,
+    never a secret) go to the broker; the task loads the account, checks it
+    again and makes any link when it sends.
     """
     transaction.on_commit(
         partial(
@@ -156,6 +157,7 @@ def _mail_queue(request: HttpRequest, task, user: User) -> None:
             user_id=user.pk,
             protocol=request.scheme,
             domain=request.get_host(),
+            **extra,
         )
     )
 
@@ -476,6 +478,12 @@ def login_complete(*, request: HttpRequest, user: User, device=None) -> None:
             "user_agent": request.META.get("HTTP_USER_AGENT", "")[:512],
         },
     )
+    device_cookie_ensure(request)
+    signed_in_before, known = selectors.signin_device_known(
+        user=user, device_id=device_id(request)
+    )
+    if signed_in_before and not known:
+        security_notice_queue(request=request, user=user, notice=NOTICE_NEW_SIGNIN)
     audit_record(
         event_type="auth.login.success",
         request=request,
@@ -603,6 +611,7 @@ def password_changed(*, request: HttpRequest, user: User, old_key: str) -> None:
         reason="password_changed",
     )
     audit_record(event_type="auth.password.changed", request=request, actor=user)
+    security_notice_queue(request=request, user=user, notice=NOTICE_PASSWORD_CHANGED)
     api_tokens.tokens_revoke_all(
         user=user, actor=user, request=request, reason="password_changed"
     )
@@ -614,6 +623,7 @@ def password_reset_done(*, request: HttpRequest, user: User) -> None:
     sessions_end_others(request=request, user=user, keep=None, reason="reset")
     _lock_counter_clear(user)
     audit_record(event_type="auth.password.reset", request=request, actor=user)
+    security_notice_queue(request=request, user=user, notice=NOTICE_PASSWORD_RESET)
     api_tokens.tokens_revoke_all(
         user=user, actor=user, request=request, reason="password_reset"
     )
@@ -755,6 +765,7 @@ def otp_disable(*, request: HttpRequest, user: User) -> None:
     for device in list(devices_for_user(user, confirmed=None)):
         device.delete()
     audit_record(event_type="auth.2fa.removed", request=request, actor=user)
+    security_notice_queue(request=request, user=user, notice=NOTICE_OTP_DISABLED)
 
 
 @transaction.atomic
@@ -773,3 +784,79 @@ def demo_user_ensure(*, email: str) -> tuple[User, str]:
     user.email_verified_at = user.email_verified_at or timezone.now()
     user.save()
     return user, password
+
+
+# Security notices ---------------------------------------------------------
+
+# What the owner of an account is told of (templates
+# accounts/email/security_<notice>*.txt).
+NOTICE_NEW_SIGNIN = "new_signin"
+NOTICE_PASSWORD_CHANGED = "password_changed"  # noqa: S105 - a name
+NOTICE_PASSWORD_RESET = "password_reset"  # noqa: S105 - a name
+NOTICE_OTP_DISABLED = "otp_disabled"
+NOTICE_API_TOKEN = "api_token_created"  # noqa: S105 - a name
+NOTICES = frozenset(
+    {
+        NOTICE_NEW_SIGNIN,
+        NOTICE_PASSWORD_CHANGED,
+        NOTICE_PASSWORD_RESET,
+        NOTICE_OTP_DISABLED,
+        NOTICE_API_TOKEN,
+    }
+)
+BROWSER_CHARS = 160
+
+
+def security_notice_queue(
+    *, request: HttpRequest, user: User, notice: str, details: dict | None = None
+) -> None:
+    """Mail ``user`` about ``notice`` from a task once the transaction
+    commits: when, from which address and browser, and what to do if it was
+    not them. ``details`` are plain facts for the mail, never a secret."""
+    from accounts import tasks
+
+    if notice not in NOTICES:
+        raise ValueError(f"unknown security notice {notice!r}")
+    browser = " ".join(request.META.get("HTTP_USER_AGENT", "").split())
+    _mail_queue(
+        request,
+        tasks.security_notice_send,
+        user,
+        notice=notice,
+        ip=client_ip(request),
+        browser=browser[:BROWSER_CHARS],
+        at=timezone.now().isoformat(),
+        details=details or {},
+    )
+
+
+def security_notice_mail(
+    *,
+    user_id: int,
+    notice: str,
+    protocol: str,
+    domain: str,
+    ip: str,
+    browser: str,
+    at: str,
+    details: dict | None = None,
+) -> bool:
+    """Send one security notice to an active account's owner."""
+    if notice not in NOTICES:
+        raise ValueError(f"unknown security notice {notice!r}")
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return False
+    emails.security_notice_send(
+        user=user,
+        notice=notice,
+        context={
+            "at": datetime.fromisoformat(at),
+            "ip": ip,
+            "browser": browser or "unknown",
+            "details": details or {},
+            "security_link": _site_link(protocol, domain, "accounts:security"),
+            "reset_link": _site_link(protocol, domain, "accounts:password-reset"),
+        },
+    )
+    return True

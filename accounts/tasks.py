@@ -40,3 +40,34 @@ def signup_existing_send(*, user_id: int, protocol: str, domain: str) -> bool:
     return services.signup_existing_mail(
         user_id=user_id, protocol=protocol, domain=domain
     )
+
+
+@shared_task(
+    name="accounts.tasks.security_notice_send",
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def security_notice_send(
+    *,
+    user_id: int,
+    notice: str,
+    protocol: str,
+    domain: str,
+    ip: str,
+    browser: str,
+    at: str,
+    details: dict | None = None,
+) -> bool:
+    """Tell an account's owner of a sign-in from a new device, a password
+    change or reset, 2FA turned off or a new API token; retried likewise."""
+    return services.security_notice_mail(
+        user_id=user_id,
+        notice=notice,
+        protocol=protocol,
+        domain=domain,
+        ip=ip,
+        browser=browser,
+        at=at,
+        details=details,
+    )

@@ -17,7 +17,7 @@ from audit.context import (
     set_correlation_id,
 )
 from audit.models import Outcome
-from audit.services import DEVICE_COOKIE, audit_record
+from audit.services import DEVICE_COOKIE, DEVICE_MINTED, audit_record
 from kreo.net import client_ip
 
 logger = logging.getLogger(__name__)
@@ -135,6 +135,10 @@ class AuditMiddleware:
             logger.exception("audit: could not record request %s", request.path)
 
     def _device_cookie(self, request: HttpRequest, response: HttpResponse) -> None:
+        minted = getattr(request, DEVICE_MINTED, "")
+        if minted:  # made for this request's sign-in (device_cookie_ensure)
+            self._set_device_cookie(response, minted)
+            return
         if request.COOKIES.get(DEVICE_COOKIE):
             return
         user = getattr(request, "user", None)
@@ -144,9 +148,12 @@ class AuditMiddleware:
             return  # the session store is out with the database (kreo.outage)
         if not signed_in:
             return
+        self._set_device_cookie(response, new_correlation_id())
+
+    def _set_device_cookie(self, response: HttpResponse, value: str) -> None:
         response.set_cookie(
             DEVICE_COOKIE,
-            new_correlation_id(),
+            value,
             max_age=DEVICE_COOKIE_AGE,
             secure=settings.SESSION_COOKIE_SECURE,
             httponly=True,

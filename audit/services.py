@@ -11,13 +11,35 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from audit import chain, keys, spool
-from audit.context import get_correlation_id, note_recorded
+from audit.context import get_correlation_id, new_correlation_id, note_recorded
 from audit.models import AuditEvent, AuditReview, AuditSeal, Outcome
 from kreo.net import client_ip
 
 logger = logging.getLogger(__name__)
 
 DEVICE_COOKIE = "kreo_device"
+
+
+# Set on a request whose device cookie was made during it (AuditMiddleware
+# sends it with the response).
+DEVICE_MINTED = "_kreo_device_minted"
+
+
+def device_cookie_ensure(request: HttpRequest) -> str:
+    """The request's device cookie, made now when the browser sent none, so
+    that an event recorded in this request (a sign-in) names the browser it
+    was made in; ``audit.middleware.AuditMiddleware`` sets it on the response."""
+    value = request.COOKIES.get(DEVICE_COOKIE, "")
+    if not value:
+        value = new_correlation_id()
+        request.COOKIES[DEVICE_COOKIE] = value
+        setattr(request, DEVICE_MINTED, value)
+    return value
+
+
+def device_id(request: HttpRequest) -> str:
+    """The keyed hash of the request's device cookie, as events store it."""
+    return keys.device_hash(request.COOKIES.get(DEVICE_COOKIE, ""))
 
 
 def _ip(value: str | None) -> str | None:

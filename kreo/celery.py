@@ -52,4 +52,8 @@ DEFAULT_SCHEDULE = {
     "status probe": ("status.tasks.probe", "STATUS_PROBE_SECONDS"),
     "status publish": ("status.tasks.publish", "STATUS_PUBLISH_SECONDS"),
     "monitoring rules": ("monitoring.tasks.rules_run", "MONITORING_RULES_SECONDS"),
+    "monitoring ip block summary": (
+        "monitoring.tasks.ip_block_summary",
+        "MONITORING_IPFILTER_SUMMARY_SECONDS",
+    ),
 }

@@ -47,7 +47,13 @@ THROTTLED = Counter(
 SIGN_INS = Counter(
     "kreo_sign_ins", "Sign-in attempts by outcome.", ["outcome"], registry=None
 )
-REQUEST_METRICS = (REQUEST_LATENCY, RESPONSES, THROTTLED, SIGN_INS)
+IP_BLOCKED = Counter(
+    "kreo_ip_blocked",
+    "Requests refused by the IP deny list or the /admin/ allow list.",
+    ["list"],
+    registry=None,
+)
+REQUEST_METRICS = (REQUEST_LATENCY, RESPONSES, THROTTLED, SIGN_INS, IP_BLOCKED)
 
 
 def on_logged_in(sender, **kwargs) -> None:

@@ -6,7 +6,7 @@ import logging
 import time
 
 from audit.context import get_correlation_id
-from monitoring import metrics
+from monitoring import ipfilter, metrics
 
 # JSON lines on stdout in production (LOGGING in kreo/settings): a log shipper
 # reads them; silent below INFO elsewhere.
@@ -55,3 +55,22 @@ class RequestMetricsMiddleware:
                 },
             )
         return response
+
+
+class IPFilterMiddleware:
+    """Refuse requests from the IP deny list, and ``/admin/`` requests from
+    outside its allow list, before anything reads the session or the database.
+
+    Sits outside ``audit.middleware.AuditMiddleware``: a refused request is
+    counted and summarised (``monitoring.ipfilter``), not written one row at
+    a time, so a flood from a blocked network costs no database writes.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        refused = ipfilter.refusal(request)
+        if refused is not None:
+            return refused
+        return self.get_response(request)

@@ -102,3 +102,69 @@ class RuleCursor(models.Model):
 
     def __str__(self) -> str:
         return f"rules read up to event {self.last_event_id}"
+
+
+class IPListKind(models.TextChoices):
+    DENY = "deny", "Deny (every page)"
+    ADMIN_ALLOW = "admin_allow", "Allow for /admin/"
+
+
+class IPRuleSource(models.TextChoices):
+    STAFF = "staff", "Staff"
+    RULE = "rule", "Detection rule"
+
+
+class IPRule(models.Model):
+    """An entry of the IP deny list or of the ``/admin/`` allow list.
+
+    ``network`` is a normalised CIDR range (an address is a /32 or /128).
+    While any allow entry is in force, ``/admin/`` answers only addresses
+    inside one; a deny entry refuses every page. An entry with
+    ``expires_at`` stops applying then by itself (``monitoring.ipfilter``
+    compares it with the clock on every request).
+    """
+
+    kind = models.CharField(max_length=16, choices=IPListKind.choices)
+    network = models.CharField(
+        max_length=64,
+        help_text="An IPv4 or IPv6 address or CIDR range, e.g. 203.0.113.0/24.",
+    )
+    reason = models.CharField(max_length=500)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Empty: until removed."
+    )
+    source = models.CharField(
+        max_length=16, choices=IPRuleSource.choices, default=IPRuleSource.STAFF
+    )
+    alert = models.ForeignKey(
+        Alert,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="ip_rules",
+        help_text="The alert whose rule made this block.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_label = models.CharField(max_length=254, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["kind", "expires_at"])]
+        verbose_name = "IP filter entry"
+        verbose_name_plural = "IP filter entries"
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.network}"
+
+    def in_force(self, now=None) -> bool:
+        from django.utils import timezone
+
+        return self.expires_at is None or self.expires_at > (now or timezone.now())

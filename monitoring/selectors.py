@@ -1,10 +1,13 @@
 """Reads of the monitoring app."""
 
+from datetime import datetime
+
 from django.contrib.auth import get_user_model
-from django.db.models import Count
+from django.db.models import Count, Q
+from django.utils import timezone
 
 from kreo.permissions import ADMIN_GROUP
-from monitoring.models import Alert
+from monitoring.models import Alert, IPRule
 
 
 def alert_get(*, alert_id: int) -> Alert | None:
@@ -30,4 +33,14 @@ def admin_group_emails() -> list[str]:
         .exclude(email="")
         .values_list("email", flat=True)
         .distinct()
+    )
+
+
+def ip_rules_in_force(*, since: datetime | None = None) -> list[tuple]:
+    """``(id, kind, network, expires_at)`` of every entry not expired before
+    ``since`` (default: now)."""
+    return list(
+        IPRule.objects.filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=since or timezone.now())
+        ).values_list("id", "kind", "network", "expires_at")
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import ipaddress
+import time
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -12,8 +15,19 @@ from django.utils import timezone
 from audit import selectors as audit_selectors
 from audit.models import Outcome
 from audit.services import audit_record
-from monitoring import rules
-from monitoring.models import ACTIVE_STATES, Alert, AlertState, RuleCursor
+from kreo.cache import CacheUnavailable
+from kreo.net import client_ip
+from monitoring import ipfilter, rules, selectors
+from monitoring.models import (
+    ACTIVE_STATES,
+    Alert,
+    AlertState,
+    IPListKind,
+    IPRule,
+    IPRuleSource,
+    RuleCursor,
+    SubjectKind,
+)
 
 SYSTEM_LABEL = "monitoring"
 ALERT_NEEDS_REASON = "Say why: acknowledging or resolving an alert needs a reason."
@@ -158,8 +172,10 @@ def rules_run(*, batch_size: int | None = None, max_batches: int = 100) -> dict:
             events = [rules.Event.from_row(row, new=False) for row in earlier]
             events += [rules.Event.from_row(row) for row in rows]
             for hit in rules.evaluate(events, limits):
-                _, created = alert_raise(hit=hit)
+                alert, created = alert_raise(hit=hit)
                 summary["opened" if created else "updated"] += 1
+                if ip_block_for_alert(alert=alert) is not None:
+                    summary["blocked"] = summary.get("blocked", 0) + 1
             cursor.last_event_id = carried_to = rows[-1][0]
             cursor.events_read += len(rows)
             cursor.save()
@@ -240,3 +256,262 @@ def webhook_failed_record(*, alert_id: int, attempts: int, error: str) -> None:
         error_description=error[:512],
         details={"attempts": attempts},
     )
+
+
+# --- The IP deny list and the /admin/ allow list (monitoring.ipfilter) ---
+
+IP_NEEDS_REASON = "Say why: an IP filter entry needs a reason."
+IP_EXPIRY_PAST = "The expiry is in the past: leave it empty, or pick a later time."
+IP_LOCKS_YOU_OUT = (
+    "This would shut you out of the admin: your address {ip} would be outside "
+    "every /admin/ allow entry. Add an entry for your own network first."
+)
+IP_BLOCKS_YOU = "This would block your own address ({ip})."
+
+
+class IPRuleError(ValueError):
+    pass
+
+
+def _ip_fields(rule: IPRule) -> dict:
+    return {
+        "kind": rule.kind,
+        "network": rule.network,
+        "reason": rule.reason,
+        "expires_at": rule.expires_at.isoformat() if rule.expires_at else None,
+        "source": rule.source,
+    }
+
+
+def _ip_clean(
+    *, kind: str, network: str, reason: str, expires_at: datetime | None
+) -> dict:
+    if kind not in IPListKind.values:
+        raise IPRuleError(f"Unknown list: {kind!r}.")
+    try:
+        parsed = ipfilter.parse_network(network, deny=kind == IPListKind.DENY)
+    except ipfilter.NetworkError as exc:
+        raise IPRuleError(str(exc)) from None
+    reason = (reason or "").strip()
+    if not reason:
+        raise IPRuleError(IP_NEEDS_REASON)
+    if expires_at is not None and expires_at <= timezone.now():
+        raise IPRuleError(IP_EXPIRY_PAST)
+    return {
+        "kind": kind,
+        "network": str(parsed),
+        "reason": reason[:500],
+        "expires_at": expires_at,
+    }
+
+
+def ip_rule_lockout_error(
+    *, request: HttpRequest | None, change: dict | None, exclude_id: int | None
+) -> str | None:
+    """Why the change (``kind``/``network``/``expires_at``, or a removal
+    when ``change`` is None) would lock the staff member making it out of
+    the admin, or None. Read only: admin forms ask before saving."""
+    if request is None:
+        return None
+    ip = client_ip(request)
+    address = ipaddress.ip_address(ip)
+    rows = [r for r in selectors.ip_rules_in_force() if r[0] != exclude_id]
+    if change is not None:
+        rows.append((0, change["kind"], change["network"], change["expires_at"]))
+    table = ipfilter.Table.build(None, rows)
+    if table.denied(address) is not None:
+        return IP_BLOCKS_YOU.format(ip=ip)
+    if not table.admin_allowed(address):
+        return IP_LOCKS_YOU_OUT.format(ip=ip)
+    return None
+
+
+def _ip_guard(request, change, exclude_id) -> None:
+    error = ip_rule_lockout_error(request=request, change=change, exclude_id=exclude_id)
+    if error:
+        raise IPRuleError(error)
+
+
+@transaction.atomic
+def ip_rule_create(
+    *,
+    actor,
+    kind: str,
+    network: str,
+    reason: str,
+    expires_at: datetime | None = None,
+    request: HttpRequest | None = None,
+) -> IPRule:
+    """Add a deny or admin-allow entry (audited); every process applies it
+    within ``MONITORING_IPFILTER_REFRESH_SECONDS`` of the commit."""
+    fields = _ip_clean(kind=kind, network=network, reason=reason, expires_at=expires_at)
+    _ip_guard(request, fields, None)
+    rule = IPRule.objects.create(
+        **fields, created_by=actor, created_label=getattr(actor, "email", "")
+    )
+    audit_record(
+        event_type="monitoring.ip_rule.create",
+        actor=actor,
+        request=request,
+        target=rule,
+        details=_ip_fields(rule),
+    )
+    transaction.on_commit(ipfilter.changed)
+    return rule
+
+
+@transaction.atomic
+def ip_rule_update(
+    *,
+    actor,
+    rule_id: int,
+    kind: str,
+    network: str,
+    reason: str,
+    expires_at: datetime | None = None,
+    request: HttpRequest | None = None,
+) -> IPRule:
+    """Change an entry (audited with its values before and after)."""
+    fields = _ip_clean(kind=kind, network=network, reason=reason, expires_at=expires_at)
+    rule = IPRule.objects.select_for_update().get(pk=rule_id)
+    _ip_guard(request, fields, rule.pk)
+    before = _ip_fields(rule)
+    for name, value in fields.items():
+        setattr(rule, name, value)
+    rule.save()
+    audit_record(
+        event_type="monitoring.ip_rule.change",
+        actor=actor,
+        request=request,
+        target=rule,
+        details={"before": before, "after": _ip_fields(rule)},
+    )
+    transaction.on_commit(ipfilter.changed)
+    return rule
+
+
+@transaction.atomic
+def ip_rule_delete(*, actor, rule_id: int, request: HttpRequest | None = None) -> None:
+    """Remove an entry (audited with what it was)."""
+    rule = IPRule.objects.select_for_update().get(pk=rule_id)
+    _ip_guard(request, None, rule.pk)
+    audit_record(
+        event_type="monitoring.ip_rule.delete",
+        actor=actor,
+        request=request,
+        target=rule,
+        details=_ip_fields(rule),
+    )
+    rule.delete()
+    transaction.on_commit(ipfilter.changed)
+
+
+def _block_network(address) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The address alone for IPv4; for IPv6 its /MONITORING_AUTOBLOCK_IPV6_PREFIX
+    (one host usually holds a whole /64 and can move within it at will)."""
+    if address.version == 4:
+        return ipaddress.ip_network(address)
+    prefix = settings.MONITORING_AUTOBLOCK_IPV6_PREFIX
+    return ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+
+
+def ip_block_for_alert(*, alert: Alert) -> IPRule | None:
+    """Block the IP an alert is about for ``MONITORING_AUTOBLOCK_SECONDS``,
+    when ``MONITORING_AUTOBLOCK`` is on and the alert's rule is one of
+    ``MONITORING_AUTOBLOCK_RULES``. Not when a deny entry covers the address
+    already, nor inside the ``/admin/`` allow list (the staff's own
+    networks). The block names the alert and the alert the block."""
+    if (
+        not settings.MONITORING_AUTOBLOCK
+        or alert.rule not in settings.MONITORING_AUTOBLOCK_RULES
+        or alert.subject_kind != SubjectKind.IP
+    ):
+        return None
+    try:
+        address = ipaddress.ip_address(alert.subject)
+    except ValueError:
+        return None
+    table = ipfilter.Table.build(None, selectors.ip_rules_in_force())
+    if table.denied(address) is not None or (table.in_admin_allow(address)):
+        return None
+    seconds = settings.MONITORING_AUTOBLOCK_SECONDS
+    rule = IPRule.objects.create(
+        kind=IPListKind.DENY,
+        network=str(_block_network(address)),
+        reason=f"Automatic, alert #{alert.pk}: {alert.summary}"[:500],
+        expires_at=timezone.now() + timedelta(seconds=seconds),
+        source=IPRuleSource.RULE,
+        alert=alert,
+        created_label=SYSTEM_LABEL,
+    )
+    alert.details = {
+        **alert.details,
+        "ip_block": {
+            "id": rule.pk,
+            "network": rule.network,
+            "expires_at": rule.expires_at.isoformat(),
+        },
+    }
+    alert.save(update_fields=["details"])
+    audit_record(
+        event_type="monitoring.ip_rule.create",
+        actor_label=SYSTEM_LABEL,
+        target=rule,
+        details={**_ip_fields(rule), "alert_id": alert.pk, "rule": alert.rule},
+    )
+    transaction.on_commit(ipfilter.changed)
+    return rule
+
+
+SUMMARY_LOOKBACK_WINDOWS = 5
+
+
+def ip_block_summary(*, now: float | None = None) -> int:
+    """Write one audit event per filter entry and finished window in which it
+    refused requests (counted in the shared cache by ``monitoring.ipfilter``);
+    return how many were written. Each window is summarised once, whichever
+    worker runs this first."""
+    seconds = settings.MONITORING_IPFILTER_SUMMARY_SECONDS
+    current = ipfilter.window_of(time.time() if now is None else now)
+    windows = range(current - SUMMARY_LOOKBACK_WINDOWS, current)
+    since = datetime.fromtimestamp(windows[0] * seconds, tz=UTC)
+    networks = {
+        str(pk): (network, kind)
+        for pk, kind, network, _ in selectors.ip_rules_in_force(since=since)
+        if kind == IPListKind.DENY
+    }
+    networks[ipfilter.ADMIN_ENTRY] = ("", IPListKind.ADMIN_ALLOW)
+    written = 0
+    for entry, (network, kind) in networks.items():
+        for window in windows:
+            written += _ip_window_summary(entry, network, kind, window, seconds)
+    return written
+
+
+def _ip_window_summary(entry, network, kind, window, seconds) -> int:
+    count_key = ipfilter.COUNT_KEY.format(entry=entry, window=window)
+    try:
+        count = cache.get(count_key)
+        if not count or not cache.add(f"{count_key}:done", 1, seconds * 10):
+            return 0
+        first_ip = cache.get(ipfilter.FIRST_IP_KEY.format(entry=entry, window=window))
+    except CacheUnavailable:
+        return 0
+    audit_record(
+        event_type="monitoring.ip.blocked",
+        actor_label=SYSTEM_LABEL,
+        outcome=Outcome.DENIED,
+        target_type="monitoring.iprule" if entry != ipfilter.ADMIN_ENTRY else "",
+        target_id=entry if entry != ipfilter.ADMIN_ENTRY else "",
+        details={
+            "list": kind,
+            "network": network,
+            "requests": int(count),
+            "first_ip": first_ip or "",
+            "window_start": datetime.fromtimestamp(
+                window * seconds, tz=UTC
+            ).isoformat(),
+            "window_seconds": seconds,
+        },
+    )
+    return 1

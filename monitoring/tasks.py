@@ -50,3 +50,9 @@ def webhook_send(self, *, alert_id: int) -> int:
             return 0
         wait = settings.MONITORING_WEBHOOK_BACKOFF_SECONDS * 2**self.request.retries
         raise self.retry(exc=exc, countdown=wait) from exc
+
+
+@shared_task(name="monitoring.tasks.ip_block_summary", ignore_result=True)
+def ip_block_summary() -> int:
+    """Audit the requests the IP filter refused, one event per entry and window."""
+    return services.ip_block_summary()

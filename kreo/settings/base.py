@@ -74,6 +74,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # IP deny list and /admin/ allow list: before any session, user or
+    # database work, and outside the audit (a flood is summarised, not logged
+    # row by row).
+    "monitoring.middleware.IPFilterMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Outside everything that can refuse a request, so every 4xx/5xx is seen.
     "audit.middleware.AuditMiddleware",
@@ -763,6 +767,28 @@ MONITORING_WEBHOOK_TIMEOUT_SECONDS = env.float(
 MONITORING_WEBHOOK_RETRIES = env.int("MONITORING_WEBHOOK_RETRIES", default=5)
 MONITORING_WEBHOOK_BACKOFF_SECONDS = env.int(
     "MONITORING_WEBHOOK_BACKOFF_SECONDS", default=10
+)
+# Traffic filtering (monitoring/ipfilter.py): each process re-reads the
+# shared version of the IP deny / admin allow lists this often (a change
+# applies everywhere within it); refused requests are summarised in the audit
+# trail once per entry per MONITORING_IPFILTER_SUMMARY_SECONDS.
+MONITORING_IPFILTER_REFRESH_SECONDS = env.float(
+    "MONITORING_IPFILTER_REFRESH_SECONDS", default=2.0
+)
+MONITORING_IPFILTER_SUMMARY_SECONDS = env.int(
+    "MONITORING_IPFILTER_SUMMARY_SECONDS", default=60
+)
+# Automatic temporary blocks: an alert of one of these rules about an IP
+# puts that IP on the deny list for MONITORING_AUTOBLOCK_SECONDS.
+MONITORING_AUTOBLOCK = env.bool("MONITORING_AUTOBLOCK", default=False)
+MONITORING_AUTOBLOCK_RULES = env.list(
+    "MONITORING_AUTOBLOCK_RULES", default=["credential_stuffing", "rate_limit_storm"]
+)
+MONITORING_AUTOBLOCK_SECONDS = env.int("MONITORING_AUTOBLOCK_SECONDS", default=3600)
+# An IPv6 address is blocked with its network of this prefix length (a host
+# usually holds a whole /64).
+MONITORING_AUTOBLOCK_IPV6_PREFIX = env.int(
+    "MONITORING_AUTOBLOCK_IPV6_PREFIX", default=64
 )
 
 # Audit trail (audit/): seals signed with Ed25519, archives AES-256-GCM in S3.

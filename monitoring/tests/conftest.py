@@ -102,3 +102,23 @@ def retries_now(django_capture_on_commit_callbacks):
             celery_app.conf.task_always_eager = False
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _fresh_ip_filter(settings):
+    """Each test starts from the database's entries, and leaves no process
+    copy of its (rolled back) entries to the next test; refusal counters of
+    earlier tests (entry ids come back after a rollback) are not seen."""
+    import uuid
+
+    from monitoring import ipfilter
+
+    caches = {**settings.CACHES}
+    caches["default"] = {
+        **caches["default"],
+        "KEY_PREFIX": f"{caches['default'].get('KEY_PREFIX', '')}-{uuid.uuid4().hex}",
+    }
+    settings.CACHES = caches
+    ipfilter.FILTER.reset()
+    yield
+    ipfilter.FILTER.reset()
