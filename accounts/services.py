@@ -444,6 +444,22 @@ def login_otp_attempt(*, request: HttpRequest, user: User, token: str) -> bool:
     return True
 
 
+def login_passkey_finish(*, request: HttpRequest, passkey, pending: User | None):
+    """Finish a sign-in with a passkey whose answer ``accounts.passkeys`` has
+    checked: the second step of ``pending``, or a sign-in without a password
+    as the passkey's owner. The session is then OTP-verified by the passkey.
+    """
+    user = pending
+    if user is None:
+        user = passkey.user
+        user.backend = MODEL_BACKEND
+        limits.failures_clear(email=user.email)
+        _lock_counter_clear(user)
+    request.session.pop(PENDING, None)
+    login_complete(request=request, user=user, device=passkey)
+    return user
+
+
 def otp_match(*, user: User, token: str):
     """The confirmed device that accepts ``token`` (each one throttles itself)."""
     from django_otp import devices_for_user
