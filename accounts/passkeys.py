@@ -89,18 +89,22 @@ def relying_party(request: HttpRequest) -> Relying:
     return Relying(rp_id=rp_id, origins=list(origins))
 
 
-def _challenge_store(request: HttpRequest, challenge: bytes, purpose: str, user):
+def _challenge_store(
+    request: HttpRequest, challenge: bytes, purpose: str, user, handle: str = ""
+):
     request.session[CHALLENGE] = {
         "challenge": bytes_to_base64url(challenge),
         "purpose": purpose,
         "user": user.pk if user is not None else None,
+        "handle": handle,
         "at": time.time(),
     }
 
 
-def _challenge_take(request: HttpRequest, purpose: str, user) -> bytes | None:
-    """The stored challenge, once, if it is for ``purpose`` and ``user`` and
-    still fresh; it leaves the session whatever the answer."""
+def _challenge_take(request: HttpRequest, purpose: str, user) -> dict | None:
+    """The stored challenge (``challenge`` as bytes, and the user ``handle``
+    of a registration), once, if it is for ``purpose`` and ``user`` and still
+    fresh; it leaves the session whatever the answer."""
     stored = request.session.pop(CHALLENGE, None)
     if not isinstance(stored, dict):
         return None
@@ -110,7 +114,7 @@ def _challenge_take(request: HttpRequest, purpose: str, user) -> bytes | None:
         return None
     if time.time() - stored.get("at", 0) > CHALLENGE_SECONDS:
         return None
-    return base64url_to_bytes(stored["challenge"])
+    return {**stored, "challenge": base64url_to_bytes(stored["challenge"])}
 
 
 def _refuse(request, *, code: str, message: str, purpose: str, user=None, **details):
@@ -168,10 +172,11 @@ def registration_options(*, request: HttpRequest, user: User) -> str:
     if _needs_second_factor_first(request, user):
         raise PasskeyRefused(REFUSED_NEEDS_2FA, "unverified_session")
     rp = relying_party(request)
+    handle = _user_handle(user)
     options = generate_registration_options(
         rp_id=rp.rp_id,
         rp_name=settings.WEBAUTHN_RP_NAME,
-        user_id=base64url_to_bytes(_user_handle(user)),
+        user_id=base64url_to_bytes(handle),
         user_name=user.email,
         user_display_name=user.label,
         timeout=CHALLENGE_SECONDS * 1000,
@@ -181,7 +186,7 @@ def registration_options(*, request: HttpRequest, user: User) -> str:
         ),
         exclude_credentials=_descriptors(user_passkeys(user)),
     )
-    _challenge_store(request, options.challenge, REGISTER, user)
+    _challenge_store(request, options.challenge, REGISTER, user, handle)
     return options_to_json(options)
 
 
@@ -202,8 +207,8 @@ def passkey_register(
     A session that had no second factor (a user enrolling now) counts as
     verified through the new passkey, as after confirming a TOTP app.
     """
-    expected = _challenge_take(request, REGISTER, user)
-    if expected is None:
+    stored = _challenge_take(request, REGISTER, user)
+    if stored is None:
         _refuse(
             request,
             code="challenge",
@@ -223,7 +228,7 @@ def passkey_register(
     try:
         verified = verify_registration_response(
             credential=credential,
-            expected_challenge=expected,
+            expected_challenge=stored["challenge"],
             expected_rp_id=rp.rp_id,
             expected_origin=rp.origins,
         )
@@ -256,7 +261,7 @@ def passkey_register(
         credential_id=credential_id,
         public_key=verified.credential_public_key,
         sign_count=verified.sign_count,
-        user_handle=_user_handle(user),
+        user_handle=stored["handle"],
         transports=[t for t in transports if isinstance(t, str)][:8],
     )
     if not getattr(request.user, "is_verified", lambda: True)():
@@ -325,8 +330,8 @@ def passkey_authenticate(
     ``PasskeyRefused`` (audited) for anything else. The caller signs in.
     """
     purpose = SECOND_FACTOR if user else LOGIN
-    expected = _challenge_take(request, purpose, user)
-    if expected is None:
+    stored = _challenge_take(request, purpose, user)
+    if stored is None:
         _refuse(
             request,
             code="challenge",
@@ -341,7 +346,7 @@ def passkey_authenticate(
     except (ValueError, TypeError, KeyError, AttributeError):
         _refuse(request, code="invalid", message=REFUSED_INVALID, purpose=purpose)
     refusal, passkey, _ = _assertion_check(
-        request, credential, credential_id, user_handle, expected, user
+        request, credential, credential_id, user_handle, stored["challenge"], user
     )
     if refusal is not None:
         code, message, actor, details = refusal
