@@ -12,6 +12,8 @@ from accounts.models import Passkey
 from accounts.tests.factories import PASSWORD, UserFactory
 from accounts.tests.test_e2e import chromium
 from audit.models import AuditEvent
+from kreo.tests.test_pages_browser import AXE, _check
+from scripts.oidc_provider.fixtures import ensure_node_modules
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,24 +27,26 @@ AUTHENTICATOR = {
 
 
 def test_add_a_passkey_then_sign_in_with_it_alone_and_as_second_step(live_server):
+    ensure_node_modules()  # axe-core, pinned in package.json
+    assert AXE.exists()
     user = UserFactory(email="passkey.person@example.test")
     base = live_server.url
     with chromium() as browser:
         problems, credentials = _journey(browser, base, user.email)
+        problems += _pages_with_a_passkey(browser, base, user.email, credentials[0])
     assert problems == []
     # The browser's authenticator holds one discoverable credential, ours.
     passkey = Passkey.objects.get(user=user)
     assert len(credentials) == 1 and credentials[0]["isResidentCredential"]
     assert passkey.name == "This browser"
-    assert passkey.sign_count >= 2 and passkey.last_used_at is not None
+    assert passkey.sign_count >= 4 and passkey.last_used_at is not None
     assert AuditEvent.objects.filter(event_type="auth.passkey.added").count() == 1
     used = AuditEvent.objects.filter(event_type="auth.passkey.used")
-    assert sorted(e.details["purpose"] for e in used) == ["2fa", "login"]
+    assert sorted(e.details["purpose"] for e in used) == ["2fa", "2fa", "2fa", "login"]
     successes = AuditEvent.objects.filter(event_type="auth.login.success")
     assert [e.details["device"] for e in successes.order_by("id")] == [
         "",
-        "Passkey",
-        "Passkey",
+        *["Passkey"] * 4,
     ]
     assert not AuditEvent.objects.filter(event_type="auth.passkey.rejected").exists()
 
@@ -98,3 +102,43 @@ def _journey(browser, base, email):
     )["credentials"]
     context.close()
     return problems, credentials
+
+
+def _pages_with_a_passkey(browser, base, email, credential):
+    """axe-core and phone width on the pages that only show with a passkey:
+    the second step offering it, the security page listing it. (axe is
+    injected, so this context bypasses the CSP; the journey above did not.)
+    The credential is copied into this context's own virtual authenticator."""
+    problems = []
+    for width in (1280, 390):
+        context = browser.new_context(
+            viewport={"width": width, "height": 800}, bypass_csp=True
+        )
+        page = context.new_page()
+        cdp = context.new_cdp_session(page)
+        cdp.send("WebAuthn.enable")
+        authenticator = cdp.send(
+            "WebAuthn.addVirtualAuthenticator", {"options": AUTHENTICATOR}
+        )["authenticatorId"]
+        cdp.send(
+            "WebAuthn.addCredential",
+            {"authenticatorId": authenticator, "credential": credential},
+        )
+        page.goto(base + reverse("accounts:login"))
+        page.fill("input[name=username]", email)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button:has-text('Sign in')")
+        page.wait_for_url(re.compile(r"/accounts/login/verify/"))
+        page.wait_for_selector("button:has-text('Use a passkey')")
+        problems += [f"login-otp {width}: {p}" for p in _check(page, width)]
+        page.click("button:has-text('Use a passkey')")
+        page.wait_for_url(re.compile(r"/projects/"))
+        page.goto(base + reverse("accounts:security"))
+        page.wait_for_selector("button:has-text('Add a passkey')")
+        problems += [f"security {width}: {p}" for p in _check(page, width)]
+        # Its counter went up: the next copy starts from here.
+        credential = cdp.send(
+            "WebAuthn.getCredentials", {"authenticatorId": authenticator}
+        )["credentials"][0]
+        context.close()
+    return problems
