@@ -6,8 +6,9 @@ session with its purpose, the account it was made for and its time. The
 answer is checked against that challenge once: the challenge leaves the
 session before anything else is looked at, so an answer sent twice, an
 answer to another purpose's challenge or one after ``CHALLENGE_SECONDS`` is
-refused. The signature counter must grow whenever the authenticator keeps
-one. Every refusal is audited as ``auth.passkey.rejected``.
+refused; the shared cache notes it as spent as well, for two requests of one
+session at once. The signature counter must grow whenever the authenticator
+keeps one. Every refusal is audited as ``auth.passkey.rejected``.
 """
 
 import json
@@ -16,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.cache import caches
 from django.db import transaction
 from django.http import HttpRequest
 from django_otp import login as otp_login
@@ -48,6 +50,8 @@ from audit.services import audit_record
 CHALLENGE = "accounts.passkey.challenge"
 # How long an answer may take; the browser is told the same.
 CHALLENGE_SECONDS = 120
+# Cache key prefix of challenges answered already.
+SPENT_PREFIX = "passkey-spent:"
 NAME_MAX = 64
 
 # What a ceremony is for.
@@ -113,6 +117,13 @@ def _challenge_take(request: HttpRequest, purpose: str, user) -> dict | None:
     if stored.get("user") != (user.pk if user is not None else None):
         return None
     if time.time() - stored.get("at", 0) > CHALLENGE_SECONDS:
+        return None
+    # Spent for good on the shared cache too: two requests of one session at
+    # once both read the challenge before either saves the session without it.
+    spent = caches[settings.RATELIMIT_USE_CACHE].add(
+        SPENT_PREFIX + stored["challenge"], 1, CHALLENGE_SECONDS * 2
+    )
+    if not spent:
         return None
     return {**stored, "challenge": base64url_to_bytes(stored["challenge"])}
 

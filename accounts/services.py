@@ -29,7 +29,7 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from accounts import api_tokens, emails, limits, tokens
-from accounts.models import SessionRecord, User
+from accounts.models import Passkey, SessionRecord, User
 from audit.models import Outcome
 from audit.services import audit_record
 from kreo.net import client_ip
@@ -765,12 +765,19 @@ def user_time_zone_set(*, request: HttpRequest, user: User, time_zone: str) -> N
 
 @transaction.atomic
 def otp_disable(*, request: HttpRequest, user: User) -> None:
-    """Remove every device (the view has checked the password)."""
+    """Remove every device, passkeys too (the view has checked the password)."""
     from django_otp import devices_for_user
 
+    passkeys = 0
     for device in list(devices_for_user(user, confirmed=None)):
+        passkeys += isinstance(device, Passkey)
         device.delete()
-    audit_record(event_type="auth.2fa.removed", request=request, actor=user)
+    audit_record(
+        event_type="auth.2fa.removed",
+        request=request,
+        actor=user,
+        details={"passkeys": passkeys},
+    )
 
 
 @transaction.atomic

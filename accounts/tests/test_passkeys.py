@@ -364,3 +364,33 @@ def test_malformed_answers_are_bad_requests(client):
         "unknown_credential",
     }
     assert signed_in_user_id(client) is None
+
+
+def test_an_answer_replayed_by_a_concurrent_request_is_refused(client):
+    """Two requests of one session at once both read the challenge before
+    either saves the session: the second is refused even where the counter
+    cannot tell (an authenticator without one, always 0)."""
+    user = UserFactory()
+    authenticator = enrolled(user)
+    challenge = login_challenge(client)
+    stored = dict(client.session[passkeys.CHALLENGE])
+    answer = authenticator.assert_(challenge, count=0)
+    assert passkey_login(client, answer).status_code == 200
+    session = client.session
+    session[passkeys.CHALLENGE] = stored  # as the concurrent request read it
+    session.save()
+    replay = passkey_login(client, answer)
+    assert replay.status_code == 400 and replay.json()["code"] == "challenge"
+    assert AuditEvent.objects.filter(event_type="auth.login.success").count() == 1
+
+
+def test_turning_two_factor_off_removes_passkeys_too(client):
+    user = UserFactory()
+    client.force_login(user)
+    add_passkey(client)  # the session is now verified by it
+    page = client.get(reverse("accounts:security")).content.decode()
+    assert "with your passkey" in page
+    client.post(reverse("accounts:otp-disable"), {"password": PASSWORD})
+    assert not Passkey.objects.filter(user=user).exists()
+    removed = AuditEvent.objects.get(event_type="auth.2fa.removed")
+    assert removed.details == {"passkeys": 1}
