@@ -339,7 +339,7 @@ def test_a_locked_account_cannot_sign_in_with_a_passkey(client):
 
 
 def test_passkey_sign_in_is_rate_limited(client, settings):
-    settings.ACCOUNTS_RATES = {**settings.ACCOUNTS_RATES, "login-ip": "2/m"}
+    settings.ACCOUNTS_RATES = {**settings.ACCOUNTS_RATES, "login-ip": "2/h"}
     user = UserFactory()
     authenticator = enrolled(user)
     codes = []
