@@ -124,6 +124,21 @@ class PasswordConfirmForm(forms.Form):
     )
 
 
+class PasskeyRemoveForm(PasswordConfirmForm):
+    """Which of the user's passkeys to remove, confirmed with the password."""
+
+    field_order = ["passkey", "password"]
+
+    def __init__(self, *args, passkeys=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["passkey"] = forms.TypedChoiceField(
+            label="Passkey",
+            coerce=int,
+            choices=[(p.pk, p.name) for p in passkeys],
+        )
+        self.order_fields(self.field_order)
+
+
 def _zone_choices() -> list[tuple[str, str]]:
     zones = sorted(zoneinfo.available_timezones() - {"UTC"})
     return [("UTC", "UTC"), *((z, z.replace("_", " ")) for z in zones)]

@@ -30,7 +30,12 @@ SESSION_ENDED = "Your session ended. Please sign in again."
 TWO_FACTOR_NEEDED = "Your account needs two-factor authentication: set it up first."
 
 # Pages a signed-in user who still has to enrol in 2FA may open.
-ENROL_ALLOWED = ("accounts:otp-enrol", "accounts:logout")
+ENROL_ALLOWED = (
+    "accounts:otp-enrol",
+    "accounts:passkey-register-options",
+    "accounts:passkey-add",
+    "accounts:logout",
+)
 
 
 class SessionControlMiddleware:

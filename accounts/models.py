@@ -6,6 +6,7 @@ from django.contrib.auth.models import (
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django_otp.models import Device, TimestampMixin
 
 
 class UserManager(BaseUserManager["User"]):
@@ -133,3 +134,29 @@ class ApiTokenUse(models.Model):
 
     def __str__(self) -> str:
         return f"use of {self.token_id[:16]}"
+
+
+class Passkey(TimestampMixin, Device):
+    """A WebAuthn credential (a passkey), as django-otp sees it.
+
+    A device like the TOTP app: it counts as the account's second factor, and
+    a session signed in with it is OTP-verified. It never accepts a typed
+    token; ``accounts.passkeys`` checks its signed answers. ``created_at`` and
+    ``last_used_at`` come from django-otp's mixin.
+    """
+
+    # The credential id, base64url without padding (at most 1023 bytes).
+    credential_id = models.CharField(max_length=1400, unique=True)
+    # The COSE public key the authenticator gave at registration.
+    public_key = models.BinaryField()
+    # The authenticator's signature counter: each answer must raise it, when
+    # the authenticator keeps one (a copied credential shows as a count that
+    # does not grow).
+    sign_count = models.PositiveBigIntegerField(default=0)
+    # The WebAuthn user handle (random, base64url), the same for every
+    # passkey of an account; a discoverable credential answers with it.
+    user_handle = models.CharField(max_length=128)
+    transports = models.JSONField(default=list, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.user})"

@@ -5,10 +5,15 @@ from django.utils import timezone
 from django_otp import devices_for_user
 from django_otp.plugins.otp_static.models import StaticToken
 
-from accounts.models import SessionRecord, User
+from accounts.models import Passkey, SessionRecord, User
 from audit.models import AuditEvent
 
-SIGNIN_EVENTS = ("auth.login.success", "auth.login.failure", "auth.2fa.failed")
+SIGNIN_EVENTS = (
+    "auth.login.success",
+    "auth.login.failure",
+    "auth.2fa.failed",
+    "auth.passkey.rejected",
+)
 
 
 def session_list(*, user: User) -> list[SessionRecord]:
@@ -48,6 +53,7 @@ EVENT_LABELS = {
     "auth.login.success": "Signed in",
     "auth.login.failure": "Sign-in refused",
     "auth.2fa.failed": "Wrong two-factor code",
+    "auth.passkey.rejected": "Passkey refused",
 }
 REASON_LABELS = {
     "bad_password": "wrong password",  # nosec B105
@@ -56,6 +62,12 @@ REASON_LABELS = {
     "bad_token": "wrong code",  # nosec B105
     "enrol_bad_token": "wrong code while setting up",  # nosec B105
     "disable_bad_password": "wrong password when turning it off",  # nosec B105
+    "passkey_remove_bad_password": "wrong password when removing a passkey",  # nosec B105
+    "challenge": "expired or used request",
+    "unknown_credential": "passkey not registered",
+    "wrong_user": "another account's passkey",
+    "sign_count": "counter did not go up",
+    "invalid": "answer not verified",
 }
 
 
@@ -72,10 +84,31 @@ def signin_history(*, user: User, limit: int = 20) -> list[AuditEvent]:
     return events
 
 
-def otp_status(*, user: User) -> dict:
+def passkey_list(*, user: User) -> list[Passkey]:
+    """The user's passkeys, oldest first, with created and last used times."""
+    return list(Passkey.objects.filter(user=user, confirmed=True).order_by("id"))
+
+
+def second_factors(*, user: User) -> dict:
+    """What the second sign-in step offers: a code box (``has_code``: an
+    authenticator app or recovery codes), a passkey button (``has_passkey``)."""
     devices = list(devices_for_user(user, confirmed=True))
     return {
-        "enabled": any(d.__class__.__name__ == "TOTPDevice" for d in devices),
+        "has_code": any(not isinstance(d, Passkey) for d in devices),
+        "has_passkey": any(isinstance(d, Passkey) for d in devices),
+    }
+
+
+def otp_status(*, user: User) -> dict:
+    """``enabled``: the authenticator app is on; ``passkeys``: how many
+    passkeys (each a second factor too); ``any``: two-factor is on."""
+    devices = list(devices_for_user(user, confirmed=True))
+    enabled = any(d.__class__.__name__ == "TOTPDevice" for d in devices)
+    passkeys = sum(1 for d in devices if isinstance(d, Passkey))
+    return {
+        "enabled": enabled,
+        "passkeys": passkeys,
+        "any": enabled or bool(passkeys),
         "recovery_left": StaticToken.objects.filter(
             device__user=user, device__confirmed=True
         ).count(),

@@ -29,7 +29,7 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from accounts import api_tokens, emails, limits, selectors, tokens
-from accounts.models import SessionRecord, User
+from accounts.models import Passkey, SessionRecord, User
 from audit.models import Outcome
 from audit.services import audit_record, device_cookie_ensure, device_id
 from kreo.net import client_ip
@@ -446,6 +446,22 @@ def login_otp_attempt(*, request: HttpRequest, user: User, token: str) -> bool:
     return True
 
 
+def login_passkey_finish(*, request: HttpRequest, passkey, pending: User | None):
+    """Finish a sign-in with a passkey whose answer ``accounts.passkeys`` has
+    checked: the second step of ``pending``, or a sign-in without a password
+    as the passkey's owner. The session is then OTP-verified by the passkey.
+    """
+    user = pending
+    if user is None:
+        user = passkey.user
+        user.backend = MODEL_BACKEND
+        limits.failures_clear(email=user.email)
+        _lock_counter_clear(user)
+    request.session.pop(PENDING, None)
+    login_complete(request=request, user=user, device=passkey)
+    return user
+
+
 def otp_match(*, user: User, token: str):
     """The confirmed device that accepts ``token`` (each one throttles itself)."""
     from django_otp import devices_for_user
@@ -759,12 +775,19 @@ def user_time_zone_set(*, request: HttpRequest, user: User, time_zone: str) -> N
 
 @transaction.atomic
 def otp_disable(*, request: HttpRequest, user: User) -> None:
-    """Remove every device (the view has checked the password)."""
+    """Remove every device, passkeys too (the view has checked the password)."""
     from django_otp import devices_for_user
 
+    passkeys = 0
     for device in list(devices_for_user(user, confirmed=None)):
+        passkeys += isinstance(device, Passkey)
         device.delete()
-    audit_record(event_type="auth.2fa.removed", request=request, actor=user)
+    audit_record(
+        event_type="auth.2fa.removed",
+        request=request,
+        actor=user,
+        details={"passkeys": passkeys},
+    )
     security_notice_queue(request=request, user=user, notice=NOTICE_OTP_DISABLED)
 
 

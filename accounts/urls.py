@@ -8,6 +8,12 @@ app_name = "accounts"
 urlpatterns = [
     path("login/", views.login_view, name="login"),
     path("login/verify/", views.login_otp_view, name="login-otp"),
+    path(
+        "login/passkey/options/",
+        views.passkey_login_options_view,
+        name="passkey-login-options",
+    ),
+    path("login/passkey/", views.passkey_login_view, name="passkey-login"),
     path("logout/", views.logout_view, name="logout"),
     path("signup/", views.signup_view, name="signup"),
     path("signup/done/", views.signup_done_view, name="signup-done"),
@@ -50,4 +56,15 @@ urlpatterns = [
     path("security/2fa/", views.otp_enrol_view, name="otp-enrol"),
     path("security/2fa/disable/", views.otp_disable_view, name="otp-disable"),
     path("security/2fa/recovery/", views.otp_recovery_view, name="otp-recovery"),
+    path(
+        "security/passkeys/options/",
+        views.passkey_register_options_view,
+        name="passkey-register-options",
+    ),
+    path("security/passkeys/add/", views.passkey_add_view, name="passkey-add"),
+    path(
+        "security/passkeys/remove/",
+        views.passkey_remove_view,
+        name="passkey-remove",
+    ),
 ]

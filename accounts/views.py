@@ -1,6 +1,7 @@
 """Account pages. Each view parses input, calls a service and renders."""
 
 import base64
+import json
 from io import BytesIO
 from urllib.parse import quote, urlencode
 
@@ -10,14 +11,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import api_tokens, limits, selectors, services
+from accounts import api_tokens, limits, passkeys, selectors, services
 from accounts.captcha import (
     CAPTCHA_UNAVAILABLE,
     captcha_csp,
@@ -30,6 +31,7 @@ from accounts.forms import (
     EmailForm,
     EnrolCodeForm,
     OTPForm,
+    PasskeyRemoveForm,
     PasswordConfirmForm,
     SignupForm,
     TimeZoneForm,
@@ -44,6 +46,9 @@ PASSWORD_WRONG = "That is not your password."  # noqa: S105  # nosec B105
 SESSION_SIGNED_OUT = "The session has been signed out."
 TIME_ZONE_SET = "Times are now shown in {zone}."
 TIME_ZONE_UNKNOWN = "Choose a time zone from the list."
+PASSKEY_ADDED = "The passkey {name} has been added."
+PASSKEY_REMOVED = "The passkey {name} has been removed."
+PASSKEY_BAD_REQUEST = "The browser's answer could not be read. Please try again."
 OTHERS_SIGNED_OUT = "All your other sessions have been signed out."
 TOKEN_REVOKED = "The API token has been revoked: it no longer works."  # noqa: S105  # nosec B105
 TWO_FACTOR_OFF = "Two-factor authentication is off."
@@ -158,7 +163,12 @@ def login_otp_view(request: HttpRequest) -> HttpResponse:
             ):
                 return redirect(next_url)
             form.add_error("token", OTP_INVALID)
-    return render(request, "accounts/login_otp.html", {"form": form, "next": next_url})
+    second = selectors.second_factors(user=user)
+    return render(
+        request,
+        "accounts/login_otp.html",
+        {"form": form, "next": next_url, **second},
+    )
 
 
 @require_POST
@@ -325,6 +335,7 @@ class PasswordChangeView(auth_views.PasswordChangeView):
 @never_cache
 def security_view(request: HttpRequest) -> HttpResponse:
     user = request.user
+    user_passkeys = selectors.passkey_list(user=user)
     sessions = [
         {
             "record": record,
@@ -342,6 +353,10 @@ def security_view(request: HttpRequest) -> HttpResponse:
             "otp": selectors.otp_status(user=user),
             "disable_form": PasswordConfirmForm(),
             "recovery_form": PasswordConfirmForm(prefix="recovery"),
+            "passkeys": user_passkeys,
+            "passkey_remove_form": PasskeyRemoveForm(
+                prefix="passkey", passkeys=user_passkeys
+            ),
             "api_tokens": selectors.api_token_list(user=user),
             "zone_form": TimeZoneForm(initial={"time_zone": user.time_zone}),
         },
@@ -494,3 +509,132 @@ def otp_disable_view(request: HttpRequest) -> HttpResponse:
         )
         messages.error(request, PASSWORD_WRONG)
     return redirect("accounts:security")
+
+
+# Passkeys -------------------------------------------------------------------
+# The browser half is static/js/passkeys.js: it asks for options, hands them
+# to navigator.credentials and posts the answer back as JSON.
+
+
+def _json_body(request: HttpRequest) -> dict | None:
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _refused(exc: passkeys.PasskeyRefused) -> JsonResponse:
+    return JsonResponse({"detail": str(exc), "code": exc.code}, status=400)
+
+
+@login_required
+@never_cache
+@require_POST
+def passkey_register_options_view(request: HttpRequest) -> HttpResponse:
+    try:
+        options = passkeys.registration_options(request=request, user=request.user)
+    except passkeys.PasskeyRefused as exc:
+        return _refused(exc)
+    return HttpResponse(options, content_type="application/json")
+
+
+@login_required
+@never_cache
+@require_POST
+def passkey_add_view(request: HttpRequest) -> HttpResponse:
+    wait = limits.limit_wait(request, scope="otp", email=request.user.email)
+    if wait:
+        return limits.limited_response(request, scope="otp", wait=wait, json=True)
+    body = _json_body(request)
+    if body is None or not isinstance(body.get("credential"), dict):
+        return JsonResponse({"detail": PASSKEY_BAD_REQUEST}, status=400)
+    try:
+        passkey = passkeys.passkey_register(
+            request=request,
+            user=request.user,
+            credential=json.dumps(body["credential"]),
+            name=str(body.get("name") or ""),
+        )
+    except passkeys.PasskeyRefused as exc:
+        return _refused(exc)
+    messages.success(request, PASSKEY_ADDED.format(name=passkey.name))
+    return JsonResponse({"redirect": reverse("accounts:security")})
+
+
+@login_required
+@require_POST
+def passkey_remove_view(request: HttpRequest) -> HttpResponse:
+    """Remove one of one's passkeys, for the password (as turning 2FA off)."""
+    user = request.user
+    wait = limits.limit_wait(request, scope="otp", email=user.email)
+    if wait:
+        return limits.limited_response(request, scope="otp", wait=wait)
+    form = PasskeyRemoveForm(
+        request.POST, prefix="passkey", passkeys=selectors.passkey_list(user=user)
+    )
+    if not (form.is_valid() and user.check_password(form.cleaned_data["password"])):
+        audit_record(
+            event_type="auth.2fa.failed",
+            request=request,
+            outcome=Outcome.FAILURE,
+            error_code="passkey_remove_bad_password",
+        )
+        messages.error(request, PASSWORD_WRONG)
+        return redirect("accounts:security")
+    passkey_id = form.cleaned_data["passkey"]
+    name = dict(form.fields["passkey"].choices).get(passkey_id, "")
+    if passkeys.passkey_remove(request=request, user=user, passkey_id=passkey_id):
+        messages.success(request, PASSKEY_REMOVED.format(name=name))
+    return redirect("accounts:security")
+
+
+@never_cache
+@require_POST
+def passkey_login_options_view(request: HttpRequest) -> HttpResponse:
+    """Options for a sign-in: the second step of a pending sign-in when the
+    page asks for it (``step=2fa``), else a sign-in without a password."""
+    user = None
+    if request.POST.get("step") == passkeys.SECOND_FACTOR:
+        user = services.login_pending_user(request)
+        if user is None:
+            return JsonResponse({"detail": OTP_EXPIRED}, status=400)
+    options = passkeys.authentication_options(request=request, user=user)
+    return HttpResponse(options, content_type="application/json")
+
+
+@never_cache
+@require_POST
+def passkey_login_view(request: HttpRequest) -> HttpResponse:
+    """Check a passkey's answer and sign in; answers JSON with where to go."""
+    body = _json_body(request)
+    step = (body or {}).get("step")
+    pending = None
+    if step == passkeys.SECOND_FACTOR:
+        pending = services.login_pending_user(request)
+        if pending is None:
+            return JsonResponse({"detail": OTP_EXPIRED}, status=400)
+        wait = limits.limit_wait(request, scope="otp", email=pending.email)
+        scope = "otp"
+    else:
+        wait = limits.limit_wait(request, scope="login")
+        scope = "login"
+    if wait:
+        return limits.limited_response(request, scope=scope, wait=wait, json=True)
+    if body is None or not isinstance(body.get("credential"), dict):
+        return JsonResponse({"detail": PASSKEY_BAD_REQUEST}, status=400)
+    try:
+        passkey = passkeys.passkey_authenticate(
+            request=request,
+            credential=json.dumps(body["credential"]),
+            user=pending,
+        )
+    except passkeys.PasskeyRefused as exc:
+        return _refused(exc)
+    services.login_passkey_finish(request=request, passkey=passkey, pending=pending)
+    next_url = str(body.get("next") or "")
+    if not url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        next_url = reverse(settings.LOGIN_REDIRECT_URL)
+    return JsonResponse({"redirect": next_url})

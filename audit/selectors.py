@@ -15,6 +15,9 @@ from kreo.permissions import GlobalRole, has_global_role
 NOTABLE_TYPE_PREFIXES = (
     "auth.lockout",
     "auth.2fa",
+    "auth.passkey.added",
+    "auth.passkey.removed",
+    "auth.passkey.rejected",
     "auth.permission",
     "auth.role",
     "project.member",

@@ -381,6 +381,13 @@ ACCOUNTS_RATES = {
     "invite-ip": env.str("KREO_RATE_INVITE_IP", default="60/h"),
     "invite-account": env.str("KREO_RATE_INVITE_ACCOUNT", default="30/h"),
 }
+# Passkeys (WebAuthn, accounts.passkeys). A passkey is bound to the relying
+# party ID, a host name, and answers only pages at the listed origins. Unset,
+# both are the host the request came in on (which ALLOWED_HOSTS has checked):
+# set them where the site answers under more than one name.
+WEBAUTHN_RP_ID = env.str("KREO_WEBAUTHN_RP_ID", default="")
+WEBAUTHN_ORIGINS = env.list("KREO_WEBAUTHN_ORIGINS", default=[])
+WEBAUTHN_RP_NAME = env.str("KREO_WEBAUTHN_RP_NAME", default="Kreo")
 # Consecutive failures that lock an account; each further lockout doubles the
 # cool-off, up to the maximum. A successful sign-in or a reset clears it.
 ACCOUNTS_LOCKOUT_THRESHOLD = env.int("KREO_LOCKOUT_THRESHOLD", default=5)

@@ -136,6 +136,15 @@ CSRF_TRUSTED_ORIGINS = env.list(
     default=[f"https://{host.lstrip('.')}" for host in ALLOWED_HOSTS],
 )
 
+# Passkeys answer pages over https only: each allowed host's https origin
+# (the RP ID stays the request's host name unless KREO_WEBAUTHN_RP_ID says).
+WEBAUTHN_ORIGINS = env.list(
+    "KREO_WEBAUTHN_ORIGINS",
+    default=[
+        f"https://{host.lstrip('.')}" for host in ALLOWED_HOSTS if "*" not in host
+    ],
+)
+
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
 # The load balancer terminates TLS and says so in this header; only honoured
 # behind a trusted proxy.

@@ -42,7 +42,8 @@ NOT_PAGES = {
     "home": "a redirect to the user's projects or to the sign-in page",
     "accounts:verify": "needs the token of a confirmation mail (test_signup)",
     "accounts:password-reset-confirm": "needs a reset token (test_password_reset)",
-    "accounts:login-otp": "needs a half-finished sign-in (test_e2e opens it)",
+    "accounts:login-otp": "needs a half-finished sign-in (test_e2e opens it; "
+    "test_passkeys_browser checks it with axe)",
     "accounts:captcha-challenge": "JSON for the CAPTCHA widget, not a page",
     "projects:file-download": "the file itself, not a page",
     "projects:file-preview": "the file itself, shown by the browser",
