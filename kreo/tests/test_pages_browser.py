@@ -46,6 +46,7 @@ NOT_PAGES = {
     "accounts:captcha-challenge": "JSON for the CAPTCHA widget, not a page",
     "projects:file-download": "the file itself, not a page",
     "projects:file-preview": "the file itself, shown by the browser",
+    "projects:file-thumbnail": "an image shown in the file list, not a page",
     "projects:invitation-accept": "needs the signed link of an invitation mail "
     "(added below from a mailed link, signed out and as another address)",
     "privacy:export-download": "the export archive itself, not a page",
