@@ -1,18 +1,25 @@
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import content_disposition_header
 
 from audit.services import audit_record
-from projects import erasure, keys, services
+from projects import erasure, invitations, keys, services
 from projects.ledger import LedgerError
-from projects.models import ErasureCertificate, Membership, Project, ProjectFile
+from projects.models import (
+    ErasureCertificate,
+    Invitation,
+    Membership,
+    Project,
+    ProjectFile,
+)
 
 
 def _erase_selected(modeladmin, request, queryset):
@@ -151,6 +158,122 @@ class MembershipAdmin(admin.ModelAdmin):
     list_filter = ("role",)
     search_fields = ("project__name", "user__email")
     autocomplete_fields = ("project", "user")
+
+
+class InvitationStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("pending", "Pending"),
+            ("expired", "Expired"),
+            ("accepted", "Accepted"),
+            ("revoked", "Revoked"),
+        ]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        open_ = queryset.filter(accepted_at=None, revoked_at=None)
+        return {
+            "pending": lambda: open_.filter(expires_at__gt=now),
+            "expired": lambda: open_.filter(expires_at__lte=now),
+            "accepted": lambda: queryset.exclude(accepted_at=None),
+            "revoked": lambda: queryset.exclude(revoked_at=None),
+        }.get(self.value(), lambda: queryset)()
+
+
+def invitation_state(invitation: Invitation) -> str:
+    if invitation.accepted_at is not None:
+        return "Accepted"
+    if invitation.revoked_at is not None:
+        return "Revoked"
+    if invitation.expires_at <= timezone.now():
+        return "Expired"
+    return "Pending"
+
+
+REVOKED_COUNT = "{count} invitation(s) revoked; their links no longer work."
+REVOKE_SKIPPED = "{email}: {reason}"
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    """Read-only: invitations are made by project owners; staff may only revoke,
+    through the invitations service (audited, ``via`` admin)."""
+
+    list_display = (
+        "email",
+        "project",
+        "role",
+        "invited_by",
+        "created_at",
+        "expires_at",
+        "state",
+    )
+    list_filter = (InvitationStateFilter, "role")
+    search_fields = ("email", "project__name", "invited_by__email")
+    list_select_related = ("project", "invited_by")
+    date_hierarchy = "created_at"
+    actions = ["revoke"]
+    fields = (
+        "project",
+        "email",
+        "role",
+        "state",
+        "invited_by",
+        "created_at",
+        "expires_at",
+        "accepted_at",
+        "accepted_by",
+        "revoked_at",
+        "revoked_by",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # A revoked invitation stays, as the record of who was invited.
+        return False
+
+    @admin.display(description="State")
+    def state(self, obj):
+        return invitation_state(obj)
+
+    def has_revoke_permission(self, request):
+        # The edit form stays read-only; revoking is the one change staff
+        # make, under the model's change permission.
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+    @admin.action(
+        description="Revoke the selected pending invitations",
+        permissions=["revoke"],
+    )
+    def revoke(self, request, queryset):
+        done = 0
+        for invitation in queryset.select_related("project"):
+            try:
+                invitations.invitation_revoke(
+                    actor=request.user,
+                    invitation=invitation,
+                    request=request,
+                    staff=True,
+                )
+            except ValidationError as exc:
+                text = REVOKE_SKIPPED.format(
+                    email=invitation.email, reason=" ".join(exc.messages)
+                )
+                self.message_user(request, text, messages.WARNING)
+            else:
+                done += 1
+        if done:
+            self.message_user(request, REVOKED_COUNT.format(count=done))
 
 
 def certificate_document(certificate: ErasureCertificate) -> dict:

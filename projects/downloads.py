@@ -15,12 +15,12 @@ and no integrity event either way.
 
 from collections.abc import Iterator
 
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.utils.http import content_disposition_header
 
 from kreo.views import error_response
-from projects import services
+from projects import services, thumbnails
 from projects.crypto import FileIntegrityError
 from projects.keys import KeyError_
 from projects.storage import (
@@ -113,6 +113,31 @@ def file_response(request: HttpRequest, item, *, inline: bool = False) -> HttpRe
     )
     response["Content-Length"] = str(item.size)
     response["Content-Disposition"] = content_disposition_header(not inline, item.name)
+    response["Cache-Control"] = "private, no-store"
+    response["Content-Security-Policy"] = DOWNLOAD_CSP
+    return response
+
+
+def thumbnail_response(request: HttpRequest, item) -> HttpResponse:
+    """The file's thumbnail, inline and sandboxed like a preview.
+
+    Not audited: it is part of the file list a member already sees, and a
+    list page would otherwise write an event per image. A file without one,
+    or whose thumbnail cannot be read (key destroyed, object missing or
+    altered), answers 404 and the list shows its type instead.
+    """
+    if not item.thumbnail:
+        raise Http404("no thumbnail")
+    try:
+        data = thumbnails.thumbnail_bytes(item)
+    except (FileIntegrityError, KeyError_) as exc:
+        raise Http404("no readable thumbnail") from exc
+    except StorageUnavailable:
+        return storage_unavailable(request)
+    response = HttpResponse(data, content_type=thumbnails.CONTENT_TYPE)
+    response["Content-Disposition"] = content_disposition_header(
+        False, f"{item.name}.thumbnail.webp"
+    )
     response["Cache-Control"] = "private, no-store"
     response["Content-Security-Policy"] = DOWNLOAD_CSP
     return response

@@ -92,12 +92,18 @@ def _finish(certificate_id, storage, names: list[str]) -> None:
     )
 
 
+def _object_names(files) -> list[str]:
+    """The storage keys of ``files``: each file's object and its thumbnail's."""
+    pairs = files.values_list("blob", "thumbnail")
+    return [name for pair in pairs for name in pair if name]
+
+
 def project_erase(
     *, actor, project: Project, request=None, reason: str = "", via: str = "user"
 ) -> ErasureCertificate:
     """Destroy the project's data key, delete its rows, then its objects."""
     storage = ProjectFile._meta.get_field("blob").storage
-    names = [n for n in project.files.values_list("blob", flat=True) if n]
+    names = _object_names(project.files.all())
     key_row = ProjectKey.objects.filter(pk=project.pk).first()
     fingerprint = (
         f"{key_row.kek_id}:{hashlib.sha256(bytes(key_row.wrapped)).hexdigest()[:16]}"
@@ -150,8 +156,10 @@ def project_erase(
 
 
 def file_erase(*, actor, item: ProjectFile, request=None, via: str = "user"):
-    """Delete the file's row, then every version of its object."""
-    storage, name = item.blob.storage, item.blob.name
+    """Delete the file's row, then every version of its object and of its
+    thumbnail's (read under the row's lock: a thumbnail task that finishes
+    meanwhile either is seen here or finds no row and deletes its own)."""
+    storage = item.blob.storage
     try:
         path = keys.ledger_record(
             kind="file", object_id=item.pk, details={"project": str(item.project_id)}
@@ -161,6 +169,9 @@ def file_erase(*, actor, item: ProjectFile, request=None, via: str = "user"):
         raise
     try:
         with transaction.atomic():
+            names = _object_names(
+                ProjectFile.objects.select_for_update().filter(pk=item.pk)
+            )
             certificate = ErasureCertificate.objects.create(
                 subject_type="file",
                 subject_id=str(item.pk),
@@ -169,7 +180,7 @@ def file_erase(*, actor, item: ProjectFile, request=None, via: str = "user"):
                 requested_by=_requested_by(actor),
                 requested_by_label=_label(actor),
                 reason=via,
-                objects_planned=[name] if name else [],
+                objects_planned=names,
             )
             audit_record(
                 event_type="file.delete",
@@ -183,9 +194,7 @@ def file_erase(*, actor, item: ProjectFile, request=None, via: str = "user"):
                 },
             )
             item.delete()
-            transaction.on_commit(
-                partial(_finish, certificate.pk, storage, [name] if name else [])
-            )
+            transaction.on_commit(partial(_finish, certificate.pk, storage, names))
     except BaseException:
         path.unlink(missing_ok=True)
         raise

@@ -321,9 +321,15 @@ def invitation_accept(*, user, token: str, request=None) -> Membership:
 
 
 @transaction.atomic
-def invitation_revoke(*, actor, invitation: Invitation, request=None) -> Invitation:
-    """Withdraw a pending invitation: its link stops working at once."""
-    require(actor, Action.MANAGE_MEMBERS, invitation.project)
+def invitation_revoke(
+    *, actor, invitation: Invitation, request=None, staff: bool = False
+) -> Invitation:
+    """Withdraw a pending invitation: its link stops working at once.
+
+    ``staff`` is for the admin, whose own permissions already decided.
+    """
+    if not staff:
+        require(actor, Action.MANAGE_MEMBERS, invitation.project)
     locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if not locked.pending:
         raise ValidationError(NOT_PENDING, code="not_pending")
@@ -334,7 +340,12 @@ def invitation_revoke(*, actor, invitation: Invitation, request=None) -> Invitat
         actor=actor,
         request=request,
         target=locked.project,
-        details={"invitation": locked.pk, "email": locked.email, "role": locked.role},
+        details={
+            "invitation": locked.pk,
+            "email": locked.email,
+            "role": locked.role,
+            "via": "admin" if staff else "user",
+        },
     )
     return locked
 

@@ -449,7 +449,10 @@ def after_restore(
         files = ProjectFile.objects.using(using).filter(
             models.Q(project_id__in=project_ids) | models.Q(pk__in=file_ids)
         )
-        names = [name for name in files.values_list("blob", flat=True) if name]
+        names = [
+            name for pair in files.values_list("blob", "thumbnail") for name in pair
+        ]
+        names = [name for name in names if name]
         file_rows = files.delete()[0]
         projects = Project.objects.using(using).filter(pk__in=project_ids).delete()[0]
     removed = []

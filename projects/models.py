@@ -148,6 +148,11 @@ class ProjectFile(models.Model):
     # "" for files stored before encryption; else the format its object was
     # written in (projects.storage FORMAT, or LEGACY_FORMAT for KREOF1).
     encryption = models.CharField(max_length=16, blank=True, default="")
+    # A small WebP of an image, sealed like the file (projects.thumbnails);
+    # "" while none was made, and for every other file.
+    thumbnail = models.FileField(
+        upload_to=_file_key, max_length=300, blank=True, default=""
+    )
 
     class Meta:
         ordering = ["name", "uploaded_at"]

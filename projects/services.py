@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from audit.models import Outcome
 from audit.services import audit_record
-from projects import crypto, erasure, invitations, uploads, validators
+from projects import crypto, erasure, invitations, thumbnails, uploads, validators
 from projects.models import (
     ErasureCertificate,
     Membership,
@@ -183,6 +183,7 @@ def project_file_upload(
     except Exception:
         _discard(item)
         raise
+    thumbnails.thumbnail_queue(item)
     return item
 
 

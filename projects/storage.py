@@ -234,3 +234,41 @@ def legacy_encrypt(item) -> list[str]:
     blob_store(item, raw_chunks(item.blob))
     item.save(update_fields=["blob", "encryption"])
     return blob_delete(item.blob.storage, old)
+
+
+def thumbnail_store(item, data: bytes, *, context: bytes) -> str:
+    """Seal ``data`` (a thumbnail of ``item``) under the project's data key with
+    ``context``, at a new random key beside the project's files; return the key.
+
+    Raises StorageUnavailable when S3 cannot store it.
+    """
+    data_key = keys.data_key_create(item.project)
+    field = item.thumbnail.field
+    key = field.generate_filename(item, "thumbnail")
+    sealed = crypto.encrypt_chunks(data_key, item.id, [data], context=context)
+    try:
+        return item.thumbnail.storage.save(
+            key, File(crypto.reader(sealed)), max_length=field.max_length
+        )
+    except _S3_ERRORS as exc:
+        where = f"project {item.project_id} thumbnail of {item.id} key {key}"
+        raise outage("upload", where, exc) from exc
+
+
+def thumbnail_chunks(item, *, context: bytes) -> Iterator[bytes]:
+    """Yield the plaintext of ``item``'s thumbnail, verified chunk by chunk.
+
+    Raises as ``blob_chunks`` does.
+    """
+    data_key = keys.data_key_get(item.project_id)
+    handle = _open_raw(item.thumbnail)
+    try:
+        yield from crypto.decrypt_chunks(
+            data_key,
+            item.id,
+            handle,
+            context=context,
+            name=f"thumbnail of file {item.id}",
+        )
+    finally:
+        handle.close()

@@ -1,8 +1,10 @@
-"""Project jobs: invitation mail and notices to members, off the request path."""
+"""Project jobs: invitation mail, notices to members and image thumbnails,
+off the request path."""
 
 from celery import shared_task
 
-from projects import invitations
+from projects import invitations, thumbnails
+from projects.storage import StorageUnavailable
 
 
 @shared_task(
@@ -31,3 +33,14 @@ def member_notice_send(
     return invitations.member_notice_mail(
         user_id=user_id, project_id=project_id, kind=kind, role=role, about=about
     )
+
+
+@shared_task(
+    name="projects.tasks.thumbnail_make",
+    autoretry_for=(StorageUnavailable,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def thumbnail_make(*, file_id: str) -> bool:
+    """Make an uploaded image's thumbnail; retried while storage is down."""
+    return thumbnails.thumbnail_make(file_id=file_id)

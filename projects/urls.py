@@ -22,6 +22,11 @@ urlpatterns = [
         name="file-preview",
     ),
     path(
+        "<uuid:project_id>/files/<uuid:file_id>/thumbnail/",
+        views.file_thumbnail,
+        name="file-thumbnail",
+    ),
+    path(
         "<uuid:project_id>/files/<uuid:file_id>/rename/",
         views.file_rename,
         name="file-rename",

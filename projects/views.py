@@ -18,7 +18,7 @@ from django.views.decorators.http import (
 
 from accounts import limits
 from projects import invitations, selectors, services
-from projects.downloads import PREVIEW_TYPES, file_response
+from projects.downloads import PREVIEW_TYPES, file_response, thumbnail_response
 from projects.forms import MemberAddForm, ProjectForm, RenameForm, RoleForm, UploadForm
 from projects.ledger import LedgerError
 from projects.permissions import ROLE_ACTIONS, Action, project_role
@@ -246,6 +246,16 @@ def file_preview(request: HttpRequest, project_id, file_id) -> HttpResponse:
         user=request.user, project_id=project_id, file_id=file_id, action=Action.VIEW
     )
     return file_response(request, item, inline=True)
+
+
+@login_required
+@require_safe
+def file_thumbnail(request: HttpRequest, project_id, file_id) -> HttpResponse:
+    """The small image shown in the file list; 404 while the file has none."""
+    item = selectors.project_file_get(
+        user=request.user, project_id=project_id, file_id=file_id, action=Action.VIEW
+    )
+    return thumbnail_response(request, item)
 
 
 @login_required

@@ -2,6 +2,11 @@
 width without sideways scrolling, a skip link and a visible focus ring, in
 the light and the dark colour scheme.
 
+The staff side is checked the same way (axe-core, no sideways scrolling):
+the admin index, every app's index, and for every registered model its
+list, its add page where a superuser may add, and the change page of one
+row, plus the admin's own extra pages that take an object.
+
 The list of pages is built from the URL configuration, as the authorization
 matrix is: each named URL of the site's pages is opened as a project owner or
 as a visitor; whatever answers a page is checked, and a URL that answers
@@ -17,15 +22,19 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib import admin
 from django.core import mail
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
+from django_otp.oath import totp
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from knox.models import AuthToken
 
 from accounts.models import SessionRecord
 from accounts.tests.factories import PASSWORD, UserFactory
 from accounts.tests.test_e2e import chromium
+from audit import services as audit_services
 from projects import invitations
 from projects.models import Invitation, Role
 from projects.tests.factories import PNG, MembershipFactory, stored_file
@@ -47,6 +56,7 @@ NOT_PAGES = {
     "accounts:captcha-challenge": "JSON for the CAPTCHA widget, not a page",
     "projects:file-download": "the file itself, not a page",
     "projects:file-preview": "the file itself, shown by the browser",
+    "projects:file-thumbnail": "an image shown in the file list, not a page",
     "projects:invitation-accept": "needs the signed link of an invitation mail "
     "(added below from a mailed link, signed out and as another address)",
     "privacy:export-download": "the export archive itself, not a page",
@@ -267,3 +277,162 @@ def test_upload_checks_the_limit_first_and_shows_progress(live_server, world, se
         assert page.url.endswith(detail)
         assert len(posts) == 1
         assert "Uploaded “section-A.pdf”." in page.content()
+
+
+# Admin URLs with an object that answer no page to GET, with the reason.
+ADMIN_NOT_PAGES = {
+    "backups_backupset_backup_now": "a POST that starts a backup",
+    "projects_erasurecertificate_download": "the certificate as JSON",
+    "otp_totp_totpdevice_qrcode": "an SVG image",
+}
+# Nodes of Django's own script-built widgets that axe flags, with the reason
+# (rule id, a piece of the node's selector). Everything else, including
+# Django's server-rendered markup, is fixed (templates/admin/,
+# static/css/admin.css, static/js/admin-a11y.js).
+ADMIN_AXE_SKIPS = {
+    (
+        "aria-prohibited-attr",
+        ".help-tooltip.search-label-icon",
+    ): "SelectFilter2.js (filter_horizontal) builds a span with aria-label and "
+    "no role beside a label that already names the search box; its inputs "
+    "are named",
+    (
+        "aria-input-field-name",
+        "select2",
+    ): "the select2 copy vendored in django.contrib.admin (autocomplete "
+    "fields) builds a combobox span named by a hidden container; the real "
+    "select behind it is labelled",
+}
+
+
+def _admin_pages(staff) -> dict[str, str]:
+    """Name -> path of every admin page a superuser reaches, from the registry."""
+    request = RequestFactory().get("/admin/")
+    request.user = staff
+    pages = {"admin index": reverse("admin:index")}
+    for model, model_admin in admin.site._registry.items():
+        opts = model._meta
+        info = f"{opts.app_label}_{opts.model_name}"
+        pages[f"app {opts.app_label}"] = reverse(
+            "admin:app_list", kwargs={"app_label": opts.app_label}
+        )
+        pages[f"{info} list"] = reverse(f"admin:{info}_changelist")
+        if model_admin.has_add_permission(request):
+            pages[f"{info} add"] = reverse(f"admin:{info}_add")
+        row = model_admin.get_queryset(request).order_by("pk").first()
+        if row is None:
+            continue
+        pages[f"{info} change"] = reverse(f"admin:{info}_change", args=[row.pk])
+        for url in model_admin.get_urls():
+            name = getattr(url, "name", None) or ""
+            own = name.startswith(info) and not name.endswith(
+                ("_changelist", "_add", "_change", "_delete", "_history")
+            )
+            if own and name not in ADMIN_NOT_PAGES and url.pattern.converters:
+                pages[f"{name}"] = reverse(f"admin:{name}", args=[row.pk])
+    return pages
+
+
+@pytest.fixture
+def staff_world(world):
+    """A superuser with an authenticator app, and a row in every admin list
+    the world does not fill itself (an audit review, a group)."""
+    from django.contrib.auth.models import Group
+
+    staff = UserFactory(is_staff=True, is_superuser=True, email="ops@example.test")
+    device = TOTPDevice.objects.create(user=staff, name="phone", confirmed=True)
+    Group.objects.get_or_create(name="Auditor")
+    audit_services.review_create(actor_label="test")
+    return {"staff": staff, "device": device, **world}
+
+
+def _admin_sign_in(page, base, email, code):
+    page.goto(base + reverse("accounts:login"))
+    page.fill("input[name=username]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button:has-text('Sign in')")
+    page.fill("input[name=token]", code)
+    page.click("button:has-text('Verify')")
+    page.wait_for_url(re.compile(r"/projects/"))
+    page.goto(base + reverse("admin:index"))
+    assert page.title().endswith("admin"), page.title()
+
+
+def _admin_check(page, width):
+    """axe-core's violations (less the written skips) and sideways overflow."""
+    problems = []
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        "tags => axe.run(document, {runOnly: {type: 'tag', values: tags},"
+        " resultTypes: ['violations']})",
+        AXE_TAGS,
+    )
+    for violation in result["violations"]:
+        skips = [piece for rule, piece in ADMIN_AXE_SKIPS if rule == violation["id"]]
+        targets = [
+            n["target"]
+            for n in violation["nodes"]
+            if not any(piece in str(n["target"]) for piece in skips)
+        ]
+        if targets:
+            problems.append(f"axe {violation['id']}: {targets[:3]}")
+    overflow = page.evaluate("document.documentElement.scrollWidth")
+    if overflow > width:
+        wide = page.evaluate(
+            "w => [...document.querySelectorAll('body *')]"
+            ".filter(e => e.getBoundingClientRect().right > w)"
+            ".filter(e => !e.closest('.results'))"
+            ".map(e => e.tagName + '.' + e.className).slice(-3)",
+            width,
+        )
+        problems.append(f"{overflow} px wide at {width} px: {wide}")
+    return problems
+
+
+@pytest.mark.timeout(1200)
+def test_every_admin_page_passes_axe(live_server, staff_world):
+    """Zero axe-core violations and no sideways scrolling on every admin page
+    a staff member reaches (index, app indexes, each model's list, add and
+    one change page, the audit review), at desktop and phone width, light
+    and dark; signed in through the real password and TOTP steps."""
+    ensure_node_modules()
+    staff, device = staff_world["staff"], staff_world["device"]
+    pages = _admin_pages(staff)
+    assert {
+        "admin index",
+        "audit_auditreview list",
+        "audit_auditreview change",
+        "audit_auditevent change",
+        "projects_invitation list",
+        "projects_invitation change",
+    } <= set(pages), sorted(pages)
+    code = f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=6):06d}"
+    report, checked = {}, 0
+    with chromium() as browser:
+        first = browser.new_context(bypass_csp=True)
+        _admin_sign_in(first.new_page(), live_server.url, staff.email, code)
+        state = first.storage_state()
+        first.close()
+        for width_name, width in WIDTHS.items():
+            for scheme in SCHEMES:
+                context = browser.new_context(
+                    viewport={"width": width, "height": 800},
+                    color_scheme=scheme,
+                    bypass_csp=True,
+                    storage_state=state,
+                )
+                page = context.new_page()
+                for name, path in sorted(pages.items()):
+                    response = page.goto(live_server.url + path)
+                    if response.status != 200:
+                        report[f"{name} {width_name} {scheme}"] = [
+                            f"{path} answered {response.status}"
+                        ]
+                        continue
+                    problems = _admin_check(page, width)
+                    checked += 1
+                    if problems:
+                        report[f"{name} {width_name} {scheme}"] = problems
+                context.close()
+    assert report == {}, json.dumps(report, indent=1)
+    assert checked == len(pages) * len(WIDTHS) * len(SCHEMES)
