@@ -44,15 +44,17 @@ class FilesSummary:
 
 
 def file_names(using: str) -> Iterator[str]:
-    """Storage keys of every project file in the snapshot."""
+    """Storage keys of every project file in the snapshot, and of its
+    thumbnail where it has one (a restored row names it)."""
     from projects.models import ProjectFile
 
     return (
         name
-        for name in ProjectFile._base_manager.using(using)
+        for pair in ProjectFile._base_manager.using(using)
         .order_by()
-        .values_list("blob", flat=True)
+        .values_list("blob", "thumbnail")
         .iterator(chunk_size=2000)
+        for name in pair
         if name
     )
 

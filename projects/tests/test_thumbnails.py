@@ -175,3 +175,15 @@ def test_erasing_the_project_makes_the_thumbnail_unreadable_and_removes_it(
     certificate = ErasureCertificate.objects.get(subject_id=str(owner.project_id))
     assert thumb in certificate.objects_planned
     assert not storage.exists(thumb)
+
+
+def test_a_backup_carries_the_thumbnail_with_its_file(client, owner, mail_now):
+    """Copies 1 and 2 list the storage objects to save from the snapshot's
+    rows: a restored row names its thumbnail, so the thumbnail is saved too."""
+    from backups import filesets
+
+    item = _upload(client, mail_now, owner.project, "site photo.png", _png())
+    pdf = _upload(client, mail_now, owner.project, "spec.pdf", PDF, "application/pdf")
+    names = set(filesets.file_names("default"))
+    assert {item.blob.name, item.thumbnail.name, pdf.blob.name} <= names
+    assert "" not in names
