@@ -413,6 +413,10 @@ REST_KNOX = {"TOKEN_TTL": timedelta(seconds=KREO_API_TOKEN_TTL_SECONDS)}
 KNOX_TOKEN_MODEL = "knox.AuthToken"  # noqa: S105  # nosec B105
 PASSWORD_RESET_TIMEOUT = env.int("KREO_PASSWORD_RESET_SECONDS", default=3600)
 OTP_TOTP_ISSUER = "Kreo"
+# The admin never shows an authenticator's secret (its key, QR code or
+# otpauth:// link): staff who may view devices could otherwise make any
+# user's codes, the superuser's included.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # Single sign-on through Keycloak (accounts.oidc, mozilla-django-oidc). Off
 # unless KREO_OIDC_ISSUER names the realm, e.g.

@@ -284,6 +284,8 @@ ADMIN_NOT_PAGES = {
     "backups_backupset_backup_now": "a POST that starts a backup",
     "projects_erasurecertificate_download": "the certificate as JSON",
     "otp_totp_totpdevice_qrcode": "an SVG image",
+    "otp_totp_totpdevice_config": "refused (403): the admin shows no TOTP "
+    "secret (OTP_ADMIN_HIDE_SENSITIVE_DATA)",
 }
 # Nodes of Django's own script-built widgets that axe flags, with the reason
 # (rule id, a piece of the node's selector). Everything else, including
