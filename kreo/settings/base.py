@@ -561,7 +561,7 @@ KREO_LIMITS_ENABLED = env.bool("KREO_LIMITS_ENABLED", default=True)
 # Per signed-in user on the API (scope "api", DRF's syntax also accepted).
 KREO_API_RATE = env.str("KREO_RATE_API", default="600/minute")
 KREO_REQUEST_RATES = {
-    "page": env.str("KREO_RATE_PAGE", default="300/minute"),
+    "page": env.str("KREO_RATE_PAGE", default="600/minute"),
     "api-anon": env.str("KREO_RATE_API_ANON", default="60/minute"),
     "download": env.str("KREO_RATE_DOWNLOAD", default="600/hour"),
     # Bytes sent by downloads per user (or IP) per hour: 10 GiB.
