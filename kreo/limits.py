@@ -114,7 +114,8 @@ SCOPES: dict[str, str | dict[str, str]] = {
     "api:invitation-list": API,
     "api:invitation-detail": API,
     "api-schema": API,
-    "admin:*": PAGE,
+    # The admin: django-otp's OTPAdminSite, whose instance namespace this is.
+    "otpadmin:*": PAGE,
 }
 
 # URL name -> why it has no limit.
