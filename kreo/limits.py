@@ -11,12 +11,19 @@ count. Rates are ``settings.KREO_REQUEST_RATES`` ("count/period").
 A request is counted per signed-in user, else per client IP
 (``kreo.net.client_ip``: a forged ``X-Forwarded-For`` changes nothing).
 Counters are fixed windows: one atomic increment per request, the key
-expiring with its window. When the cache does not answer,
-``kreo.cache.CacheUnavailable`` propagates: limits fail closed.
+expiring with its window.
+
+When the cache does not answer, the limits that guard a secret (password
+checks, token creation, sign-in through ``/oidc/``) fail closed:
+``kreo.cache.CacheUnavailable`` propagates and the request answers 503, as
+the sign-in forms do. The limits that guard capacity (pages, API calls,
+uploads, downloads) fail open, logged: a cache outage must not become an
+outage of every page (sessions are in the database).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import lru_cache
 
@@ -25,9 +32,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from audit.bounded import audit_record_bounded
 from audit.models import Outcome
+from kreo.cache import CacheUnavailable
 from kreo.counters import window, window_count, window_get
 from kreo.net import client_ip
 from kreo.views import error_response
+
+logger = logging.getLogger(__name__)
 
 TOO_MANY = "Too many requests. Wait a moment, then try again."
 UNAVAILABLE = "This is unavailable for a moment. Please try again shortly."
@@ -38,6 +48,8 @@ DOWNLOAD, UPLOAD, TOKEN = "download", "upload", "token"
 OIDC, PASSWORD, ACCOUNT_DELETE = "oidc", "password", "account-delete"
 # The byte budget of DOWNLOAD, counted after the response (its Content-Length).
 DOWNLOAD_BYTES = "download-bytes"
+# Scopes refused (503) rather than let through when the cache is out.
+FAIL_CLOSED = frozenset({PASSWORD, ACCOUNT_DELETE, TOKEN, OIDC})
 
 # URL name -> scope, or {method: scope} with "*" for the other methods.
 # API means "the DRF throttles only" (per user, per anonymous IP); a scope
@@ -181,7 +193,21 @@ def rate(scope: str) -> tuple[int, int]:
 
 
 def check(request: HttpRequest, scope: str, *, user=None) -> int:
-    """Count one request at ``scope``; return seconds to wait (0 if allowed)."""
+    """Count one request at ``scope``; return seconds to wait (0 if allowed).
+
+    Without the cache: ``CacheUnavailable`` for a ``FAIL_CLOSED`` scope,
+    else 0 (logged).
+    """
+    try:
+        return _check(request, scope, user)
+    except CacheUnavailable as exc:
+        if scope in FAIL_CLOSED:
+            raise
+        logger.warning("limits: %s not counted, the cache is out: %s", scope, exc)
+        return 0
+
+
+def _check(request: HttpRequest, scope: str, user) -> int:
     who = subject(request, user)
     limit, period = rate(scope)
     index, left = window(period)
@@ -200,21 +226,32 @@ def api_anon_wait(request: HttpRequest) -> int:
     by ``api_anon_note`` once the response shows no one signed in."""
     limit, period = rate(API_ANON)
     index, left = window(period)
-    who = f"ip:{client_ip(request)}"
-    return max(left, 1) if window_get(f"req:{API_ANON}:{who}:{index}") >= limit else 0
+    key = f"req:{API_ANON}:ip:{client_ip(request)}:{index}"
+    try:
+        return max(left, 1) if window_get(key) >= limit else 0
+    except CacheUnavailable as exc:
+        logger.warning("limits: %s not counted, the cache is out: %s", API_ANON, exc)
+        return 0
 
 
 def api_anon_note(request: HttpRequest) -> None:
     _, period = rate(API_ANON)
     index, _ = window(period)
-    window_count(f"req:{API_ANON}:ip:{client_ip(request)}:{index}", period)
+    try:
+        window_count(f"req:{API_ANON}:ip:{client_ip(request)}:{index}", period)
+    except CacheUnavailable as exc:
+        logger.warning("limits: %s not counted, the cache is out: %s", API_ANON, exc)
 
 
 def downloaded(request: HttpRequest, size: int) -> None:
     """Add the bytes of a sent download to the user's (or IP's) byte budget."""
     _, period = rate(DOWNLOAD_BYTES)
     index, _ = window(period)
-    window_count(f"req:{DOWNLOAD_BYTES}:{subject(request)}:{index}", period, size)
+    key = f"req:{DOWNLOAD_BYTES}:{subject(request)}:{index}"
+    try:
+        window_count(key, period, size)
+    except CacheUnavailable as exc:
+        logger.warning("limits: %s bytes not counted, the cache is out: %s", size, exc)
 
 
 def refused(request: HttpRequest, scope: str, wait: int, *, user=None) -> None:
