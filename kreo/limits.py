@@ -50,6 +50,13 @@ OIDC, PASSWORD, ACCOUNT_DELETE = "oidc", "password", "account-delete"
 DOWNLOAD_BYTES = "download-bytes"
 # Scopes refused (503) rather than let through when the cache is out.
 FAIL_CLOSED = frozenset({PASSWORD, ACCOUNT_DELETE, TOKEN, OIDC})
+# Scopes read before the view and counted once the response went out (as the
+# audit middleware writes its event): the hot path pays one cache read, not a
+# write. A burst overshoots by at most the requests in flight at that moment;
+# every scope that guards a secret or a file is counted up front, atomically.
+# API_ANON is counted after because only then is it known that DRF found no
+# user (no token, or a bad one).
+COUNTED_AFTER = frozenset({PAGE, API_ANON})
 
 # URL name -> scope, or {method: scope} with "*" for the other methods.
 # API means "the DRF throttles only" (per user, per anonymous IP); a scope
@@ -211,7 +218,13 @@ def _check(request: HttpRequest, scope: str, user) -> int:
     who = subject(request, user)
     limit, period = rate(scope)
     index, left = window(period)
-    if window_count(f"req:{scope}:{who}:{index}", period) > limit:
+    key = f"req:{scope}:{who}:{index}"
+    if scope in COUNTED_AFTER:
+        request.limit_key = (key, period)
+        over = window_get(key) >= limit
+    else:
+        over = window_count(key, period) > limit
+    if over:
         return max(left, 1)
     if scope == DOWNLOAD:
         limit, period = rate(DOWNLOAD_BYTES)
@@ -221,26 +234,14 @@ def _check(request: HttpRequest, scope: str, user) -> int:
     return 0
 
 
-def api_anon_wait(request: HttpRequest) -> int:
-    """Seconds an anonymous API caller's IP must wait (0 if allowed); counted
-    by ``api_anon_note`` once the response shows no one signed in."""
-    limit, period = rate(API_ANON)
-    index, left = window(period)
-    key = f"req:{API_ANON}:ip:{client_ip(request)}:{index}"
+def counted_after(request: HttpRequest) -> None:
+    """Count a request of a ``COUNTED_AFTER`` scope that ``check`` let through
+    (called when the response is closed, after its body went out)."""
+    key, period = request.limit_key
     try:
-        return max(left, 1) if window_get(key) >= limit else 0
+        window_count(key, period)
     except CacheUnavailable as exc:
-        logger.warning("limits: %s not counted, the cache is out: %s", API_ANON, exc)
-        return 0
-
-
-def api_anon_note(request: HttpRequest) -> None:
-    _, period = rate(API_ANON)
-    index, _ = window(period)
-    try:
-        window_count(f"req:{API_ANON}:ip:{client_ip(request)}:{index}", period)
-    except CacheUnavailable as exc:
-        logger.warning("limits: %s not counted, the cache is out: %s", API_ANON, exc)
+        logger.warning("limits: %s not counted, the cache is out: %s", key, exc)
 
 
 def downloaded(request: HttpRequest, size: int) -> None:

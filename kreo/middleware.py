@@ -1,3 +1,5 @@
+from functools import partial
+
 from django.conf import settings
 from rest_framework.views import APIView
 
@@ -42,12 +44,14 @@ class RequestLimitMiddleware:
 
     Checked in ``process_view``, when the URL name is known and after the
     session and user middleware ran, so a signed-in user is counted as one
-    person from any address. DRF views are counted per user and per scope by
-    their throttles (``kreo.throttles``: DRF knows the token's user). Their
-    anonymous callers are counted here, per client IP, after the response:
-    DRF refuses them (401, a bad token) before its throttles run, so a flood
-    of them would otherwise be counted nowhere. The bytes of a sent download
-    (pages and API) are added to the byte budget on the way out.
+    person from any address. Page views are read here and counted when the
+    response closes (``limits.COUNTED_AFTER``). DRF views are counted per
+    user and per scope by their throttles (``kreo.throttles``: DRF knows the
+    token's user). Their anonymous callers are counted here, per client IP,
+    after the response: DRF refuses them (401, a bad token) before its
+    throttles run, so a flood of them would otherwise be counted nowhere. The
+    bytes of a sent download (pages and API) are added to the byte budget on
+    the way out.
     """
 
     def __init__(self, get_response):
@@ -58,8 +62,13 @@ class RequestLimitMiddleware:
         scope = getattr(request, "limit_scope", None)
         if scope is None:
             return response
-        if getattr(request, "limit_api", False) and not _signed_in(request):
-            limits.api_anon_note(request)
+        if (
+            getattr(request, "limit_key", None) is not None
+            and not getattr(request, "limit_refused", None)
+            and not (getattr(request, "limit_api", False) and _signed_in(request))
+        ):
+            # Django's hook for work at close(), after the body went out.
+            response._resource_closers.append(partial(limits.counted_after, request))
         if (
             scope == limits.DOWNLOAD
             and response.status_code == 200
@@ -67,7 +76,9 @@ class RequestLimitMiddleware:
         ):
             size = response.get("Content-Length")
             if size and size.isdigit():
-                limits.downloaded(request, int(size))
+                response._resource_closers.append(
+                    partial(limits.downloaded, request, int(size))
+                )
         return response
 
     def process_view(self, request, view_func, view_args, view_kwargs):
@@ -87,7 +98,7 @@ class RequestLimitMiddleware:
             else:
                 request.limit_api = True
                 scope = limits.API_ANON
-                wait = limits.api_anon_wait(request)
+                wait = limits.check(request, scope)
         except CacheUnavailable:
             return limits.unavailable_response(request)
         if not wait:
