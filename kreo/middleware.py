@@ -65,6 +65,9 @@ class RequestLimitMiddleware:
         if (
             getattr(request, "limit_key", None) is not None
             and not getattr(request, "limit_refused", None)
+            # A 5xx (an outage: the database out, a token unreadable) is the
+            # server's failure, not the client's request rate.
+            and response.status_code < 500
             and not (getattr(request, "limit_api", False) and _signed_in(request))
         ):
             # Django's hook for work at close(), after the body went out.
