@@ -10,6 +10,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject
 
+from audit.bounded import audit_record_bounded
 from audit.context import (
     new_correlation_id,
     recorded_count,
@@ -64,7 +65,9 @@ class AuditMiddleware:
     Each request is recorded once: a successful request whose service already
     recorded its own event (which carries the same request context and
     correlation id) gets no second, generic event; a failed one (4xx, 5xx)
-    always gets a request event with its status.
+    gets a request event with its status. Anonymous 4xx are bounded per
+    client IP (``audit.bounded``: ``AUDIT_FLOOD_PER_MINUTE``, then one summary
+    event a minute), and a request limit's 429 is audited by ``kreo.limits``.
 
     The request event is written when the server closes the response, after
     the body went out (as FileResponse closes its file), so its INSERT is not
@@ -109,6 +112,8 @@ class AuditMiddleware:
         return next((a for p, a in AREAS if request.path.startswith(p)), None)
 
     def _wanted(self, request: HttpRequest, response: HttpResponse) -> bool:
+        if getattr(request, "limit_refused", None):
+            return False  # kreo.limits audited the refusal, bounded
         if response.status_code >= 400:
             return True
         return self._area(request) is not None and not recorded_count()
@@ -120,19 +125,32 @@ class AuditMiddleware:
         description = getattr(request, "audit_exception", "") or (
             response.reason_phrase if status >= 400 else ""
         )
+        fields = {
+            "event_type": request_event_type(area, request.method or "", status),
+            "request": request,
+            "outcome": request_outcome(status),
+            "status_code": status,
+            "error_code": error_code,
+            "error_description": description,
+            "correlation_id": cid,
+        }
         try:
-            audit_record(
-                event_type=request_event_type(area, request.method or "", status),
-                request=request,
-                outcome=request_outcome(status),
-                status_code=status,
-                error_code=error_code,
-                error_description=description,
-                correlation_id=cid,
-            )
+            if 400 <= status < 500 and self._anonymous(request):
+                # A scanner's 404 flood must not be a flood of INSERTs.
+                audit_record_bounded(bucket=f"anon4xx:{client_ip(request)}", **fields)
+            else:
+                audit_record(**fields)
         except Exception:
             # The response is already sent; a lost event is logged loudly.
             logger.exception("audit: could not record request %s", request.path)
+
+    @staticmethod
+    def _anonymous(request: HttpRequest) -> bool:
+        user = getattr(request, "user", None)
+        try:
+            return not (user is not None and user.is_authenticated)
+        except (OperationalError, InterfaceError):
+            return True  # the session store is out with the database
 
     def _device_cookie(self, request: HttpRequest, response: HttpResponse) -> None:
         minted = getattr(request, DEVICE_MINTED, "")

@@ -130,6 +130,18 @@ class SharedCache(DjangoCache):
         except (OSError, sqlite3.Error, Timeout) as exc:
             raise CacheUnavailable(f"cache folder {directory}: {exc}") from exc
 
+    def close(self, **kwargs):
+        """Keep this process's SQLite connections from request to request.
+
+        Django closes every cache when a request finishes. For diskcache that
+        closes the SQLite file, and the last close of a WAL database
+        checkpoints it (an fsync); the next request opens it again. Measured
+        by bench/bench_limits.py, which counts every page on this cache:
+        ~20 ms a request on a busy disk. Connections are per thread, and
+        diskcache opens new ones after a fork (it checks the pid), as
+        django-redis keeps its pool open.
+        """
+
     def _shard(self, key):
         # diskcache 5.6's FanoutCache catches Timeout and answers a default;
         # its shards (plain diskcache Cache objects) raise it.

@@ -26,6 +26,7 @@ LOGIN_SUCCESS = "auth.login.success"
 DOWNLOAD = "file.download"
 RATE_LIMITED = "auth.ratelimit.hit"
 STATUS_RATE_LIMITED = "status.ratelimit.hit"
+REQUEST_RATE_LIMITED = "http.ratelimit.hit"  # kreo.limits, every endpoint
 SSO_ROLES = "auth.sso.roles"
 ADMIN_CHANGE = "admin.change"
 PRIVILEGED_GROUPS = frozenset({ADMIN_GROUP, AUDITOR_GROUP})
@@ -38,6 +39,7 @@ WINDOWED_TYPES = (
     DOWNLOAD,
     RATE_LIMITED,
     STATUS_RATE_LIMITED,
+    REQUEST_RATE_LIMITED,
 )
 WINDOWED = frozenset(WINDOWED_TYPES)
 
@@ -325,7 +327,7 @@ def rate_limit_storm(events: Sequence[Event], limits: Limits) -> list[Hit]:
     for kind, key in ((SubjectKind.IP, "ip"), (SubjectKind.USER, "actor_id")):
         found += _windowed(
             events,
-            types=(RATE_LIMITED, STATUS_RATE_LIMITED),
+            types=(RATE_LIMITED, STATUS_RATE_LIMITED, REQUEST_RATE_LIMITED),
             key=lambda e, key=key: getattr(e, key),
             window=timedelta(minutes=1),
             failed=lambda e: True,

@@ -87,6 +87,11 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Limits per URL name (kreo.limits). Its process_view runs after every
+    # __call__ above and below (the user is known) and first of the
+    # process_view hooks, so a flood of forged-CSRF POSTs is counted too;
+    # its 429 passes out through audit and metrics.
+    "kreo.middleware.RequestLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
@@ -550,8 +555,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # drf-spectacular's, plus the error responses each operation can give.
     "DEFAULT_SCHEMA_CLASS": "kreo.schema.AutoSchema",
-    # Requests per account (KREO_API_RATE), counted on the rate-limit cache.
-    "DEFAULT_THROTTLE_CLASSES": ["kreo.throttles.APIRateThrottle"],
+    # Per user and per scope (kreo.limits), counted on the rate-limit cache
+    # with the pages' limits; anonymous callers per IP in the limit middleware.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "kreo.throttles.UserThrottle",
+        "kreo.throttles.ScopeThrottle",
+    ],
     "DEFAULT_PARSER_CLASSES": [
         # JSON nested past 32 levels is a 400, never a RecursionError (a 500).
         "kreo.parsers.BoundedJSONParser",
@@ -561,8 +570,24 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "kreo.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
-# DRF's rate syntax: "count/second|minute|hour|day".
+# Request limits on every endpoint (kreo.limits: the scope of each URL name),
+# "count/period" per signed-in user, else per client IP, in fixed windows on
+# the rate-limit cache. Generous for people, meaningful against floods.
+KREO_LIMITS_ENABLED = env.bool("KREO_LIMITS_ENABLED", default=True)
+# Per signed-in user on the API (scope "api", DRF's syntax also accepted).
 KREO_API_RATE = env.str("KREO_RATE_API", default="600/minute")
+KREO_REQUEST_RATES = {
+    "page": env.str("KREO_RATE_PAGE", default="600/minute"),
+    "api-anon": env.str("KREO_RATE_API_ANON", default="60/minute"),
+    "download": env.str("KREO_RATE_DOWNLOAD", default="600/hour"),
+    # Bytes sent by downloads per user (or IP) per hour: 10 GiB.
+    "download-bytes": env.str("KREO_RATE_DOWNLOAD_BYTES", default=f"{10 * 2**30}/hour"),
+    "upload": env.str("KREO_RATE_UPLOAD", default="300/hour"),
+    "token": env.str("KREO_RATE_TOKEN", default="20/hour"),
+    "oidc": env.str("KREO_RATE_OIDC", default="120/15m"),
+    "password": env.str("KREO_RATE_PASSWORD", default="10/hour"),
+    "account-delete": env.str("KREO_RATE_ACCOUNT_DELETE", default="10/hour"),
+}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Kreo API",
     "DESCRIPTION": "Projects, members and files of construction estimates.",
@@ -806,6 +831,9 @@ MONITORING_AUTOBLOCK_IPV6_PREFIX = env.int(
 # Keys are any high-entropy strings; with no environment, development keys
 # are generated once into var/keys (production must set them).
 AUDIT_ENABLED = env.bool("AUDIT_ENABLED", default=True)
+# Anonymous 4xx (and limit refusals) recorded one by one per client IP (or
+# user) per minute; past it, one summary event for the rest of the minute.
+AUDIT_FLOOD_PER_MINUTE = env.int("AUDIT_FLOOD_PER_MINUTE", default=30)
 AUDIT_SIGNING_KEY = env.str("AUDIT_SIGNING_KEY", default="") or local_secret(
     VAR_DIR, "audit-signing-key"
 )

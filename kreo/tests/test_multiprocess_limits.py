@@ -271,6 +271,24 @@ def test_login_rate_limit_per_ip_holds_across_workers(seeded, start_site):
     assert len(set(workers)) >= 2, f"one worker answered everything: {workers}"
 
 
+def test_page_limit_holds_across_workers(seeded, start_site):
+    """Past KREO_RATE_PAGE (8/hour here) the next page view from one address
+    is refused with 429 and Retry-After though two workers shared the views;
+    a forged X-Forwarded-For starts no new count."""
+    site = start_site(KREO_RATE_PAGE="8/hour")
+    workers = []
+    for n in range(8):
+        response = site.request("GET", "/status/")
+        workers.append(response.worker)
+        assert response.status_code == 200, f"limited after {n} views"
+    for forged in ("203.0.113.1", "198.51.100.2"):
+        refused = site.request("GET", "/status/", headers={"X-Forwarded-For": forged})
+        workers.append(refused.worker)
+        assert refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) > 0
+    assert len(set(workers)) >= 2, f"one worker answered everything: {workers}"
+
+
 def _altcha_payload(site: Site) -> str:
     """A challenge from the site, solved as the widget would (altcha's solver)."""
     import base64
