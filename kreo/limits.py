@@ -84,6 +84,13 @@ SCOPES: dict[str, str | dict[str, str]] = {
     "accounts:otp-enrol": PAGE,
     "accounts:otp-disable": {"POST": PASSWORD, "*": PAGE},
     "accounts:otp-recovery": PAGE,
+    # Passkeys: the sign-in and second-step answers are also limited per IP
+    # and per account in accounts.limits (the "login" and "otp" scopes).
+    "accounts:passkey-login-options": PAGE,
+    "accounts:passkey-login": PAGE,
+    "accounts:passkey-register-options": PAGE,
+    "accounts:passkey-add": PAGE,
+    "accounts:passkey-remove": {"POST": PASSWORD, "*": PAGE},
     "oidc_authentication_init": OIDC,
     "oidc_authentication_callback": OIDC,
     "oidc_logout": OIDC,
@@ -97,6 +104,8 @@ SCOPES: dict[str, str | dict[str, str]] = {
     "projects:file-upload": UPLOAD,
     "projects:file-download": DOWNLOAD,
     "projects:file-preview": DOWNLOAD,
+    # A list page shows many: counted as page views, not downloads.
+    "projects:file-thumbnail": PAGE,
     "projects:file-rename": PAGE,
     "projects:file-delete": PAGE,
     "projects:members": PAGE,
