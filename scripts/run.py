@@ -21,6 +21,12 @@ PORT = os.environ.get("KREO_PORT", "8000")
 GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn" / "gunicorn.conf.py"
 
 
+def _browser_host(host: str) -> str:
+    """The name to open: a loopback address as ``localhost`` (passkeys need a
+    domain name; an IP address is no relying party for WebAuthn)."""
+    return "localhost" if host in ("127.0.0.1", "::1") else host
+
+
 def manage(*args: str) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, check=True)
 
@@ -68,7 +74,8 @@ def main() -> int:
         name: subprocess.Popen(cmd, cwd=ROOT) for name, cmd in commands.items()
     }
     sys.stdout.write(
-        f"\nKreo is running at http://{HOST}:{PORT}/ (web, worker, beat). "
+        f"\nKreo is running at http://{_browser_host(HOST)}:{PORT}/ "
+        "(web, worker, beat). "
         "Sign in with the demo login above. Ctrl-C stops everything.\n\n"
     )
     sys.stdout.flush()

@@ -12,6 +12,15 @@
   if (!window.PublicKeyCredential || !navigator.credentials) {
     return;
   }
+  // WebAuthn takes a domain name as the relying party, never an IP address
+  // (http://127.0.0.1:8000 fails with "invalid domain"): say so instead.
+  var host = window.location.hostname;
+  if (/^[0-9.]+$/.test(host) || host.indexOf(":") !== -1 || host.charAt(0) === "[") {
+    document.querySelectorAll("[data-passkey-needs-name]").forEach(function (note) {
+      note.hidden = false;
+    });
+    return;
+  }
 
   function toBuffer(text) {
     var base64 = text.replace(/-/g, "+").replace(/_/g, "/");
