@@ -30,6 +30,20 @@ EMAIL = "bench@example.test"
 # developer's shell may move them onto other servers.
 SCRUB_PREFIXES = ("DJANGO_", "KREO_", "AWS_", "EMAIL_", "OIDC_", "BENCH_")
 SCRUB_NAMES = {"DATABASE_URL", "REDIS_URL", "BACKUP_S3_BUCKET"}
+# Benchmarks time pages, not refusals: the request limits count every
+# request (their cost stays in each figure) but refuse none. bench_limits
+# sets the same rates and switches the limits off on its other server.
+HIGH_RATES = {
+    "KREO_RATE_PAGE": "100000000/minute",
+    "KREO_RATE_API_ANON": "100000000/minute",
+    "KREO_RATE_DOWNLOAD": "100000000/hour",
+    "KREO_RATE_DOWNLOAD_BYTES": f"{2**62}/hour",
+    "KREO_RATE_UPLOAD": "100000000/hour",
+    # One address signs in once per server started (bench middleware starts
+    # one per middleware left out).
+    "KREO_RATE_LOGIN_IP": "100000/15m",
+    "KREO_RATE_LOGIN_ACCOUNT": "100000/15m",
+}
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
@@ -65,6 +79,7 @@ def environment(var_dir: Path, settings_module: str, **extra: str) -> dict[str, 
         for name, value in os.environ.items()
         if not name.startswith(SCRUB_PREFIXES) and name not in SCRUB_NAMES
     }
+    env.update(HIGH_RATES)
     env.update(
         DJANGO_SETTINGS_MODULE=settings_module,
         KREO_VAR_DIR=str(var_dir),
