@@ -350,6 +350,40 @@ def rate_limit_storm(events: Sequence[Event], limits: Limits) -> list[Hit]:
     return found
 
 
+FLOOD_SUPPRESSED = "audit.flood.suppressed"  # audit.bounded
+ANONYMOUS_4XX_BUCKET = "anon4xx:"
+
+
+def request_flood(events: Sequence[Event], limits: Limits) -> list[Hit]:
+    """Anonymous errors (404s of a scan, refused forms) from one IP past the
+    audit bound in a minute: the audit middleware stopped recording them one
+    by one, and says so once a minute, which is what this reads."""
+
+    def make(e: Event) -> Hit:
+        ip = str(e.details.get("bucket", ""))[len(ANONYMOUS_4XX_BUCKET) :]
+        per_minute = e.details.get("per_minute")
+        return Hit(
+            rule="request_flood",
+            severity=Severity.MEDIUM,
+            subject_kind=SubjectKind.IP,
+            subject=ip,
+            summary=f"Flood of anonymous errors from {ip}: over {per_minute} a minute",
+            first_seen=e.at,
+            last_seen=e.at,
+            details={"per_minute": per_minute},
+        )
+
+    return _single(
+        events,
+        lambda e: (
+            e.type == FLOOD_SUPPRESSED
+            and isinstance(e.details, dict)
+            and str(e.details.get("bucket", "")).startswith(ANONYMOUS_4XX_BUCKET)
+        ),
+        make,
+    )
+
+
 def _single(events: Sequence[Event], match, make) -> list[Hit]:
     hits = _Hits()
     for event in events:
@@ -511,6 +545,7 @@ RULES: tuple[Callable[[Sequence[Event], Limits], list[Hit]], ...] = (
     brute_force,
     mass_download,
     rate_limit_storm,
+    request_flood,
     privilege_change,
     audit_trail_failure,
     backup_failure,

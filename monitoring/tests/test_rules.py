@@ -341,3 +341,21 @@ def test_a_repeat_after_the_alert_window_opens_a_new_alert(rules_now):
     assert first.resolved_reason == services.SUPERSEDED
     second = Alert.objects.exclude(pk=first.pk).get()
     assert (second.rule, second.state) == ("mass_download", "open")
+
+
+def test_a_404_flood_raises_one_request_flood_alert_and_few_rows(client, rules_now):
+    """A scan of 200 missing pages from one IP: the audit middleware records
+    the first AUDIT_FLOOD_PER_MINUTE and one summary, and the rules raise one
+    request-flood alert about that IP (and none for a few ordinary 404s)."""
+    rules_now.AUDIT_FLOOD_PER_MINUTE = 30
+    for n in range(5):
+        client.get(f"/no-such-page-{n}/", REMOTE_ADDR="203.0.113.50")
+    for n in range(200):
+        assert (
+            client.get(f"/wp-admin/{n}.php", REMOTE_ADDR="198.51.100.77").status_code
+            == 404
+        )
+    rows = AuditEvent.objects.filter(source_ip="198.51.100.77").count()
+    assert rows <= 30 + 2  # the bound, one summary, a window edge
+    tasks.rules_run()
+    assert _alerts() == [("request_flood", "ip", "198.51.100.77")]
