@@ -53,7 +53,6 @@ def test_each_attack_raises_its_alert_mail_and_signed_webhook(
         "--admin", admin.email, "--admin-password", PASSWORD,
         "--admin-totp", device.key, "--grant-user-id", str(target.pk),
     )  # fmt: skip
-    print(printed)  # the closing note's figures (pytest -s)
     assert "download: 200 downloads" in printed, printed
     assert "grant: user" in printed and ": 302" in printed, printed
     with mail_now():
@@ -71,7 +70,6 @@ def test_each_attack_raises_its_alert_mail_and_signed_webhook(
     assert len(subjects) == 6 and all("soc@example.test" in m["To"] for m in mails)
     rules = sorted(body.get("rule") or body["text"] for body in webhook.verified())
     assert len(webhook.verified()) == 6, rules
-    print("\n".join(subjects))
 
 
 def test_ordinary_use_raises_nothing(live_server, site):
