@@ -36,7 +36,7 @@ from accounts.tests.factories import PASSWORD, UserFactory
 from accounts.tests.test_e2e import chromium
 from audit import services as audit_services
 from projects import invitations
-from projects.models import Invitation, Role
+from projects.models import Invitation, ProjectFile, Role
 from projects.tests.factories import PNG, MembershipFactory, stored_file
 from scripts.oidc_provider.fixtures import ensure_node_modules
 
@@ -248,6 +248,9 @@ def test_upload_checks_the_limit_first_and_shows_progress(live_server, world, se
     settings.KREO_MAX_UPLOAD_BYTES = 200 * 1024
     detail = reverse("projects:detail", kwargs={"project_id": world["project_id"]})
     posts = []
+    image = ProjectFile.objects.get(
+        project_id=world["project_id"], name="site photo.png"
+    )
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 390, "height": 800})
         page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else 0)
@@ -272,11 +275,47 @@ def test_upload_checks_the_limit_first_and_shows_progress(live_server, world, se
             {"name": "section-A.pdf", "mimeType": "application/pdf", "buffer": body},
         )
         assert page.inner_text(".upload-error") == ""
+        # A slow uplink (about 3 s for the file), so the bar is seen moving.
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send(
+            "Network.emulateNetworkConditions",
+            {
+                "offline": False,
+                "latency": 0,
+                "downloadThroughput": -1,
+                "uploadThroughput": 50_000,
+            },
+        )
         page.click("button:has-text('Upload')")
-        page.wait_for_selector("text=section-A.pdf")
+        # (The page's CSP forbids string evaluation: poll the bar from here.)
+        bar = page.locator(".upload-progress progress")
+        for _ in range(200):
+            value, top = bar.get_attribute("value"), bar.get_attribute("max")
+            if value and top and 0 < float(value) < float(top):
+                break
+            page.wait_for_timeout(25)
+        else:
+            raise AssertionError("the progress bar never showed a partial upload")
+        shots = Path(
+            os.environ.get("KREO_SCREENSHOTS", settings.VAR_DIR / "screenshots")
+        )
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "upload-progress-phone.png"), full_page=True)
+        page.wait_for_selector("text=section-A.pdf", timeout=60_000)
         assert page.url.endswith(detail)
         assert len(posts) == 1
         assert "Uploaded “section-A.pdf”." in page.content()
+        # The preview of an image, inline in the browser.
+        preview = reverse(
+            "projects:file-preview",
+            kwargs={"project_id": world["project_id"], "file_id": image.pk},
+        )
+        page.set_viewport_size({"width": 1280, "height": 800})
+        answer = page.goto(live_server.url + preview)
+        assert answer.status == 200
+        assert answer.headers["content-disposition"].startswith("inline")
+        page.screenshot(path=str(shots / "file-preview-desktop.png"))
 
 
 # Admin URLs with an object that answer no page to GET, with the reason.
