@@ -5,7 +5,8 @@
 #   deploy/k8s/seal.sh --placeholders OVERLAY (the committed, unsealed form)
 #
 # Reads the values from ENV_FILE (the names of .env.example, plus
-# POSTGRES_APP_PASSWORD, the password of the kreo_app role), builds one
+# POSTGRES_APP_PASSWORD and POSTGRES_PURGE_PASSWORD, the passwords of the
+# kreo_app and kreo_purge roles), builds one
 # Secret per set of workloads that read it (the split below: web never gets
 # the backup keys, the backups worker never the OIDC client secret) and seals
 # each with kubeseal for the cluster's sealed-secrets controller. Plaintext
@@ -37,6 +38,7 @@ SECRETS=(
   "kreo-s3|Opaque|web, worker, worker-backups (files, audit archives, backups, erasure ledger)|AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY"
   "kreo-db-app|kubernetes.io/basic-auth|web, worker, worker-backups, beat; CloudNativePG (role kreo_app)|username password DATABASE_URL"
   "kreo-db-owner|kubernetes.io/basic-auth|migrate; CloudNativePG (role kreo_owner, owner of the database)|username password DATABASE_URL"
+  "kreo-db-purge|kubernetes.io/basic-auth|worker (the audit archive's purge); CloudNativePG (role kreo_purge)|username password DATABASE_URL"
   "kreo-redis-server|Opaque|redis (requirepass)|password"
   "kreo-redis-client|Opaque|web, worker, worker-backups, beat, migrate|REDIS_URL"
   "kreo-oidc|Opaque|web only|KREO_OIDC_CLIENT_SECRET"
@@ -56,6 +58,7 @@ value_of() { # KEY SECRET: the value of one key of one secret
   case "$secret/$key" in
     kreo-db-app/username) echo kreo_app ;;
     kreo-db-owner/username) echo kreo_owner ;;
+    kreo-db-purge/username) echo kreo_purge ;;
     kreo-db-app/password | kreo-db-app/DATABASE_URL)
       password="$(need POSTGRES_APP_PASSWORD)"
       [ "$key" = password ] && echo "$password" \
@@ -64,6 +67,10 @@ value_of() { # KEY SECRET: the value of one key of one secret
       password="$(need POSTGRES_PASSWORD)"
       [ "$key" = password ] && echo "$password" \
         || echo "postgres://kreo_owner:$password@$DB_HOST:5432/kreo?$DB_TLS" ;;
+    kreo-db-purge/password | kreo-db-purge/DATABASE_URL)
+      password="$(need POSTGRES_PURGE_PASSWORD)"
+      [ "$key" = password ] && echo "$password" \
+        || echo "postgres://kreo_purge:$password@$DB_HOST:5432/kreo?$DB_TLS" ;;
     kreo-redis-server/password) need REDIS_PASSWORD ;;
     kreo-redis-client/REDIS_URL)
       password="$(need REDIS_PASSWORD)"

@@ -336,7 +336,33 @@ def test_workload_shapes(rendered, overlay):
     assert [r["name"] for r in cluster["managed"]["roles"]] == [
         "kreo_owner",
         "kreo_app",
+        "kreo_purge",
     ]
+    # Only the worker (its audit archive) holds the purge role's URL; the
+    # migration names both roles so that it applies their audit grants.
+    readers = {
+        name
+        for (kind, name) in (
+            ("Deployment", "kreo-web"),
+            ("Deployment", "kreo-worker"),
+            ("Deployment", "kreo-worker-backups"),
+            ("Deployment", "kreo-beat"),
+            ("Job", "kreo-migrate"),
+        )
+        for container in pod_spec(docs, kind, name)["containers"]
+        for e in container.get("env", [])
+        if (e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name")
+        == "kreo-db-purge"
+    }
+    assert readers == {"kreo-worker"}
+    migrate = {
+        e["name"]: e.get("value")
+        for e in pod_spec(docs, "Job", "kreo-migrate")["containers"][0]["env"]
+    }
+    assert (migrate["KREO_DB_APP_ROLE"], migrate["KREO_DB_PURGE_ROLE"]) == (
+        "kreo_app",
+        "kreo_purge",
+    )
     redis = find(docs, "StatefulSet", "kreo-redis")["spec"]["template"]["spec"]
     command = " ".join(redis["containers"][0]["command"])
     assert "--port 0 --tls-port 6379" in command and "requirepass" in command
@@ -432,6 +458,7 @@ ENV = {
     "EMAIL_HOST_PASSWORD": "smtp-secret",
     "BACKUP_ENCRYPTION_KEY": "backup-key-a",
     "BACKUP_MANIFEST_KEY": "manifest-key",
+    "POSTGRES_PURGE_PASSWORD": "purgepw",
 }
 
 
@@ -489,6 +516,9 @@ def test_seal_sh_splits_the_env_per_workload(
     assert made["kreo-db-app"]["DATABASE_URL"] == (
         "postgres://kreo_app:apppw@kreo-db-rw.kreo.svc:5432/kreo"
         "?sslmode=verify-full&sslrootcert=/etc/kreo/pg-ca/ca.crt"
+    )
+    assert made["kreo-db-purge"]["DATABASE_URL"].startswith(
+        "postgres://kreo_purge:purgepw@kreo-db-rw.kreo.svc:5432/kreo?sslmode=verify-full"
     )
     assert made["kreo-db-owner"]["username"] == "kreo_owner"
     assert made["kreo-db-owner"]["DATABASE_URL"].startswith(
