@@ -100,3 +100,28 @@ def test_requests_refused_by_outer_middleware_are_recorded():
     event = AuditEvent.objects.get(correlation_id=response["X-Correlation-ID"])
     assert (event.event_type, event.outcome) == ("http.denied", Outcome.DENIED)
     assert event.error_code == "http.403"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_of_its_own_does_not_wait_for_the_wal_flush_one_in_a_transaction_does(
+    settings,
+):
+    """Outside a business transaction the event's commit skips the fsync wait
+    (PostgreSQL groups the flushes); inside one it commits with the change."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only")
+    with CaptureQueriesContext(connection) as alone:
+        event = audit_record(event_type="file.download")
+    sql = [q["sql"] for q in alone.captured_queries]
+    assert "SET LOCAL synchronous_commit TO OFF" in sql
+    assert event.pk and AuditEvent.objects.filter(pk=event.pk).exists()
+    with CaptureQueriesContext(connection) as inside, transaction.atomic():
+        audit_record(event_type="project.update")
+    assert not any("synchronous_commit" in q["sql"] for q in inside.captured_queries)
+    settings.AUDIT_ASYNC_COMMIT = False
+    with CaptureQueriesContext(connection) as off:
+        audit_record(event_type="file.download")
+    assert not any("synchronous_commit" in q["sql"] for q in off.captured_queries)

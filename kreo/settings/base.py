@@ -851,6 +851,10 @@ AUDIT_ARCHIVE_S3_BUCKET = env.str("AUDIT_ARCHIVE_S3_BUCKET", default="")
 # application role then holds no DELETE on audit events. Blank: the app's
 # connection purges (SQLite, one-role setups).
 AUDIT_PURGE_DATABASE_URL = env.str("AUDIT_PURGE_DATABASE_URL", default="")
+# An event outside a business transaction (request events, sign-in failures,
+# task events) commits without waiting for PostgreSQL's WAL flush: the
+# database groups the flushes (audit/services.py _write, README "Audit").
+AUDIT_ASYNC_COMMIT = env.bool("AUDIT_ASYNC_COMMIT", default=True)
 # Applied by `migrate` (run as the owner) when set: the application role's
 # and the purge role's grants on the audit tables (audit/sql.py).
 KREO_DB_APP_ROLE = env.str("KREO_DB_APP_ROLE", default="")
