@@ -94,6 +94,12 @@ PAGES = {
     "accounts:otp-disable": signed_in("login", 405),
     "accounts:otp-recovery": signed_in("login", 405),
     "accounts:time-zone": signed_in("login", 405),
+    # Passkeys: JSON endpoints taking POST only.
+    "accounts:passkey-login-options": everyone(405),
+    "accounts:passkey-login": everyone(405),
+    "accounts:passkey-register-options": signed_in("login", 405),
+    "accounts:passkey-add": signed_in("login", 405),
+    "accounts:passkey-remove": signed_in("login", 405),
     "oidc_authentication_init": everyone("idp"),
     "oidc_authentication_callback": everyone(400),
     "oidc_logout": everyone(405),
@@ -110,6 +116,9 @@ PAGES = {
     "projects:file-upload": signed_in("login", 405),
     "projects:file-download": project(MEMBERS),
     "projects:file-preview": project(MEMBERS),
+    # The world's file is a PDF, with no thumbnail: members get 404 as well
+    # (projects/tests/test_authz.py checks an image that has one).
+    "projects:file-thumbnail": project(MEMBERS, ok=404),
     "projects:file-rename": project([EDITOR, OWNER]),
     "projects:file-delete": project([OWNER]),
     "projects:members": project([OWNER]),

@@ -32,14 +32,23 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     role = Role.VIEWER
 
 
-def stored_file(project, *, name="plan.pdf", content=PDF, uploaded_by=None):
+def stored_file(
+    project,
+    *,
+    name="plan.pdf",
+    content=PDF,
+    uploaded_by=None,
+    kind="pdf",
+    content_type="application/pdf",
+):
     """A file row with its bytes encrypted in the configured storage, as uploads
-    are (bypasses the upload checks)."""
+    are (bypasses the upload checks: ``kind`` and ``content_type`` are taken
+    as given)."""
     item = ProjectFile(
         project=project,
         name=name,
-        kind="pdf",
-        content_type="application/pdf",
+        kind=kind,
+        content_type=content_type,
         size=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
         uploaded_by=uploaded_by,

@@ -67,6 +67,7 @@ CASES = {
     },
     "projects:file-download": {"GET": ("file", None, page(MEMBERS))},
     "projects:file-preview": {"GET": ("file", None, page(MEMBERS))},
+    "projects:file-thumbnail": {"GET": ("image", None, page(MEMBERS))},
     "projects:file-rename": {
         "GET": ("file", None, page([EDITOR, OWNER])),
         "POST": ("file", lambda w: {"name": "renamed.pdf"}, page([EDITOR, OWNER], 302)),
@@ -208,6 +209,7 @@ def world(db):
     return {
         "project": project,
         "file": stored_file(project, uploaded_by=users[EDITOR]),
+        "image": _image_with_thumbnail(project, users[EDITOR]),
         "member": memberships[VIEWER],
         "users": users,
         "outsider": UserFactory(),
@@ -221,6 +223,29 @@ def world(db):
     }
 
 
+def _image_with_thumbnail(project, uploaded_by):
+    """A PNG of the project whose thumbnail the task has made."""
+    import io
+
+    from PIL import Image
+
+    from projects import thumbnails
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (320, 200), (40, 90, 160)).save(buffer, "PNG")
+    item = stored_file(
+        project,
+        name="site.png",
+        content=buffer.getvalue(),
+        uploaded_by=uploaded_by,
+        kind="png",
+        content_type="image/png",
+    )
+    assert thumbnails.thumbnail_make(file_id=item.pk)
+    item.refresh_from_db()
+    return item
+
+
 def _kwargs(target, w):
     if target is None:
         return {}
@@ -229,6 +254,8 @@ def _kwargs(target, w):
     kwargs = {"project_id": w["project"].pk}
     if target == "file":
         kwargs["file_id"] = w["file"].pk
+    if target == "image":
+        kwargs["file_id"] = w["image"].pk
     if target == "member":
         kwargs["membership_id"] = w["member"].pk
     if target == "invitation":

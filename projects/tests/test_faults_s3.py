@@ -477,12 +477,12 @@ def test_s3_down_under_load(own_s3, gunicorn, fault):
     assert report["integrity_events_during"] == 0, report
     assert report["requests_without_event"] == 0, (report, unaudited[:5])
     assert after["rows_without_object"] == 0, report
-    if fault == "refused":
-        assert after["objects_without_row"] == 0, report
-    else:
-        # A PUT that timed out against a hung S3 may be carried out when S3
-        # resumes: each such object is one the app named in its outage line.
-        assert orphans <= named, report
+    # A PUT that timed out against a hung S3 may be carried out when S3
+    # resumes, and one in flight when the relay is cut may have been stored
+    # with its answer lost (seen once in 653 requests on a loaded machine):
+    # each such object is one the app named in its outage line.
+    assert orphans <= named, report
+    assert after["objects_without_row"] == len(orphans), report
     assert before["rows_without_object"] == before["objects_without_row"] == 0
     assert stored <= names and not {r["name"] for r in refused} & names, report
     assert after["rows"] == before["rows"] + len(stored), report
