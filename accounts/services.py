@@ -814,10 +814,10 @@ def demo_user_ensure(*, email: str) -> tuple[User, str]:
 # What the owner of an account is told of (templates
 # accounts/email/security_<notice>*.txt).
 NOTICE_NEW_SIGNIN = "new_signin"
-NOTICE_PASSWORD_CHANGED = "password_changed"  # noqa: S105 - a name
-NOTICE_PASSWORD_RESET = "password_reset"  # noqa: S105 - a name
+NOTICE_PASSWORD_CHANGED = "password_changed"  # noqa: S105  # nosec B105 - a name
+NOTICE_PASSWORD_RESET = "password_reset"  # noqa: S105  # nosec B105 - a name
 NOTICE_OTP_DISABLED = "otp_disabled"
-NOTICE_API_TOKEN = "api_token_created"  # noqa: S105 - a name
+NOTICE_API_TOKEN = "api_token_created"  # noqa: S105  # nosec B105 - a name
 NOTICES = frozenset(
     {
         NOTICE_NEW_SIGNIN,

@@ -111,7 +111,7 @@ def webhook_post(alert: Alert) -> int:
         },
     )
     try:
-        with urllib.request.urlopen(  # noqa: S310 - scheme checked above
+        with urllib.request.urlopen(  # noqa: S310  # nosec B310 - scheme checked above
             request, timeout=settings.MONITORING_WEBHOOK_TIMEOUT_SECONDS
         ) as response:
             return response.status
