@@ -3,7 +3,8 @@
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from audit.models import AuditEvent, AuditReview, FieldChange, Outcome
@@ -190,3 +191,23 @@ def user_field_changes(*, correlation_ids: Iterable[str]) -> dict[str, list]:
     for cid, pk, changes in rows:
         found.setdefault(cid, []).append((pk, changes or {}))
     return found
+
+
+def event_counts_per_day(
+    *, event_types: Iterable[str], since: datetime, until: datetime
+) -> dict:
+    """How many events of these types happened on each day (the current time
+    zone's dates) from ``since`` to before ``until``: date -> count; a day
+    with none is absent."""
+    rows = (
+        AuditEvent.objects.filter(
+            event_type__in=list(event_types),
+            occurred_at__gte=since,
+            occurred_at__lt=until,
+        )
+        .annotate(day=TruncDate("occurred_at", tzinfo=timezone.get_current_timezone()))
+        .order_by()
+        .values("day")
+        .annotate(n=Count("id"))
+    )
+    return {row["day"]: row["n"] for row in rows}
