@@ -249,8 +249,17 @@ def _legend(chart: Chart) -> list[str]:
     return out
 
 
+def cell(value: float | None, share: bool) -> str:
+    """A value as a chart's data table shows it ("no data" for a gap)."""
+    return "no data" if value is None else _fmt(value, share)
+
+
 def charts(*, start: date, end: date) -> list[Chart]:
-    data = series_mod.daily(start=start, end=end)
+    return charts_from(series_mod.daily(start=start, end=end))
+
+
+def charts_from(data: dict[str, series_mod.Series]) -> list[Chart]:
+    """The charts of the series ``data`` (as ``series.daily`` returns them)."""
     limit = settings.BACKUP_MAX_AGE_HOURS
     return [
         Chart(

@@ -124,3 +124,110 @@ def test_charts_parse_and_plot_the_series(seeded):
     }
     assert plotted == expected
     assert ("2fa" not in plotted) and len(plotted["pass_rate"]) == 2
+
+
+# --- the cockpit in the admin ---------------------------------------------
+
+
+def _staff(groups=(), *, staff=True):
+    from django.contrib.auth.models import Group
+
+    from accounts.tests.factories import UserFactory
+
+    user = UserFactory(is_staff=staff)
+    for name in groups:
+        user.groups.add(Group.objects.get_or_create(name=name)[0])
+    return user
+
+
+@pytest.fixture
+def evidence_run(db):
+    moment = timezone.now() - timedelta(hours=1)
+    earlier = moment - timedelta(days=1)
+    run_at(earlier, {"backup-age": CheckStatus.FAIL})
+    return run_at(
+        moment,
+        {"backup-age": CheckStatus.PASS},
+        evidence={"backup-age": {"set_id": 41, "age_hours": 3.5, "copies": [1, 2, 3]}},
+    )
+
+
+def test_auditor_sees_status_mapping_evidence_and_charts(
+    client, otp_login, evidence_run
+):
+    """An auditor sees each control with its status, ISO and SOC 2 mapping and
+    last evidence, five charts, and a drill-down with the history and the full
+    evidence."""
+    from django.urls import reverse
+
+    from kreo.permissions import AUDITOR_GROUP
+
+    otp_login(client, _staff([AUDITOR_GROUP]))
+    page = client.get(reverse("admin:compliance_cockpit"))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'data-control="backup-age" data-status="pass"' in html
+    assert 'data-iso27001="A.8.13"' in html and 'data-soc2="A1.2 CC7.2"' in html
+    assert "&quot;age_hours&quot;: 3.5" in html
+    assert html.count('class="compliance-chart"') == 5 and "Run checks now" in html
+    detail = client.get(reverse("admin:compliance_control", args=["backup-age"]))
+    text = detail.content.decode()
+    assert detail.status_code == 200
+    assert text.count("<tr data-result=") == 2
+    assert '"copies": [\n    1,' in text.replace("&quot;", '"')
+    missing = client.get(reverse("admin:compliance_control", args=["no-such"]))
+    assert missing.status_code == 404
+
+
+def test_cockpit_refused_outside_admin_and_auditor_groups(client, otp_login, db):
+    """A signed-in user who is not staff is sent away; staff outside the Admin
+    and Auditor groups are refused; staff of the Admin group get in."""
+    from django.urls import reverse
+
+    from kreo.permissions import ADMIN_GROUP
+
+    url = reverse("admin:compliance_cockpit")
+    client.force_login(_staff(staff=False))
+    response = client.get(url)
+    assert response.status_code in (302, 403)
+    assert b"data-control" not in response.content
+    client.logout()
+    otp_login(client, _staff())
+    assert client.get(url).status_code == 403
+    assert (
+        client.get(reverse("admin:compliance_checkrun_changelist")).status_code == 403
+    )
+    client.logout()
+    otp_login(client, _staff([ADMIN_GROUP]))
+    assert client.get(url).status_code == 200
+
+
+def test_run_checks_now_needs_post_and_csrf(
+    client, otp_login, db, django_capture_on_commit_callbacks
+):
+    """ "Run checks now" refuses GET and a POST without the CSRF token; a proper
+    POST is audited and queues the task once."""
+    import re
+
+    from django.test import Client
+    from django.urls import reverse
+
+    from compliance import runs
+    from kreo.permissions import AUDITOR_GROUP
+
+    auditor = _staff([AUDITOR_GROUP])
+    otp_login(client, auditor)
+    strict = Client(enforce_csrf_checks=True)
+    strict.cookies = client.cookies  # the verified session, now CSRF-checked
+    url = reverse("admin:compliance_checkrun_run_now")
+    assert strict.get(url).status_code == 405
+    assert strict.post(url).status_code == 403
+    page = strict.get(reverse("admin:compliance_cockpit")).content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    with django_capture_on_commit_callbacks() as queued:
+        response = strict.post(url, {"csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:compliance_cockpit")
+    assert len(queued) == 1
+    event = AuditEvent.objects.get(event_type=runs.RUN_REQUEST_EVENT)
+    assert event.actor_id == auditor.pk and event.details["task_id"]
