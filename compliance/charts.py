@@ -66,6 +66,8 @@ def _y_axis(chart: Chart, values: list[float]) -> tuple[float, list[float]]:
         return 1.0, [0, 0.25, 0.5, 0.75, 1.0]
     top = max(values + ([chart.limit[0]] if chart.limit else []) + [0])
     step = _nice_step(top or 1)
+    if chart.kind == "bar":  # counts: whole-number ticks
+        step = max(1.0, math.ceil(step))
     ticks = [step * n for n in range(int(math.ceil((top or 1) / step)) + 1)]
     if len(ticks) < 2:
         ticks.append(step)

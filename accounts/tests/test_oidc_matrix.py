@@ -167,6 +167,13 @@ ADMIN_SITE_PAGES = {
     "view_on_site": 404,
 }
 READ = ("changelist", "change", "history")
+# The compliance cockpit beside its read-only runs and results: staff of the
+# Admin and Auditor groups read them, nobody edits (compliance/admin.py).
+COMPLIANCE_PAGES = {
+    "compliance_cockpit": 200,
+    "compliance_control": 200,
+    "compliance_checkrun_run_now": 405,  # POST only
+}
 # "refused": 403, or the admin's not-found redirect (it may look the object
 # up before the permission), never the page. "any": the model admin's own
 # rules decide (its app's tests), only never a server error.
@@ -186,8 +193,12 @@ def admin_staff_cell(actor, name) -> object:
         return "302:/admin/backups/backupset/"  # GET only redirects back
     if short == "app_list":  # asked for the audit app
         return 200 if actor == AUDITOR else 404
+    if short in COMPLIANCE_PAGES:
+        return COMPLIANCE_PAGES[short]
     model, action = _admin_model(short)
     app = model._meta.app_label
+    if app == "compliance":
+        return 200 if action in READ else REFUSED
     if app in AUDIT_APPS:
         if actor == ADMIN:
             return REFUSED
@@ -338,6 +349,8 @@ def _kwargs(name, pattern, w) -> dict:
             kwargs[key] = 1
         elif key == "public_id":
             kwargs[key] = "nosuch"
+        elif key == "control_id":
+            kwargs[key] = "backup-age"
         elif key == "app_label":
             kwargs[key] = "projects"
         elif key in ("object_id", "id", "pk", "certificate_id"):
