@@ -66,6 +66,13 @@ def _short(evidence, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _markup(svg: str) -> str:
+    """A chart's markup for the template: charts.py writes every element and
+    escapes every text it puts in, so it goes in as it is."""
+    # The docstring says why the markup is safe.
+    return mark_safe(svg)  # noqa: S308  # nosec B308, B703
+
+
 def _context(request: HttpRequest, admin_site, title: str) -> dict:
     return {
         **admin_site.each_context(request),
@@ -102,7 +109,7 @@ def cockpit(request: HttpRequest, admin_site) -> HttpResponse:
     figures = [
         {
             "title": chart.title,
-            "svg": mark_safe(charts.svg(chart)),  # noqa: S308 - built and escaped in charts.py  # nosec B308 B703
+            "svg": _markup(charts.svg(chart)),
             "key": chart.key,
             "columns": [label for _key, label, _data in chart.lines],
             "table": [
