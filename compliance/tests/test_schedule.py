@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from accounts.tests.conftest import mail_now, smtp  # noqa: F401 - fixtures
 from audit.models import AuditEvent
 from backups.models import BackupSet, SetState
 from compliance import runs, tasks
@@ -55,13 +56,24 @@ def test_the_task_stores_results_and_is_audited(fresh_backup):
     assert event.details["statuses"] == {"pass": 1}
 
 
-def test_pass_to_fail_raises_one_alert_fail_to_fail_none(fresh_backup, settings):
+def test_pass_to_fail_raises_one_alert_fail_to_fail_none(
+    fresh_backup,
+    settings,
+    smtp,  # noqa: F811 - the fixture
+    mail_now,  # noqa: F811 - the fixture
+):
     """A control that passed and now fails opens exactly one monitoring alert
-    (audited as opened); failing again the next day opens none."""
+    (audited as opened, mailed to the alert address); failing again the next
+    day opens none."""
+    settings.MONITORING_ALERT_EMAILS = ["soc@example.test"]
     _run()
     assert not Alert.objects.filter(rule=runs.REGRESSION_RULE).exists()
     settings.BACKUP_MAX_AGE_HOURS = 5  # the 10 h old backup is now too old
-    failed = _run()
+    with mail_now():
+        failed = _run()
+    [mail] = smtp.wait_for(1)
+    assert smtp.to("soc@example.test") == [mail]
+    assert "backup-age" in smtp.body(mail)
     alerts = Alert.objects.filter(rule=runs.REGRESSION_RULE)
     assert alerts.count() == 1
     alert = alerts.get()
