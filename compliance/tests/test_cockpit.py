@@ -177,6 +177,14 @@ def test_auditor_sees_status_mapping_evidence_and_charts(
     assert '"copies": [\n    1,' in text.replace("&quot;", '"')
     missing = client.get(reverse("admin:compliance_control", args=["no-such"]))
     assert missing.status_code == 404
+    runs_page = client.get(reverse("admin:compliance_checkrun_changelist"))
+    assert runs_page.status_code == 200 and b"Run checks now" in runs_page.content
+    result = evidence_run.results.get()
+    change = client.get(
+        reverse("admin:compliance_controlresult_change", args=[result.pk])
+    )
+    assert change.status_code == 200 and b"&quot;set_id&quot;: 41" in change.content
+    assert b'name="_save"' not in change.content  # read-only: nothing to save
 
 
 def test_cockpit_refused_outside_admin_and_auditor_groups(client, otp_login, db):
