@@ -256,6 +256,16 @@ def cell(value: float | None, share: bool) -> str:
     return "no data" if value is None else _fmt(value, share)
 
 
+def table(chart: Chart) -> list[tuple[date, list[str]]]:
+    """The chart's figures as rows (day, a cell per series), for a data table
+    beside the picture."""
+    days = [day for day, _ in chart.lines[0][2]]
+    return [
+        (day, [cell(data[n][1], chart.share) for _key, _label, data in chart.lines])
+        for n, day in enumerate(days)
+    ]
+
+
 def charts(*, start: date, end: date) -> list[Chart]:
     return charts_from(series_mod.daily(start=start, end=end))
 

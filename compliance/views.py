@@ -112,16 +112,7 @@ def cockpit(request: HttpRequest, admin_site) -> HttpResponse:
             "svg": _markup(charts.svg(chart)),
             "key": chart.key,
             "columns": [label for _key, label, _data in chart.lines],
-            "table": [
-                (
-                    day,
-                    [
-                        charts.cell(data[key][n][1], chart.share)
-                        for key, _label, _data in chart.lines
-                    ],
-                )
-                for n, day in enumerate(d for d, _ in chart.lines[0][2])
-            ],
+            "table": charts.table(chart),
         }
         for chart in charts.charts_from(data)
     ]
