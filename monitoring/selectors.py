@@ -44,3 +44,13 @@ def ip_rules_in_force(*, since: datetime | None = None) -> list[tuple]:
             Q(expires_at__isnull=True) | Q(expires_at__gt=since or timezone.now())
         ).values_list("id", "kind", "network", "expires_at")
     )
+
+
+def alerts_between(*, start: datetime, end: datetime) -> list[Alert]:
+    """Alerts open at any moment of ``[start, end)``: raised before its end and
+    not resolved before its start, oldest first."""
+    return list(
+        Alert.objects.filter(first_seen__lt=end)
+        .filter(Q(resolved_at__isnull=True) | Q(resolved_at__gte=start))
+        .order_by("first_seen", "id")
+    )
