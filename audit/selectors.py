@@ -3,7 +3,8 @@
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from audit.models import AuditEvent, AuditReview, FieldChange, Outcome
@@ -222,3 +223,23 @@ def role_change_events(*, start: datetime, end: datetime) -> QuerySet:
     return AuditEvent.objects.filter(
         cond, occurred_at__gte=start, occurred_at__lt=end
     ).order_by("id")
+
+
+def event_counts_per_day(
+    *, event_types: Iterable[str], since: datetime, until: datetime
+) -> dict:
+    """How many events of these types happened on each day (the current time
+    zone's dates) from ``since`` to before ``until``: date -> count; a day
+    with none is absent."""
+    rows = (
+        AuditEvent.objects.filter(
+            event_type__in=list(event_types),
+            occurred_at__gte=since,
+            occurred_at__lt=until,
+        )
+        .annotate(day=TruncDate("occurred_at", tzinfo=timezone.get_current_timezone()))
+        .order_by()
+        .values("day")
+        .annotate(n=Count("id"))
+    )
+    return {row["day"]: row["n"] for row in rows}

@@ -56,4 +56,5 @@ DEFAULT_SCHEDULE = {
         "monitoring.tasks.ip_block_summary",
         "MONITORING_IPFILTER_SUMMARY_SECONDS",
     ),
+    "compliance checks": ("compliance.tasks.checks_run", 24 * 3600),
 }

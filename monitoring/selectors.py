@@ -4,6 +4,7 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Q
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from kreo.permissions import ADMIN_GROUP
@@ -54,3 +55,21 @@ def alerts_between(*, start: datetime, end: datetime) -> list[Alert]:
         .filter(Q(resolved_at__isnull=True) | Q(resolved_at__gte=start))
         .order_by("first_seen", "id")
     )
+
+
+def alert_counts_per_day(*, since: datetime, until: datetime) -> tuple[dict, dict]:
+    """Alerts opened (first seen) and closed (resolved) on each day from
+    ``since`` to before ``until``: two dicts date -> count; a day with none
+    is absent."""
+    tz = timezone.get_current_timezone()
+    found = []
+    for field in ("first_seen", "resolved_at"):
+        rows = (
+            Alert.objects.filter(**{f"{field}__gte": since, f"{field}__lt": until})
+            .annotate(day=TruncDate(field, tzinfo=tz))
+            .order_by()
+            .values("day")
+            .annotate(n=Count("id"))
+        )
+        found.append({row["day"]: row["n"] for row in rows})
+    return found[0], found[1]

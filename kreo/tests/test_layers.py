@@ -16,6 +16,10 @@ BELOW = ("kreo", "accounts", "projects", "audit", "backups", "privacy")
 ON_TOP = ("monitoring", "status", "compliance")
 # What an app on top may import from an app below, besides kreo and audit.
 READ_ONLY = ("selectors", "health")
+# Writes an app on top makes through another app on top, each asked for by an
+# issue: compliance raises a control that went from pass to fail as a
+# monitoring alert (#19), so it is mailed and handled like every alert.
+ON_TOP_WRITES = {"compliance": ("monitoring.services", "monitoring.rules")}
 
 
 def _imports(path: Path):
@@ -57,6 +61,8 @@ def test_an_app_on_top_reads_others_only_through_selectors(app):
             if top in ("kreo", "audit", app) or top not in BELOW + ON_TOP:
                 continue
             if top in ON_TOP and len(parts) > 1 and parts[1] in READ_ONLY:
+                continue
+            if ".".join(parts[:2]) in ON_TOP_WRITES.get(app, ()):
                 continue
             if top in BELOW and len(parts) > 1 and parts[1] in READ_ONLY:
                 continue
