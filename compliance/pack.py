@@ -374,7 +374,11 @@ def pack_contents(
             "created_by": getattr(actor, "email", "") or "",
             "key_id": keys.key_id(raw_public),
             "table": control_table(results),
-            "findings": [r for r in results if r["status"] != CheckStatus.PASS],
+            "findings": [
+                {**r, "status_label": CheckStatus(r["status"]).label}
+                for r in results
+                if r["status"] != CheckStatus.PASS
+            ],
             "charts": charts,
             "evidence": [
                 (stem, EVIDENCE[stem][0], len(rows)) for stem, rows in evidence.items()

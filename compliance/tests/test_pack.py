@@ -267,6 +267,8 @@ def test_pack_of_a_month(month, store, settings, s3_client, tmp_path):
             assert "manifest.json: the signature (manifest.sig) does not verify" in (
                 bad.stderr
             )
+    _documented_lines(folder)
+
     # And one byte changed in the zip itself.
     tampered = tmp_path / "tampered.zip"
     changed = bytearray(data)
@@ -277,6 +279,40 @@ def test_pack_of_a_month(month, store, settings, s3_client, tmp_path):
     assert "NOT verified" in bad.stderr or "not an evidence pack" in bad.stderr
 
     _render_pages(archive.read("report.pdf"), tmp_path)
+
+
+def _documented_lines(folder: Path) -> None:
+    """The README's openssl and jq lines verify the unpacked pack, and fail
+    on a changed byte (where openssl, jq and sha256sum are installed)."""
+    import shutil
+
+    if not all(shutil.which(tool) for tool in ("openssl", "jq", "sha256sum")):
+        return
+    (folder.parent / "audit-public.pem").write_text(keys.public_key_pem())
+    script = (
+        "openssl pkeyutl -verify -pubin -inkey ../audit-public.pem -rawin "
+        "-in manifest.json -sigfile manifest.sig && "
+        "jq -r '.files[] | \"\\(.sha256)  \\(.name)\"' manifest.json "
+        "| sha256sum -c --quiet && echo 'every file matches'"
+    )
+
+    def run():
+        return subprocess.run(  # noqa: S603, S607 - the README's own lines
+            ["bash", "-c", script], cwd=folder, capture_output=True, text=True
+        )
+
+    good = run()
+    assert good.returncode == 0, good.stderr
+    assert "Signature Verified Successfully" in good.stdout
+    assert "every file matches" in good.stdout
+    target = folder / "evidence" / "alerts.csv"
+    original = target.read_bytes()
+    target.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    try:
+        bad = run()
+    finally:
+        target.write_bytes(original)
+    assert bad.returncode != 0 and "evidence/alerts.csv: FAILED" in bad.stdout
 
 
 def _other_key() -> str:
@@ -294,19 +330,21 @@ def _other_key() -> str:
 
 
 def _render_pages(pdf: bytes, tmp_path: Path) -> None:
-    """The report's pages as PNG for a person to look at, where pdftoppm is
-    installed (Debian poppler-utils) and KREO_PACK_PNG is set."""
+    """With KREO_PACK_PNG set, the report for a person to look at: the PDF in
+    /work/wt/pack-report.pdf and, where pdftoppm is installed (Debian
+    poppler-utils), its pages as /work/wt/pack-page-N.png."""
     import shutil
 
-    if not (os.environ.get("KREO_PACK_PNG") and shutil.which("pdftoppm")):
+    if not os.environ.get("KREO_PACK_PNG"):
         return
-    source = tmp_path / "report.pdf"
+    source = PNG_DIR / "pack-report.pdf"
     source.write_bytes(pdf)
-    subprocess.run(  # noqa: S603 - pdftoppm on our own file
-        ["pdftoppm", "-png", "-r", "70", str(source), str(PNG_DIR / "pack-page")],
-        check=True,
-        timeout=60,
-    )
+    if shutil.which("pdftoppm"):
+        subprocess.run(  # noqa: S603, S607 - pdftoppm on our own file
+            ["pdftoppm", "-png", "-r", "70", str(source), str(PNG_DIR / "pack-page")],
+            check=True,
+            timeout=60,
+        )
 
 
 @pytest.mark.parametrize(
