@@ -5,9 +5,10 @@ A zip holding, for a period of whole days:
 - ``report.pdf``: the control table (id, title, ISO 27001 / SOC 2 mapping,
   status over the period, last evidence), the charts and the findings
   (every result that is not a pass);
-- ``evidence/*.json`` and ``evidence/*.csv``: the control results, review
-  sign-offs, restore drills, backup sets, erasure certificates, role
-  changes and alerts of the period, read through each app's selectors;
+- ``evidence/*.json`` and ``evidence/*.csv`` (``pack_evidence.py``): the
+  control results, review sign-offs, restore drills, backup sets, erasure
+  certificates, role changes and alerts of the period, read through each
+  app's selectors;
 - ``charts/*.svg``: the charts as drawn in the report;
 - ``manifest.json``: the period, the signing key's id, and the size and
   SHA-256 of every other file;
@@ -24,7 +25,6 @@ audit event (``compliance.pack``).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -36,20 +36,15 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from django.utils.text import slugify
 
 from audit import keys
-from audit import selectors as audit_selectors
 from audit.services import audit_record
-from backups import selectors as backup_selectors
-from compliance import selectors
+from compliance import pack_evidence
 from compliance.catalogue import controls
 from compliance.models import CheckStatus
 from kreo import s3 as kreo_s3
-from monitoring import selectors as monitoring_selectors
-from projects import selectors as project_selectors
 
 FORMAT = "kreo-evidence-pack-v1"
 EVENT = "compliance.pack"
@@ -107,179 +102,6 @@ def period_bounds(start: date, end: date) -> tuple[datetime, datetime]:
         datetime.combine(end + timedelta(days=1), time.min, tzinfo=zone), timezone.now()
     )
     return since, until
-
-
-# -- evidence ---------------------------------------------------------------
-
-
-def _iso(value) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _results(since, until) -> list[dict]:
-    rows = selectors.results_between(start=since, end=until).order_by(
-        "checked_at", "control_id", "id"
-    )
-    return [
-        {
-            "run": r.run_id,
-            "control_id": r.control_id,
-            "checked_at": _iso(r.checked_at),
-            "status": r.status,
-            "summary": r.summary,
-            "evidence": r.evidence,
-        }
-        for r in rows
-    ]
-
-
-def _reviews(since, until) -> list[dict]:
-    return [
-        {
-            "id": r.pk,
-            "period_start": _iso(r.period_start),
-            "period_end": _iso(r.period_end),
-            "notable_count": r.notable_count,
-            "signed_off_by": r.signed_off_label,
-            "signed_off_at": _iso(r.signed_off_at),
-            "comment": r.comment,
-            "own_events_reason": r.own_events_reason,
-        }
-        for r in audit_selectors.reviews_between(start=since, end=until)
-    ]
-
-
-def _drills(since, until) -> list[dict]:
-    return [
-        {
-            "id": d.pk,
-            "started_at": _iso(d.started_at),
-            "finished_at": _iso(d.finished_at),
-            "ok": d.ok,
-            "copy_number": d.copy_number,
-            "mismatches": d.mismatches,
-            "error": d.error,
-        }
-        for d in backup_selectors.restore_drills_between(start=since, end=until)
-    ]
-
-
-def _backups(since, until) -> list[dict]:
-    return [
-        {
-            "id": s.pk,
-            "created_at": _iso(s.created_at),
-            "finished_at": _iso(s.finished_at),
-            "state": s.state,
-            "trigger": s.trigger,
-            "verified_at": _iso(s.verified_at),
-            "verify_ok": s.verify_ok,
-            "copies": [
-                {
-                    "number": c.number,
-                    "state": c.state,
-                    "location": c.location,
-                    "size": c.size,
-                    "locked_until": _iso(c.locked_until),
-                }
-                for c in s.copies.all()
-            ],
-            "error": s.error,
-        }
-        for s in backup_selectors.backup_sets_between(start=since, end=until)
-    ]
-
-
-def _erasures(since, until) -> list[dict]:
-    return [
-        {
-            "id": str(c.pk),
-            "subject_type": c.subject_type,
-            "subject_id": c.subject_id,
-            "subject_label": c.subject_label,
-            "method": c.method,
-            "requested_by": c.requested_by_label,
-            "reason": c.reason,
-            "requested_at": _iso(c.created_at),
-            "completed_at": _iso(c.completed_at),
-            "key_destroyed": c.key_destroyed,
-            "objects_planned": len(c.objects_planned or []),
-            "objects_removed": len(c.objects_removed or []),
-        }
-        for c in project_selectors.erasure_certificates_between(start=since, end=until)
-    ]
-
-
-def _role_changes(since, until) -> list[dict]:
-    return [
-        {
-            "event_id": e.pk,
-            "occurred_at": _iso(e.occurred_at),
-            "event_type": e.event_type,
-            "actor": e.actor_label or (str(e.actor_id) if e.actor_id else ""),
-            "target": f"{e.target_type}:{e.target_id}",
-            "path": e.path,
-            "details": e.details,
-        }
-        for e in audit_selectors.role_change_events(start=since, end=until)
-    ]
-
-
-def _alerts(since, until) -> list[dict]:
-    return [
-        {
-            "id": a.pk,
-            "rule": a.rule,
-            "severity": a.severity,
-            "subject": f"{a.subject_kind}:{a.subject}",
-            "summary": a.summary,
-            "first_seen": _iso(a.first_seen),
-            "last_seen": _iso(a.last_seen),
-            "count": a.count,
-            "state": a.state,
-            "acknowledged_by": a.acknowledged_label,
-            "acknowledged_at": _iso(a.acknowledged_at),
-            "resolved_by": a.resolved_label,
-            "resolved_at": _iso(a.resolved_at),
-            "resolved_reason": a.resolved_reason,
-        }
-        for a in monitoring_selectors.alerts_between(start=since, end=until)
-    ]
-
-
-# File stem -> (what it is, reader).
-EVIDENCE = {
-    "control-results": ("Control check results", _results),
-    "review-signoffs": ("Audit log reviews and their sign-off", _reviews),
-    "restore-drills": ("Restore drills and their result", _drills),
-    "backup-sets": ("Backup sets and their copies (3-2-1)", _backups),
-    "erasure-certificates": ("Erasure requests and certificates", _erasures),
-    "role-changes": ("Role and group membership changes", _role_changes),
-    "alerts": ("Alerts open during the period", _alerts),
-}
-
-
-def _json(rows: list[dict]) -> bytes:
-    return json.dumps(
-        rows, indent=2, cls=DjangoJSONEncoder, ensure_ascii=False
-    ).encode()
-
-
-def _csv(rows: list[dict]) -> bytes:
-    out = io.StringIO()
-    columns = list(rows[0]) if rows else []
-    writer = csv.writer(out)
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(
-            [
-                json.dumps(v, cls=DjangoJSONEncoder, sort_keys=True)
-                if isinstance(v, dict | list)
-                else ("" if v is None else v)
-                for v in (row[c] for c in columns)
-            ]
-        )
-    return out.getvalue().encode()
 
 
 # -- the report --------------------------------------------------------------
@@ -356,7 +178,10 @@ def pack_contents(
     from compliance import pdf
 
     since, until = period_bounds(start, end)
-    evidence = {stem: reader(since, until) for stem, (_, reader) in EVIDENCE.items()}
+    evidence = {
+        stem: reader(since, until)
+        for stem, (_, reader) in pack_evidence.EVIDENCE.items()
+    }
     results = evidence["control-results"]
     if not results:
         raise PackError(NO_DATA.format(start=start, end=end))
@@ -381,13 +206,14 @@ def pack_contents(
             ],
             "charts": charts,
             "evidence": [
-                (stem, EVIDENCE[stem][0], len(rows)) for stem, rows in evidence.items()
+                (stem, pack_evidence.EVIDENCE[stem][0], len(rows))
+                for stem, rows in evidence.items()
             ],
         }
     )
     for stem, rows in evidence.items():
-        files[f"evidence/{stem}.json"] = _json(rows)
-        files[f"evidence/{stem}.csv"] = _csv(rows)
+        files[f"evidence/{stem}.json"] = pack_evidence.as_json(rows)
+        files[f"evidence/{stem}.csv"] = pack_evidence.as_csv(rows)
     for n, (title, svg) in enumerate(charts, 1):
         files[f"charts/{n:02d}-{slugify(title) or 'chart'}.svg"] = svg.encode()
     manifest = {
@@ -455,9 +281,10 @@ def _store_s3(name: str, data: bytes, sha256: str) -> tuple[str, dict]:
     return f"s3://{bucket}/{key}", lock
 
 
-def pack_build(*, start: date, end: date, actor=None) -> PackResult:
+def pack_build(*, start: date, end: date, actor=None, request=None) -> PackResult:
     """Build, sign and store the evidence pack for the days ``start``..``end``
-    (inclusive), and record it in the audit trail.
+    (inclusive), and record it in the audit trail (with ``request``'s
+    source when built from the admin).
 
     Raises ``PackError`` with a message for the user on a reversed or future
     period, a period without check results, or storage that cannot retain
@@ -478,6 +305,7 @@ def pack_build(*, start: date, end: date, actor=None) -> PackResult:
     audit_record(
         event_type=EVENT,
         actor=actor,
+        request=request,
         target_type="compliance.pack",
         target_id=name,
         details={
@@ -490,7 +318,7 @@ def pack_build(*, start: date, end: date, actor=None) -> PackResult:
             "files": len(files),
             "object_lock": {
                 "mode": lock.get("ObjectLockMode", ""),
-                "until": _iso(lock.get("ObjectLockRetainUntilDate")),
+                "until": pack_evidence.iso(lock.get("ObjectLockRetainUntilDate")),
             },
         },
     )

@@ -50,6 +50,7 @@ def pack_build_view(request):
                 start=form.cleaned_data["start"],
                 end=form.cleaned_data["end"],
                 actor=request.user,
+                request=request,
             )
         except PackError as exc:
             form.add_error(None, str(exc))

@@ -28,7 +28,7 @@ from accounts.tests.factories import UserFactory
 from audit import keys
 from audit.models import AuditEvent, AuditReview
 from backups.models import BackupCopy, BackupSet, CopyState, RestoreDrill, SetState
-from compliance import pack
+from compliance import pack, pack_evidence
 from compliance.catalogue import controls
 from compliance.models import CheckRun, CheckStatus, ControlResult
 from conftest import REGION, S3_ENDPOINT
@@ -183,7 +183,7 @@ def test_pack_of_a_month(month, store, settings, s3_client, tmp_path):
     manifest = json.loads(manifest_bytes)
     listed = {f["name"]: f for f in manifest["files"]}
     assert set(archive.namelist()) == {*listed, "manifest.json", "manifest.sig"}
-    for stem in pack.EVIDENCE:
+    for stem in pack_evidence.EVIDENCE:
         assert f"evidence/{stem}.json" in listed and f"evidence/{stem}.csv" in listed
     assert archive.read("report.pdf").startswith(b"%PDF-")
     for name, entry in listed.items():
@@ -195,7 +195,7 @@ def test_pack_of_a_month(month, store, settings, s3_client, tmp_path):
     # The evidence an auditor reads.
     evidence = {
         stem: json.loads(archive.read(f"evidence/{stem}.json"))
-        for stem in pack.EVIDENCE
+        for stem in pack_evidence.EVIDENCE
     }
     results = evidence["control-results"]
     assert len(results) == manifest["counts"]["control-results"] == 30 * len(controls())
@@ -241,6 +241,9 @@ def test_pack_of_a_month(month, store, settings, s3_client, tmp_path):
     assert (
         f"{len(listed)} files, every size and SHA-256 matches: verified" in good.stdout
     )
+    pem = tmp_path / "audit-public.pem"
+    pem.write_text(keys.public_key_pem())
+    assert run_tool("pack-verify", "--public-key-file", pem, output).returncode == 0
     other = run_tool("pack-verify", "--public-key", _other_key(), output)
     assert other.returncode == 1
     assert "does not verify with the public key" in other.stderr
@@ -271,14 +274,20 @@ def test_pack_of_a_month(month, store, settings, s3_client, tmp_path):
 
     # And one byte changed in the zip itself.
     tampered = tmp_path / "tampered.zip"
+    member = archive.getinfo("report.pdf")
+    start_of_data = member.header_offset + 30 + len(member.filename.encode())
+    start_of_data += int.from_bytes(data[member.header_offset + 28 :][:2], "little")
     changed = bytearray(data)
-    changed[len(changed) // 3] ^= 0x01
+    changed[start_of_data + member.compress_size // 2] ^= 0x01
     tampered.write_bytes(bytes(changed))
     bad = run_tool("pack-verify", "--public-key", public, tampered)
     assert bad.returncode == 1
-    assert "NOT verified" in bad.stderr or "not an evidence pack" in bad.stderr
+    assert "report.pdf: " in bad.stderr and "NOT verified" in bad.stderr
 
     _render_pages(archive.read("report.pdf"), tmp_path)
+    if os.environ.get("KREO_PACK_PNG"):
+        (PNG_DIR / "pack-demo.zip").write_bytes(data)
+        (PNG_DIR / "pack-demo.pub").write_text(public + "\n")
 
 
 def _documented_lines(folder: Path) -> None:
@@ -403,6 +412,7 @@ def test_admin_button(month, store, settings, s3_client, client, otp_login):
     assert "manifest.sig" in zipfile.ZipFile(io.BytesIO(body)).namelist()
     event = AuditEvent.objects.get(event_type=pack.EVENT)
     assert event.actor_id == admin_user.pk
+    assert event.source_ip and event.path == url
     assert len(stored_packs(settings, s3_client, store)) == 1
 
     client.logout()
