@@ -419,3 +419,21 @@ def test_admin_button(month, store, settings, s3_client, client, otp_login):
     plain_staff = UserFactory(email="staff@example.test", is_staff=True)
     otp_login(client, plain_staff)
     assert client.get(url).status_code == 403
+
+
+def test_unreachable_lock_stores_nothing(month, settings, s3_client, tmp_path):
+    """When S3 cannot say whether the archive bucket locks (here: no such
+    bucket), the pack is refused with the reason: nothing is written and
+    nothing audited, never an unlocked pack."""
+    start, end = month
+    settings.VAR_DIR = tmp_path / "var"
+    settings.AUDIT_ARCHIVE_S3_BUCKET = f"kreo-missing-{uuid.uuid4().hex[:10]}"
+    settings.AUDIT_ARCHIVE_S3_ENDPOINT_URL = S3_ENDPOINT
+    output = tmp_path / "pack.zip"
+    with pytest.raises(CommandError, match="Object Lock configuration of bucket"):
+        call_command(
+            "compliance_pack", "--from", start, "--to", end, "--output", output
+        )
+    assert not output.exists()
+    assert not (tmp_path / "var" / "compliance-packs").exists()
+    assert not AuditEvent.objects.filter(event_type=pack.EVENT).exists()
