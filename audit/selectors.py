@@ -193,6 +193,38 @@ def user_field_changes(*, correlation_ids: Iterable[str]) -> dict[str, list]:
     return found
 
 
+def reviews_between(*, start: datetime, end: datetime) -> QuerySet:
+    """Reviews whose period ends in ``[start, end)``, oldest first, with their
+    sign-off (or none yet)."""
+    return AuditReview.objects.filter(
+        period_end__gte=start, period_end__lt=end
+    ).order_by("period_end")
+
+
+# Events that change who holds a role: SSO role sync, admin writes to a user,
+# and field changes of user accounts (staff, superuser flags).
+ROLE_CHANGE_TYPES = ("auth.sso.roles", "auth.role", "auth.permission")
+
+
+def role_change_events(*, start: datetime, end: datetime) -> QuerySet:
+    """Events in ``[start, end)`` that granted or removed a role or group."""
+    cond = Q(event_type__in=ROLE_CHANGE_TYPES) | Q(event_type__startswith="auth.role.")
+    cond |= Q(event_type="admin.change", path__startswith="/admin/accounts/user/")
+    # A new account is a role change only when made staff or superuser.
+    cond |= Q(event_type="record.update", target_type="accounts.user") & (
+        Q(details__changes__has_key="is_staff")
+        | Q(details__changes__has_key="is_superuser")
+        | Q(details__changes__has_key="groups")
+    )
+    cond |= Q(event_type="record.create", target_type="accounts.user") & (
+        Q(details__changes__is_staff__1="True")
+        | Q(details__changes__is_superuser__1="True")
+    )
+    return AuditEvent.objects.filter(
+        cond, occurred_at__gte=start, occurred_at__lt=end
+    ).order_by("id")
+
+
 def event_counts_per_day(
     *, event_types: Iterable[str], since: datetime, until: datetime
 ) -> dict:

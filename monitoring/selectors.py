@@ -47,6 +47,16 @@ def ip_rules_in_force(*, since: datetime | None = None) -> list[tuple]:
     )
 
 
+def alerts_between(*, start: datetime, end: datetime) -> list[Alert]:
+    """Alerts open at any moment of ``[start, end)``: raised before its end and
+    not resolved before its start, oldest first."""
+    return list(
+        Alert.objects.filter(first_seen__lt=end)
+        .filter(Q(resolved_at__isnull=True) | Q(resolved_at__gte=start))
+        .order_by("first_seen", "id")
+    )
+
+
 def alert_counts_per_day(*, since: datetime, until: datetime) -> tuple[dict, dict]:
     """Alerts opened (first seen) and closed (resolved) on each day from
     ``since`` to before ``until``: two dicts date -> count; a day with none

@@ -1,8 +1,14 @@
 from django.core.exceptions import ValidationError
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 
-from projects.models import Invitation, Membership, Project, ProjectFile
+from projects.models import (
+    ErasureCertificate,
+    Invitation,
+    Membership,
+    Project,
+    ProjectFile,
+)
 from projects.permissions import NOT_FOUND, require
 
 # Orders a person can pick on the lists (the first is the default).
@@ -82,3 +88,11 @@ def invitation_get(*, project: Project, invitation_id) -> Invitation:
         return project.invitations.get(pk=invitation_id)
     except (Invitation.DoesNotExist, ValueError):
         raise Http404("Invitation not found.") from None
+
+
+def erasure_certificates_between(*, start, end) -> QuerySet[ErasureCertificate]:
+    """Erasures requested, or completed, in ``[start, end)``, oldest first."""
+    return ErasureCertificate.objects.filter(
+        Q(created_at__gte=start, created_at__lt=end)
+        | Q(completed_at__gte=start, completed_at__lt=end)
+    ).order_by("created_at")

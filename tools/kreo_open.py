@@ -13,6 +13,9 @@ project, so it runs where the application cannot (docs/FORMATS.md, section
                     ``--out`` writes the plaintexts (the database dump)
     audit-verify    an audit archive: every event's content hash, the seals'
                     hash chain and Ed25519 signatures
+    pack-verify     a compliance evidence pack (zip or its unpacked folder):
+                    the manifest's Ed25519 signature with the published
+                    public key, then every file's size and SHA-256
 
 Plaintext is written under a temporary name and renamed once the last chunk
 has opened, so a failure leaves nothing behind. Exit status 1 on any error.
@@ -863,6 +866,160 @@ def cmd_audit_verify(args) -> int:
     return 0
 
 
+# -- evidence packs (compliance/pack.py) -------------------------------------
+
+PACK_MANIFEST, PACK_SIGNATURE = "manifest.json", "manifest.sig"
+PACK_FORMAT = "kreo-evidence-pack-v1"
+PACK_UNREADABLE = "{name}: not an evidence pack zip or folder ({error})."
+PACK_NO_MEMBER = "{name}: holds no {member}: not an evidence pack, or cut short."
+PACK_SIGNATURE_BAD = (
+    "manifest.json: the signature (manifest.sig) does not verify with the public "
+    "key (key id {mine}; the manifest names {named}): the manifest was altered "
+    "or signed by another key."
+)
+PACK_FORMAT_UNKNOWN = "manifest.json: format {found!r} is unknown to this tool."
+PACK_MISSING = "{member}: listed in the manifest, missing from the pack."
+PACK_DIFFERS = (
+    "{member}: SHA-256 {found} differs from the manifest's {expected}: altered."
+)
+PACK_SIZE = "{member}: {found} bytes, the manifest says {expected}: altered."
+PACK_BROKEN = "{member}: unreadable in the archive ({error}): altered or damaged."
+PACK_EXTRA = "{member}: in the pack but not in the manifest (added)."
+PACK_BAD_NAME = "manifest.json: file name {member!r} is not a plain relative path."
+
+
+def _public_key_arg(args) -> tuple[Ed25519PublicKey, bytes]:
+    """The published key: --public-key (raw, base64) or --public-key-file (PEM)."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        if args.public_key_file:
+            key = serialization.load_pem_public_key(
+                Path(args.public_key_file).read_bytes()
+            )
+            if not isinstance(key, Ed25519PublicKey):
+                raise ValueError("not an Ed25519 key")
+        else:
+            key = Ed25519PublicKey.from_public_bytes(
+                base64.b64decode(args.public_key or "", validate=True)
+            )
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise KreoOpenError(BAD_PUBLIC_KEY) from exc
+    raw = key.public_bytes(
+        encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw
+    )
+    return key, raw
+
+
+class _PackSource:
+    """A pack's members by name, from its zip or from the folder it was
+    unpacked into."""
+
+    def __init__(self, path: Path):
+        import zipfile
+
+        self.path, self.name = path, path.name
+        self.zip = None
+        if not path.is_dir():
+            try:
+                self.zip = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise KreoOpenError(
+                    PACK_UNREADABLE.format(name=self.name, error=exc)
+                ) from exc
+
+    def names(self) -> set[str]:
+        if self.zip is not None:
+            return {i.filename for i in self.zip.infolist() if not i.is_dir()}
+        return {
+            p.relative_to(self.path).as_posix()
+            for p in self.path.rglob("*")
+            if p.is_file()
+        }
+
+    def read(self, member: str) -> bytes:
+        """The member's bytes; ``KeyError`` if absent, ``ValueError`` if its
+        stored form is damaged (a zip CRC or deflate error)."""
+        import zipfile
+
+        if self.zip is None:
+            target = self.path / member
+            if not target.is_file():
+                raise KeyError(member)
+            return target.read_bytes()
+        try:
+            return self.zip.read(member)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise ValueError(str(exc) or type(exc).__name__) from exc
+
+
+def _pack_member_problem(source: _PackSource, entry: dict) -> str | None:
+    member = entry["name"]
+    if member.startswith("/") or ".." in member.split("/"):
+        return PACK_BAD_NAME.format(member=member)
+    try:
+        data = source.read(member)
+    except KeyError:
+        return PACK_MISSING.format(member=member)
+    except ValueError as exc:
+        return PACK_BROKEN.format(member=member, error=exc)
+    found = hashlib.sha256(data).hexdigest()
+    if found != entry["sha256"]:
+        return PACK_DIFFERS.format(member=member, found=found, expected=entry["sha256"])
+    if len(data) != int(entry["size"]):
+        return PACK_SIZE.format(member=member, found=len(data), expected=entry["size"])
+    return None
+
+
+def cmd_pack_verify(args) -> int:
+    public_key, raw_public = _public_key_arg(args)
+    mine = hashlib.sha256(raw_public).hexdigest()[:16]
+    source = _PackSource(Path(args.pack))
+    name = source.name
+    try:
+        manifest_bytes = source.read(PACK_MANIFEST)
+        signature = source.read(PACK_SIGNATURE)
+    except KeyError as exc:
+        raise KreoOpenError(
+            PACK_NO_MEMBER.format(name=name, member=exc.args[0])
+        ) from exc
+    except ValueError as exc:
+        raise KreoOpenError(PACK_UNREADABLE.format(name=name, error=exc)) from exc
+    try:
+        public_key.verify(signature, manifest_bytes)
+    except InvalidSignature:
+        try:
+            named = json.loads(manifest_bytes).get("key_id", "none")
+        except (ValueError, AttributeError):
+            named = "none (unreadable)"
+        _complain(f"{name}: " + PACK_SIGNATURE_BAD.format(mine=mine, named=named))
+        _complain(f"{name}: NOT verified")
+        return 1
+    manifest = json.loads(manifest_bytes)
+    if manifest.get("format") != PACK_FORMAT:
+        raise KreoOpenError(PACK_FORMAT_UNKNOWN.format(found=manifest.get("format")))
+    period = manifest["period"]
+    _say(
+        f"{name}: manifest signature verified (Ed25519, key id {mine}); "
+        f"period {period['from']} to {period['to']}, made {manifest['created_at']}"
+    )
+    problems = [
+        problem
+        for entry in manifest["files"]
+        if (problem := _pack_member_problem(source, entry)) is not None
+    ]
+    listed = {entry["name"] for entry in manifest["files"]}
+    extra = source.names() - listed - {PACK_MANIFEST, PACK_SIGNATURE}
+    problems += [PACK_EXTRA.format(member=member) for member in sorted(extra)]
+    for problem in problems:
+        _complain(f"{name}: {problem}")
+    if problems:
+        _complain(f"{name}: {len(problems)} problem(s): NOT verified")
+        return 1
+    _say(f"{name}: {len(listed)} files, every size and SHA-256 matches: verified")
+    return 0
+
+
 # -- command line ----------------------------------------------------------
 
 
@@ -927,6 +1084,15 @@ def parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("archive")
     audit.set_defaults(run=cmd_audit_verify)
+
+    pack = sub.add_parser(
+        "pack-verify", help="verify a compliance evidence pack (zip or folder)"
+    )
+    key = pack.add_mutually_exclusive_group(required=True)
+    key.add_argument("--public-key", help="manage.py audit_public_key (base64)")
+    key.add_argument("--public-key-file", help="the same key as PEM")
+    pack.add_argument("pack", help="the pack's .zip, or the folder it was unpacked in")
+    pack.set_defaults(run=cmd_pack_verify)
     return top
 
 
