@@ -7,7 +7,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from kreo.permissions import ADMIN_GROUP
-from monitoring.models import Alert, IPRule
+from monitoring.models import ACTIVE_STATES, Alert, IPRule
 
 
 def alert_get(*, alert_id: int) -> Alert | None:
@@ -44,3 +44,8 @@ def ip_rules_in_force(*, since: datetime | None = None) -> list[tuple]:
             Q(expires_at__isnull=True) | Q(expires_at__gt=since or timezone.now())
         ).values_list("id", "kind", "network", "expires_at")
     )
+
+
+def alerts_unresolved() -> list[Alert]:
+    """Every alert not resolved yet (open or acknowledged), oldest first."""
+    return list(Alert.objects.filter(state__in=ACTIVE_STATES).order_by("first_seen"))

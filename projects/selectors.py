@@ -2,7 +2,14 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
-from projects.models import Invitation, Membership, Project, ProjectFile
+from projects.models import (
+    ErasureCertificate,
+    Invitation,
+    Membership,
+    Project,
+    ProjectFile,
+    ProjectKey,
+)
 from projects.permissions import NOT_FOUND, require
 
 # Orders a person can pick on the lists (the first is the default).
@@ -82,3 +89,67 @@ def invitation_get(*, project: Project, invitation_id) -> Invitation:
         return project.invitations.get(pk=invitation_id)
     except (Invitation.DoesNotExist, ValueError):
         raise Http404("Invitation not found.") from None
+
+
+# Reads for the compliance checks ---------------------------------------------------
+
+
+def file_format_current() -> str:
+    """The format new files are stored in (``ProjectFile.encryption``)."""
+    from projects.storage import FORMAT
+
+    return FORMAT
+
+
+def files_by_encryption() -> dict[str, int]:
+    """How many stored files (and thumbnails) each storage format holds
+    (``""``: stored before encryption), over every project, put aside or not."""
+    counts = dict(
+        ProjectFile.objects.order_by().values_list("encryption").annotate(n=Count("pk"))
+    )
+    return {fmt: n for fmt, n in counts.items()}
+
+
+def files_not_in_format(*, fmt: str, limit: int = 20) -> list[dict]:
+    """Up to ``limit`` files not stored in ``fmt``: id, project, format."""
+    return [
+        {"id": str(pk), "project_id": str(project), "encryption": enc}
+        for pk, project, enc in ProjectFile.objects.exclude(encryption=fmt)
+        .order_by("uploaded_at")
+        .values_list("pk", "project_id", "encryption")[:limit]
+    ]
+
+
+def data_keys_by_kek() -> dict[str, int]:
+    """How many project data keys each key-encryption key wraps."""
+    return dict(
+        ProjectKey.objects.order_by().values_list("kek_id").annotate(n=Count("pk"))
+    )
+
+
+def projects_put_aside(*, before) -> list[dict]:
+    """Projects deleted (put aside) before ``before`` and not erased yet."""
+    return [
+        {"id": str(pk), "name": name, "deleted_at": deleted_at}
+        for pk, name, deleted_at in Project.objects.filter(deleted_at__lt=before)
+        .order_by("deleted_at")
+        .values_list("pk", "name", "deleted_at")
+    ]
+
+
+def erasures_unfinished(*, before) -> list[ErasureCertificate]:
+    """Erasure certificates opened before ``before`` whose objects are not all
+    removed yet (``completed_at`` unset)."""
+    return list(
+        ErasureCertificate.objects.filter(
+            completed_at__isnull=True, created_at__lt=before
+        ).order_by("created_at")
+    )
+
+
+def erasures_completed(*, since) -> list[ErasureCertificate]:
+    return list(
+        ErasureCertificate.objects.filter(completed_at__gte=since).order_by(
+            "completed_at"
+        )
+    )
