@@ -225,13 +225,18 @@ def dependencies_vulnerabilities(now: datetime) -> Outcome:
             f"(limit {PIP_AUDIT_MAX_AGE_DAYS}).",
             evidence,
         )
-    audited = {_norm(d.get("name", "")): d.get("version") for d in deps}
-    stale = sorted(
+    # pip-audit prints "No known vulnerabilities found" and exits 0 even when
+    # it skipped every package (no advisory source answered for it): a
+    # skipped package is not audited.
+    skipped = [d for d in deps if d.get("skip_reason")]
+    audited = {
+        _norm(d.get("name", "")): d.get("version") for d in deps if d not in skipped
+    }
+    missing = sorted(
         f"{name}=={version}"
         for name, version in _pins().items()
         if audited.get(name) != version
     )
-    skipped = sorted(d.get("name", "") for d in deps if d.get("skip_reason"))
     vulns = [
         {
             "package": d.get("name"),
@@ -244,7 +249,12 @@ def dependencies_vulnerabilities(now: datetime) -> Outcome:
         for v in d.get("vulns") or []
     ]
     evidence.update(
-        {"audited": len(deps), "not_audited": stale + skipped, "vulnerabilities": vulns}
+        {
+            "audited": len(audited),
+            "not_audited": missing,
+            "skip_reasons": [d["skip_reason"] for d in skipped[:10]],
+            "vulnerabilities": vulns,
+        }
     )
     if vulns:
         first = vulns[0]
@@ -254,14 +264,16 @@ def dependencies_vulnerabilities(now: datetime) -> Outcome:
             f"{first['package']} {first['version']}.",
             evidence,
         )
-    if stale or skipped:
+    if missing:
         return _not_checked(
-            f"Not checked: {len(stale) + len(skipped)} pinned package(s) are not in "
-            f"the last pip-audit report (first: {(stale + skipped)[0]}).",
+            f"Not checked: {len(missing)} pinned package(s) not audited by the last "
+            f"pip-audit run (first: {missing[0]}"
+            + (f"; {skipped[0]['skip_reason']}" if skipped else "")
+            + ").",
             evidence,
         )
     return Outcome(
         CheckStatus.PASS,
-        f"pip-audit found no known vulnerability in {len(deps)} packages.",
+        f"pip-audit found no known vulnerability in {len(audited)} packages.",
         evidence,
     )

@@ -388,6 +388,15 @@ def test_vulnerabilities_not_checked_without_a_report_never_pass(settings, tmp_p
     outcome = judge("dependencies-vulnerabilities")
     assert outcome.status == CheckStatus.NOT_CHECKED  # celery not audited
     assert outcome.evidence["not_audited"] == ["celery==5.7"]
+    # What pip-audit writes (exit 0, "No known vulnerabilities found") when
+    # its advisory source has no entry for a package: skipped, not audited.
+    skip = "Dependency not found on PyPI and could not be audited: celery (5.7)"
+    deps.append({"name": "celery", "skip_reason": skip})
+    report.write_text(json.dumps({"dependencies": deps}))
+    outcome = judge("dependencies-vulnerabilities")
+    assert outcome.status == CheckStatus.NOT_CHECKED
+    assert skip in outcome.summary
+    deps.pop()
     deps.append({"name": "celery", "version": "5.7", "vulns": [
         {"id": "PYSEC-2099-1", "fix_versions": ["5.8"], "aliases": []}
     ]})  # fmt: skip
