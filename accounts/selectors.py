@@ -162,3 +162,129 @@ def signin_device_known(*, user: User, device_id: str) -> tuple[bool, bool]:
     if not earlier.exists():
         return False, False
     return True, bool(device_id) and earlier.filter(device_id=device_id).exists()
+
+
+# Reads for the compliance checks ---------------------------------------------------
+
+
+def _second_factor_user_ids() -> set[int]:
+    """Ids of the users with a confirmed authenticator app or passkey (what
+    ``otp_status`` calls ``any``; recovery codes alone are not a factor)."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    ids = set(
+        TOTPDevice.objects.filter(confirmed=True).values_list("user_id", flat=True)
+    )
+    ids.update(Passkey.objects.filter(confirmed=True).values_list("user_id", flat=True))
+    return ids
+
+
+def _privileged_q() -> Q:
+    from kreo.permissions import ADMIN_GROUP, AUDITOR_GROUP
+
+    return (
+        Q(is_staff=True)
+        | Q(is_superuser=True)
+        | Q(groups__name__in=[ADMIN_GROUP, AUDITOR_GROUP])
+    )
+
+
+def privileged_users() -> list[dict]:
+    """Active staff, superusers and Admin/Auditor group members: id, email,
+    flags, groups and last sign-in."""
+    users = (
+        User.objects.filter(_privileged_q(), is_active=True)
+        .distinct()
+        .prefetch_related("groups")
+        .order_by("id")
+    )
+    return [
+        {
+            "id": u.pk,
+            "email": u.email,
+            "is_staff": u.is_staff,
+            "is_superuser": u.is_superuser,
+            "groups": sorted(g.name for g in u.groups.all()),
+            "last_login": u.last_login,
+            "date_joined": u.date_joined,
+        }
+        for u in users
+    ]
+
+
+def second_factor_adoption() -> dict:
+    """Two-factor adoption of the active accounts: the privileged ones by name
+    (``staff``, ``staff_without``: ids and emails), the others as figures."""
+    with_factor = _second_factor_user_ids()
+    staff = privileged_users()
+    staff_ids = {u["id"] for u in staff}
+    customers = list(
+        User.objects.filter(is_active=True)
+        .exclude(pk__in=staff_ids)
+        .values_list("pk", flat=True)
+    )
+    return {
+        "staff": [{"id": u["id"], "email": u["email"]} for u in staff],
+        "staff_without": [
+            {"id": u["id"], "email": u["email"]}
+            for u in staff
+            if u["id"] not in with_factor
+        ],
+        "customers": len(customers),
+        "customers_with": sum(1 for pk in customers if pk in with_factor),
+    }
+
+
+def users_dormant(*, before) -> list[dict]:
+    """Active accounts with no sign-in since ``before`` (never signed in: joined
+    before it): id, email, whether privileged, last sign-in."""
+    staff_ids = set(
+        User.objects.filter(_privileged_q()).values_list("pk", flat=True).distinct()
+    )
+    users = (
+        User.objects.filter(is_active=True)
+        .filter(
+            Q(last_login__lt=before)
+            | Q(last_login__isnull=True, date_joined__lt=before)
+        )
+        .order_by("id")
+        .values("pk", "email", "last_login", "date_joined")
+    )
+    return [
+        {
+            "id": u["pk"],
+            "email": u["email"],
+            "privileged": u["pk"] in staff_ids,
+            "last_login": u["last_login"],
+            "date_joined": u["date_joined"],
+        }
+        for u in users
+    ]
+
+
+def api_tokens_in_force(*, at) -> list[dict]:
+    """Every API token still in force at ``at``: its public id, owner, creation,
+    expiry (None: never) and last use."""
+    from knox.models import AuthToken
+
+    from accounts.api_tokens import public_id
+
+    tokens = (
+        AuthToken.objects.filter(Q(expiry__isnull=True) | Q(expiry__gt=at))
+        .select_related("user", "kreo_use")
+        .order_by("created")
+    )
+    found = []
+    for token in tokens:
+        use = getattr(token, "kreo_use", None)
+        found.append(
+            {
+                "id": public_id(token),
+                "user_id": token.user_id,
+                "user": token.user.email,
+                "created": token.created,
+                "expiry": token.expiry,
+                "last_used_at": use.last_used_at if use else None,
+            }
+        )
+    return found

@@ -7,7 +7,15 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from audit.models import AuditEvent, AuditReview, FieldChange, Outcome
+from audit.models import (
+    ArchiveState,
+    AuditArchive,
+    AuditEvent,
+    AuditReview,
+    AuditSeal,
+    FieldChange,
+    Outcome,
+)
 from kreo.permissions import GlobalRole, has_global_role
 
 # Event types a review lists whatever their outcome: role and permission
@@ -243,3 +251,37 @@ def event_counts_per_day(
         .annotate(n=Count("id"))
     )
     return {row["day"]: row["n"] for row in rows}
+
+
+def event_latest(*, event_type: str) -> AuditEvent | None:
+    """The most recent event of ``event_type``."""
+    return AuditEvent.objects.filter(event_type=event_type).order_by("-id").first()
+
+
+def seal_latest() -> AuditSeal | None:
+    return AuditSeal.objects.order_by("-seq").first()
+
+
+def event_oldest() -> AuditEvent | None:
+    """The oldest event still in the hot store (archived ones are purged)."""
+    return AuditEvent.objects.order_by("id").only("id", "occurred_at").first()
+
+
+def archive_summary() -> dict:
+    """The archives by state, the oldest not yet verified, the newest archived."""
+    counts = {state: 0 for state in ArchiveState.values}
+    for state in AuditArchive.objects.values_list("state", flat=True):
+        counts[state] += 1
+    unfinished = (
+        AuditArchive.objects.filter(
+            state__in=[ArchiveState.PENDING, ArchiveState.UPLOADED]
+        )
+        .order_by("created_at")
+        .first()
+    )
+    newest = AuditArchive.objects.order_by("-last_id").first()
+    return {
+        "by_state": counts,
+        "oldest_unfinished": unfinished,
+        "newest": newest,
+    }

@@ -8,7 +8,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from kreo.permissions import ADMIN_GROUP
-from monitoring.models import Alert, IPRule
+from monitoring.models import ACTIVE_STATES, Alert, IPRule
 
 
 def alert_get(*, alert_id: int) -> Alert | None:
@@ -73,3 +73,8 @@ def alert_counts_per_day(*, since: datetime, until: datetime) -> tuple[dict, dic
         )
         found.append({row["day"]: row["n"] for row in rows})
     return found[0], found[1]
+
+
+def alerts_unresolved() -> list[Alert]:
+    """Every alert not resolved yet (open or acknowledged), oldest first."""
+    return list(Alert.objects.filter(state__in=ACTIVE_STATES).order_by("first_seen"))

@@ -8,6 +8,7 @@ from projects.models import (
     Membership,
     Project,
     ProjectFile,
+    ProjectKey,
 )
 from projects.permissions import NOT_FOUND, require
 
@@ -96,3 +97,67 @@ def erasure_certificates_between(*, start, end) -> QuerySet[ErasureCertificate]:
         Q(created_at__gte=start, created_at__lt=end)
         | Q(completed_at__gte=start, completed_at__lt=end)
     ).order_by("created_at")
+
+
+# Reads for the compliance checks ---------------------------------------------------
+
+
+def file_format_current() -> str:
+    """The format new files are stored in (``ProjectFile.encryption``)."""
+    from projects.storage import FORMAT
+
+    return FORMAT
+
+
+def files_by_encryption() -> dict[str, int]:
+    """How many stored files (and thumbnails) each storage format holds
+    (``""``: stored before encryption), over every project, put aside or not."""
+    counts = dict(
+        ProjectFile.objects.order_by().values_list("encryption").annotate(n=Count("pk"))
+    )
+    return {fmt: n for fmt, n in counts.items()}
+
+
+def files_not_in_format(*, fmt: str, limit: int = 20) -> list[dict]:
+    """Up to ``limit`` files not stored in ``fmt``: id, project, format."""
+    return [
+        {"id": str(pk), "project_id": str(project), "encryption": enc}
+        for pk, project, enc in ProjectFile.objects.exclude(encryption=fmt)
+        .order_by("uploaded_at")
+        .values_list("pk", "project_id", "encryption")[:limit]
+    ]
+
+
+def data_keys_by_kek() -> dict[str, int]:
+    """How many project data keys each key-encryption key wraps."""
+    return dict(
+        ProjectKey.objects.order_by().values_list("kek_id").annotate(n=Count("pk"))
+    )
+
+
+def projects_put_aside(*, before) -> list[dict]:
+    """Projects deleted (put aside) before ``before`` and not erased yet."""
+    return [
+        {"id": str(pk), "name": name, "deleted_at": deleted_at}
+        for pk, name, deleted_at in Project.objects.filter(deleted_at__lt=before)
+        .order_by("deleted_at")
+        .values_list("pk", "name", "deleted_at")
+    ]
+
+
+def erasures_unfinished(*, before) -> list[ErasureCertificate]:
+    """Erasure certificates opened before ``before`` whose objects are not all
+    removed yet (``completed_at`` unset)."""
+    return list(
+        ErasureCertificate.objects.filter(
+            completed_at__isnull=True, created_at__lt=before
+        ).order_by("created_at")
+    )
+
+
+def erasures_completed(*, since) -> list[ErasureCertificate]:
+    return list(
+        ErasureCertificate.objects.filter(completed_at__gte=since).order_by(
+            "completed_at"
+        )
+    )

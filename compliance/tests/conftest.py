@@ -1,0 +1,25 @@
+import uuid
+
+import pytest
+
+from audit.tests.conftest import (  # noqa: F401 - fixtures
+    archive_bucket,
+    attacker_sql,
+    sealed_now,
+    superuser_sql,
+    superuser_sql_or_none,
+)
+from conftest import REGION
+
+
+@pytest.fixture
+def locked_archive(archive_bucket, settings, s3_client):  # noqa: F811
+    """The audit archive in a bucket with Object Lock, as production has."""
+    bucket = f"kreo-audit-lock-{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(
+        Bucket=bucket,
+        CreateBucketConfiguration={"LocationConstraint": REGION},
+        ObjectLockEnabledForBucket=True,
+    )
+    settings.AUDIT_ARCHIVE_S3_BUCKET = bucket
+    return bucket
