@@ -15,6 +15,13 @@ RUN groupadd --system --gid 10001 kreo \
 
 WORKDIR /app
 
+# Pango and a font for WeasyPrint, which draws the compliance evidence
+# pack's PDF report (compliance/pdf.py).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+       libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first, so a code change does not reinstall them. The wheels
 # (psycopg[binary], argon2-cffi, cryptography) need no compiler.
 COPY requirements.txt constraints.txt ./

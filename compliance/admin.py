@@ -11,7 +11,7 @@ from django.contrib import admin
 from django.urls import path
 from django.utils.html import format_html
 
-from compliance import views
+from compliance import pack_views, views
 from compliance.models import CheckRun, ControlResult
 
 
@@ -94,6 +94,11 @@ class CheckRunAdmin(CockpitOnly, admin.ModelAdmin):
                 "run-now/",
                 site.admin_view(self.run_now_view),
                 name="compliance_checkrun_run_now",
+            ),
+            path(
+                "pack/",
+                site.admin_view(pack_views.pack_build_view),
+                name="compliance_pack",
             ),
             *super().get_urls(),
         ]

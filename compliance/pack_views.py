@@ -1,6 +1,6 @@
 """The admin's "Evidence pack" page: pick a period, get the signed archive.
 
-Wired under the admin site (``compliance/pack_urls.py``), so the admin's
+Wired under the admin site (``CheckRunAdmin.get_urls``), so the admin's
 sign-in and two-factor requirement apply; Admin and Auditor group members
 (and superusers) may build a pack.
 """

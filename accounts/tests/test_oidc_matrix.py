@@ -173,6 +173,7 @@ COMPLIANCE_PAGES = {
     "compliance_cockpit": 200,
     "compliance_control": 200,
     "compliance_checkrun_run_now": 405,  # POST only
+    "compliance_pack": 200,  # the evidence pack's form
 }
 # "refused": 403, or the admin's not-found redirect (it may look the object
 # up before the permission), never the page. "any": the model admin's own

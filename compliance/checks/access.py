@@ -42,6 +42,13 @@ def two_factor_adoption(now: datetime) -> Outcome:
         "customers": customers,
         "customers_with_2fa": with_2fa,
         "customers_percent": share,
+        # The cockpit's 2FA chart (compliance.series.TWOFA_EVIDENCE_KEY): the
+        # share, 0 to 1, of active accounts, staff and customers, with one.
+        "twofa_adoption": (
+            round((staff - len(without) + with_2fa) / (staff + customers), 4)
+            if staff + customers
+            else None
+        ),
     }
     customers_text = (
         f"customers {with_2fa}/{customers} ({share}%)" if customers else "no customers"

@@ -22,10 +22,11 @@ from audit.services import (
 )
 from audit.tests.conftest import make_old_events
 from audit.watch import verification_run
-from backups.models import BackupCopy, BackupSet, RestoreDrill, SetState
+from backups.models import RestoreDrill
 from compliance.catalogue import control_get, controls
 from compliance.models import CheckStatus
 from compliance.services import checks_run
+from compliance.tests.seed import backup_set
 from kreo.permissions import ADMIN_GROUP, AUDITOR_GROUP
 from monitoring.models import Severity, SubjectKind
 from monitoring.rules import Hit
@@ -59,28 +60,15 @@ def test_catalogue_covers_the_required_mappings():
 # Backups ------------------------------------------------------------------------
 
 
-def _backup(at, states=("done", "done", "done"), s3=True):
-    good = SetState.GOOD
-    backup = BackupSet.objects.create(created_at=at, finished_at=at, state=good)
-    for number, state in enumerate(states, start=1):
-        where = f"/srv/copy{number}/{backup.pk}"
-        if number == 3 and s3:
-            where = f"s3://kreo-backups/kreo-backups/{backup.pk}/"
-        BackupCopy.objects.create(
-            backup_set=backup, number=number, state=state, location=where
-        )
-    return backup
-
-
-def test_backup_age_fails_after_27_hours_without_a_backup():
+def test_backup_age_fails_after_27_hours_without_abackup_set():
     now = timezone.now()
-    backup = _backup(now - timedelta(hours=1))
+    backup = backup_set(now - timedelta(hours=1))
     assert judge("backup-age", now).status == CheckStatus.PASS
     stopped = judge("backup-age", now + timedelta(hours=27))
     assert stopped.status == CheckStatus.FAIL
     assert "28.0 h old" in stopped.summary
     assert stopped.evidence["set_id"] == backup.pk
-    fresh = _backup(now + timedelta(hours=26))
+    fresh = backup_set(now + timedelta(hours=26))
     mended = judge("backup-age", now + timedelta(hours=27))
     assert mended.status == CheckStatus.PASS
     assert mended.evidence["set_id"] == fresh.pk
@@ -88,20 +76,20 @@ def test_backup_age_fails_after_27_hours_without_a_backup():
 
 def test_backup_without_its_offsite_copy_breaks_3_2_1():
     now = timezone.now()
-    _backup(now, states=("done", "done", "failed"))
+    backup_set(now, states=("done", "done", "failed"))
     outcome = judge("backup-age", now)
     assert outcome.status == CheckStatus.FAIL
     assert "copy 3 is failed" in outcome.summary
-    _backup(now + timedelta(minutes=1), s3=False)
+    backup_set(now + timedelta(minutes=1), s3=False)
     outcome = judge("backup-age", now + timedelta(minutes=1))
     assert "copy 3 is not in S3" in outcome.summary
-    _backup(now + timedelta(minutes=2))
+    backup_set(now + timedelta(minutes=2))
     assert judge("backup-age", now + timedelta(minutes=2)).status == CheckStatus.PASS
 
 
 def test_restore_drill_failed_or_overdue_fails():
     now = timezone.now()
-    backup = _backup(now)
+    backup = backup_set(now)
     assert judge("restore-drill", now).status == CheckStatus.FAIL  # none yet
     RestoreDrill.objects.create(
         backup_set=backup, started_at=now, finished_at=now, ok=False,
@@ -195,6 +183,8 @@ def test_2fa_fails_when_a_staff_member_loses_it(rf):
     outcome = judge("2fa-adoption")
     assert outcome.status == CheckStatus.PASS
     assert outcome.evidence["customers_percent"] == 50.0
+    # Two of three accounts: the figure the cockpit's 2FA chart plots.
+    assert outcome.evidence["twofa_adoption"] == round(2 / 3, 4)
     from accounts.services import otp_disable
 
     request = rf.post("/account/security/")
@@ -205,6 +195,7 @@ def test_2fa_fails_when_a_staff_member_loses_it(rf):
     assert outcome.evidence["staff_without_2fa"] == [
         {"id": admin.pk, "email": "admin@example.test"}
     ]
+    assert outcome.evidence["twofa_adoption"] == round(1 / 3, 4)
 
 
 def test_dormant_accounts_warn_for_customers_and_fail_for_staff(client):

@@ -8,9 +8,9 @@ from django.utils import timezone
 
 from accounts.tests.conftest import mail_now, smtp  # noqa: F401 - fixtures
 from audit.models import AuditEvent
-from backups.models import BackupSet, SetState
 from compliance import runs, tasks
 from compliance.models import CheckRun, CheckStatus, ControlResult
+from compliance.tests.seed import backup_set
 from kreo.celery import app as celery_app
 from kreo.schedule import sync_default_schedule
 from monitoring.models import Alert
@@ -32,10 +32,7 @@ def test_beat_runs_the_checks_daily(db):
 
 @pytest.fixture
 def fresh_backup(db):
-    done = timezone.now() - timedelta(hours=10)
-    return BackupSet.objects.create(
-        created_at=done - timedelta(minutes=5), finished_at=done, state=SetState.GOOD
-    )
+    return backup_set(timezone.now() - timedelta(hours=10))
 
 
 def _run() -> CheckRun:
