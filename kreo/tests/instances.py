@@ -9,7 +9,9 @@ production and ``make run`` use:
   of their own;
 - worker 1 and worker 2: ``celery -A kreo worker`` (prefork, concurrency 1
   as the backups Deployment has it), each consuming the default queue and
-  the ``backups`` queue, so either can take any task the other dropped;
+  the ``backups`` queue, so either can take any task the other dropped, and
+  a queue of its own (``own_queue``) through which a test hands the same
+  task to both at once;
 - beat: ``celery -A kreo beat`` with the DatabaseScheduler.
 
 They share only what pods share: the test database on the one PostgreSQL,
@@ -159,8 +161,14 @@ class Process:
             self.kill()
 
 
+def own_queue(name: str) -> str:
+    """A queue only worker ``name`` consumes (besides the production ones), so
+    a test can hand the same task to both workers at the same moment."""
+    return f"{settings.CELERY_TASK_DEFAULT_QUEUE}-{name}"
+
+
 def _worker_command(name: str) -> list[str]:
-    queues = ",".join(q.name for q in settings.CELERY_TASK_QUEUES)
+    queues = ",".join([*(q.name for q in settings.CELERY_TASK_QUEUES), own_queue(name)])
     return [
         str(BIN / "celery"),
         "-A",

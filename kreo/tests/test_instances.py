@@ -40,7 +40,14 @@ from audit.tests.conftest import make_old_events
 from backups.models import BackupSet, CopyState, SetState
 from backups.tasks import backup_manual
 from kreo.schedule import sync_default_schedule
-from kreo.tests.instances import ROOT, Browser, Instances, say, shared_env
+from kreo.tests.instances import (
+    ROOT,
+    Browser,
+    Instances,
+    own_queue,
+    say,
+    shared_env,
+)
 from privacy.tasks import purge as purge_task
 from projects.models import Project, ProjectFile
 from projects.services import project_create
@@ -160,6 +167,11 @@ def _admin_sign_in(browser: Browser, user, device) -> None:
     say(f"staff signed in (password + code) on {second.answered_by}")
 
 
+def _on_both(pods: Instances, task) -> list[str]:
+    """Queue ``task`` for worker-1 and worker-2 at the same moment."""
+    return [task.apply_async(queue=own_queue(w.name)).id for w in pods.workers]
+
+
 def _worker_of(pods: Instances, task_id: str, width: int = 110) -> str:
     done = pods.finished(task_id)
     return f"{done[0]}: {done[1]}{done[2][:width]}" if done else "not finished"
@@ -173,7 +185,7 @@ def test_seal_archive_purge_and_settle_from_both_workers_no_duplicate_no_gap(pod
     make_old_events(OLD_EVENTS)
     old_ids = set(AuditEvent.objects.values_list("id", flat=True)) - before
     # Two of each at the same moment: one to each worker.
-    seals = [seal_task.delay().id for _ in range(2)]
+    seals = _on_both(pods, seal_task)
     pods.wait_finished(seals)
     for task_id in seals:
         say(f"seal {task_id} -> {_worker_of(pods, task_id)}")
@@ -188,14 +200,14 @@ def test_seal_archive_purge_and_settle_from_both_workers_no_duplicate_no_gap(pod
     # at once; an archive run takes at most AUDIT_ARCHIVE_MAX_EVENTS events,
     # so archive pairs are sent again until nothing is past retention.
     runs = {
-        "archive": [archive_task.delay().id for _ in range(2)],
-        "purge": [purge_task.delay().id for _ in range(2)],
+        "purge": _on_both(pods, purge_task),
+        "archive": _on_both(pods, archive_task),
     }
     pods.wait_finished([t for ids in runs.values() for t in ids], timeout=180)
     for _ in range(6):
         if not AuditEvent.objects.filter(id__in=old_ids).exists():
             break
-        more = [archive_task.delay().id for _ in range(2)]
+        more = _on_both(pods, archive_task)
         pods.wait_finished(more, timeout=180)
         runs["archive"] += more
     for name, ids in runs.items():
@@ -260,6 +272,7 @@ def test_back_up_now_on_both_instances_at_once_makes_one_good_set(pods, staff):
         say(f"admin backup list answered by {page.answered_by}")
     before = set(BackupSet.objects.values_list("pk", flat=True))
     now_url = reverse("admin:backups_backupset_backup_now")
+    pressed_at = time.time()
     with ThreadPoolExecutor(2) as pool:
         pressed = list(pool.map(lambda b: b.post(now_url), (on_a, on_b)))
     task_ids = []
@@ -282,8 +295,22 @@ def test_back_up_now_on_both_instances_at_once_makes_one_good_set(pods, staff):
         made.refresh_from_db()
     assert made.state == SetState.GOOD, (made.state, made.error)
     assert made.task_id in task_ids and made.actor == user
+    # Both presses answered with that set: the one that found the backup
+    # running waited for it instead of failing or taking a second set.
+    for task_id in task_ids:
+        _, outcome, rest = pods.finished(task_id)
+        assert outcome == "succeeded" and rest.endswith(f": {made.pk}"), rest
     assert [c.state for c in made.copies.order_by("number")] == [CopyState.DONE] * 3
     say(f"one backup set: #{made.pk} {made.state}, copies 1-3 done, by {made.task_id}")
+    # The one backups worker of production takes presses one after the other:
+    # a press of that moment taken only now is covered by the same set.
+    late = backup_manual.apply_async(
+        kwargs={"actor_id": user.pk, "requested_at": pressed_at}
+    ).id
+    pods.wait_finished([late])
+    assert pods.finished(late)[2].endswith(f": {made.pk}")
+    assert BackupSet.objects.exclude(pk__in=before).count() == 1
+    say(f"a press of that moment, taken later -> {_worker_of(pods, late)}")
 
 
 def test_worker_killed_mid_backup_task_redelivered_and_completes_once(pods, staff):
