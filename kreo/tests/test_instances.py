@@ -38,6 +38,7 @@ from audit.tasks import archive as archive_task
 from audit.tasks import seal as seal_task
 from audit.tests.conftest import make_old_events
 from backups.models import BackupSet, CopyState, SetState
+from backups.services import common as backup_common
 from backups.tasks import backup_manual
 from kreo.schedule import sync_default_schedule
 from kreo.tests.instances import (
@@ -131,7 +132,7 @@ def pods(django_db_setup, django_db_blocker, tmp_path_factory, s3_client):
                 )
                 yield instances
             finally:
-                instances.stop()
+                say(f"stopped all five in {instances.stop():.1f} s")
 
 
 def _sweep_often() -> None:
@@ -311,6 +312,24 @@ def test_back_up_now_on_both_instances_at_once_makes_one_good_set(pods, staff):
     assert pods.finished(late)[2].endswith(f": {made.pk}")
     assert BackupSet.objects.exclude(pk__in=before).count() == 1
     say(f"a press of that moment, taken later -> {_worker_of(pods, late)}")
+    # A press that meets a backup started before it waits for it (a retry
+    # each heartbeat), then takes a set of its own: neither lost nor doubled.
+    with backup_common._exclusive():
+        waiting = backup_manual.apply_async(
+            kwargs={"actor_id": user.pk, "requested_at": time.time()}
+        ).id
+        deadline = time.monotonic() + 30
+        while sum(e[1] == "retry" for e in pods.task_events(waiting)) < 2:
+            assert time.monotonic() < deadline, pods.logs_tail()
+            time.sleep(0.2)
+    pods.wait_finished([waiting], timeout=120)
+    after = BackupSet.objects.exclude(pk__in=before).exclude(pk=made.pk)
+    assert [s.state for s in after] == [SetState.GOOD], list(after.values())
+    retries = sum(e[1] == "retry" for e in pods.task_events(waiting))
+    say(
+        f"a press while another backup held the lock: {retries} retries, then "
+        f"{_worker_of(pods, waiting)}"
+    )
 
 
 def test_worker_killed_mid_backup_task_redelivered_and_completes_once(pods, staff):
