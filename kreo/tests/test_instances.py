@@ -336,7 +336,7 @@ def test_worker_killed_mid_backup_task_redelivered_and_completes_once(pods, staf
     user, _ = staff
     owner = UserFactory()
     project = project_create(actor=owner, name="Big drawings")
-    stored_file(project, name="big.pdf", content=PDF + os.urandom(16 * 2**20))
+    stored_file(project, name="big.pdf", content=PDF + os.urandom(24 * 2**20))
     last = BackupSet.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     task_id = backup_manual.delay(actor_id=user.pk).id
     copy1 = pods["worker-1"].env["BACKUP_COPY1_DIR"]
