@@ -1,6 +1,7 @@
 """Backups in the admin: sets and the state of each copy, "back up now",
 "verify", restore drills, and the age of the last good set."""
 
+import time
 import uuid
 
 from django.conf import settings
@@ -158,9 +159,12 @@ class BackupSetAdmin(ReadOnly, admin.ModelAdmin):
             raise PermissionDenied(NOT_ALLOWED)
         actor_id = request.user.pk
         task_id = str(uuid.uuid4())
+        # When pressed: a set started after it covers it (backups.tasks).
+        pressed = time.time()
         transaction.on_commit(
             lambda: tasks.backup_manual.apply_async(
-                kwargs={"actor_id": actor_id}, task_id=task_id
+                kwargs={"actor_id": actor_id, "requested_at": pressed},
+                task_id=task_id,
             )
         )
         self.message_user(

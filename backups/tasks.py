@@ -8,11 +8,14 @@ that finds the set it already took returns it, and one backup runs at a time
 """
 
 import logging
+from datetime import UTC, datetime
 
 from celery import shared_task
+from django.conf import settings
 
 from backups import services
 from backups.models import BackupSet, SetState, Trigger
+from backups.services.common import BUSY
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +67,57 @@ def backup_drill() -> bool:
     return bool(services.backup_drill().ok)
 
 
+# A "back up now" that finds another backup running asks again after this
+# many heartbeats, for up to 6 hours.
+BUSY_RETRY_HEARTBEATS = 1
+BUSY_RETRY_HOURS = 6
+
+
+def _covering(requested_at: float | None) -> BackupSet | None:
+    """A set started at or after ``requested_at`` (not failed): it holds
+    everything there was when "back up now" was pressed."""
+    if requested_at is None:
+        return None
+    since = datetime.fromtimestamp(requested_at, tz=UTC)
+    return (
+        BackupSet.objects.filter(created_at__gte=since)
+        .exclude(state=SetState.FAILED)
+        .order_by("pk")
+        .first()
+    )
+
+
 @shared_task(name="backups.tasks.backup_manual", bind=True, **MUST_NOT_BE_LOST)
-def backup_manual(self, *, actor_id: int | None = None) -> int:
-    """The admin's "back up now"."""
+def backup_manual(
+    self, *, actor_id: int | None = None, requested_at: float | None = None
+) -> int:
+    """The admin's "back up now", pressed at ``requested_at`` (a timestamp).
+
+    Presses at once (on two instances, or twice) make one set: a set started
+    after the press covers it, whichever trigger started it. One that finds
+    another backup running waits for it (a retry every heartbeat) and is then
+    covered by it, or takes the next set if that one had started before.
+    """
     from django.contrib.auth import get_user_model
 
+    covering = _covering(requested_at)
+    if covering is not None:
+        logger.warning(
+            "back up now (task %s): set %s, started after it was pressed, covers it",
+            self.request.id,
+            covering.pk,
+        )
+        return covering.pk
     actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
-    return _take(self, trigger=Trigger.MANUAL, actor=actor)
+    try:
+        return _take(self, trigger=Trigger.MANUAL, actor=actor)
+    except RuntimeError as exc:
+        if str(exc) != BUSY or requested_at is None:
+            raise
+        every = BUSY_RETRY_HEARTBEATS * settings.KREO_TASK_HEARTBEAT_SECONDS
+        raise self.retry(
+            countdown=every, max_retries=BUSY_RETRY_HOURS * 3600 // every
+        ) from exc
 
 
 @shared_task(name="backups.tasks.backup_retry", bind=True, **MUST_NOT_BE_LOST)

@@ -615,8 +615,16 @@ CELERY_BROKER_USE_SSL = REDIS_TLS or False  # Celery's default
 # states, spool ids) stop it from doing the work twice. The quick path after
 # a killed worker is not redelivery but the minute sweep (heartbeats, below).
 KREO_TASK_VISIBILITY_SECONDS = env.int("KREO_TASK_VISIBILITY_SECONDS", default=43200)
+# How often a worker looks for messages past their visibility (kombu scans
+# every interval x throttle seconds, 10 x 10 by default: the same 100 s here,
+# as one setting; the several-instances test shortens it).
+KREO_TASK_RESTORE_SECONDS = env.int("KREO_TASK_RESTORE_SECONDS", default=100)
 CELERY_BROKER_TRANSPORT_OPTIONS = (
-    {"visibility_timeout": KREO_TASK_VISIBILITY_SECONDS}
+    {
+        "visibility_timeout": KREO_TASK_VISIBILITY_SECONDS,
+        "unacked_restore_interval": KREO_TASK_RESTORE_SECONDS,
+        "unacked_restore_throttle": 1,
+    }
     if REDIS_URL
     else {
         "data_folder_in": str(VAR_DIR / "broker" / "queue"),
