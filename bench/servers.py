@@ -122,9 +122,17 @@ def _free_port() -> int:
 
 
 def start_server(
-    name: str, var_dir: Path, settings_module: str, **extra_env: str
+    name: str,
+    var_dir: Path,
+    settings_module: str,
+    config: Path | None = None,
+    **extra_env: str,
 ) -> Server:
-    """A gunicorn server (one sync worker) answering /healthz on the loopback."""
+    """A gunicorn server answering /healthz on the loopback.
+
+    One sync worker; or, with ``config`` (deploy/gunicorn/gunicorn.conf.py),
+    the process layout production runs, bound through KREO_HOST/KREO_PORT.
+    """
     port = _free_port()
     log = var_dir / f"gunicorn-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.log"
     command = [
@@ -134,6 +142,9 @@ def start_server(
         "--workers=1",
         "--log-level=warning",
     ]
+    if config is not None:
+        command = [str(BIN / "gunicorn"), "-c", str(config)]
+        extra_env = {**extra_env, "KREO_HOST": HOST, "KREO_PORT": str(port)}
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - gunicorn, fixed arguments
             command,
