@@ -171,7 +171,7 @@ def shared_environment(database_url: str, redis_url: str, s3_url: str) -> dict:
         "AWS_S3_ENDPOINT_URL": s3_url,
         "AWS_S3_REGION_NAME": REGION,
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's  # nosec B105
         "KREO_KEY_LEDGER_S3_BUCKET": LEDGER_BUCKET,
         "KREO_KEY_LEDGER_S3_PREFIX": "kreo/",
         "DJANGO_SECRET_KEY": key(),
@@ -302,10 +302,17 @@ def answered(server: bench.Server) -> int:
     return len(ACCESS_LINE.findall(server.log.read_text(errors="replace")))
 
 
-def problems(server: bench.Server, keep: int = 8) -> list[str]:
-    """The last worker timeouts, outages and errors in the server's log."""
+def problems(server: bench.Server, keep: int = 6) -> list[str]:
+    """How many worker timeouts, outages and errors the server logged, by
+    kind, and the last few of them."""
     lines = server.log.read_text(errors="replace").splitlines()
-    return [line[:300] for line in lines if PROBLEM_LINE.search(line)][-keep:]
+    found = [line[:300] for line in lines if PROBLEM_LINE.search(line)]
+    kinds: dict[str, int] = {}
+    for line in found:
+        kind = PROBLEM_LINE.search(line).group(0)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    counted = [f"{count} x {kind}" for kind, count in sorted(kinds.items())]
+    return counted + found[-keep:]
 
 
 def rows(figures: dict[int, dict]) -> list[dict]:
