@@ -13,7 +13,9 @@ instances each member sends its requests to them in turn, as a round-robin
 load balancer would: a session made on one is used on the other.
 
 Rows: per configuration (one instance, two) and request type, throughput,
-p50/p95 latency and failures, with the total's two/one throughput ratio.
+p50/p95 latency and failures, with the total's two/one throughput ratio and
+how many requests each instance answered in that configuration (from its
+access log, warm-up included: the one-instance figures must come from one).
 The request limits are raised (bench/servers.py HIGH_RATES): this prices
 throughput, not 429s. A failed request is a FAIL row and the benchmark
 exits non-zero. On a 2-core machine that also runs locust, PostgreSQL,
