@@ -185,6 +185,8 @@ def shared_environment(database_url: str, redis_url: str, s3_url: str) -> dict:
         "BACKUP_ENCRYPTION_KEY": key(32),
         "BACKUP_MANIFEST_KEY": key(32),
         **GUNICORN,
+        # Each access log line written as it happens: the lines are counted.
+        "PYTHONUNBUFFERED": "1",
     }
 
 
