@@ -184,7 +184,8 @@ def _write_batch(batch: list) -> None:
                 cursor.execute(
                     "SELECT pg_advisory_xact_lock_shared(hashtext('kreo.audit.seal'))"
                 )
-            AuditEvent.objects.bulk_create(batch)
+                with connection.wrap_database_errors:  # psycopg's, as Django's
+                    _copy(cursor, AuditEvent, batch)
     except (OperationalError, InterfaceError) as exc:
         logger.warning("audit: flush of %d failed (%s): spooled", len(batch), exc)
         _close_quietly()
@@ -193,6 +194,23 @@ def _write_batch(batch: list) -> None:
         # One bad row (a duplicated event uid) must not take the batch with it.
         logger.exception("audit: batch of %d refused; writing one by one", len(batch))
         _one_by_one(batch)
+
+
+def _copy(cursor, model, batch: list) -> None:
+    """COPY the batch into the events table: less Python per row than
+    ``bulk_create`` (no per-field preparation, no ids returned: a buffered
+    event's id is never read)."""
+    from psycopg.types.json import Jsonb
+
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    names = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    attnames = [f.attname for f in fields]
+    table = connection.ops.quote_name(model._meta.db_table)
+    with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+        for event in batch:
+            values = [getattr(event, name) for name in attnames]
+            values[attnames.index("details")] = Jsonb(event.details)
+            copy.write_row(values)
 
 
 def _one_by_one(batch: list) -> None:

@@ -15,6 +15,7 @@ import json
 import json.encoder as _json_encoder
 import os
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -170,12 +171,34 @@ def event_values(event) -> dict:
     return values
 
 
+_entropy = threading.local()
+
+
+def _forget_entropy() -> None:
+    # A forked child must never reuse its parent's bytes (duplicate uids).
+    global _entropy
+    _entropy = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_entropy)
+
+
+def _random10() -> bytes:
+    """10 bytes from ``os.urandom``, drawn 4 KiB at a time per thread (one
+    system call per 409 events instead of one each)."""
+    pool = getattr(_entropy, "pool", b"")
+    if len(pool) < 10:
+        pool = os.urandom(4090)
+    _entropy.pool = pool[10:]
+    return pool[:10]
+
+
 def uuid7() -> uuid.UUID:
     """A time-ordered UUID (RFC 9562 version 7): 48-bit ms time, 74 random bits.
 
     Hand-written because the standard library has it only from Python 3.14.
     """
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(_random10())
     value = value & ~(0xF << 76) | (7 << 76)  # version
     value = value & ~(0x3 << 62) | (0x2 << 62)  # variant
     return uuid.UUID(int=value)
