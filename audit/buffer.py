@@ -284,9 +284,6 @@ def request_finished(**kwargs) -> None:
         return
     _local.request = False
     _flush_logged()
-    from django.db import close_old_connections
-
-    close_old_connections()  # as Django does at this point
 
 
 def task_prerun(**kwargs) -> None:
@@ -314,9 +311,15 @@ def connect() -> None:
     """Hook the buffer to the request, the task and the process lifecycles."""
     from django.core.signals import request_finished as finished
     from django.core.signals import request_started as started
+    from django.db import close_old_connections
 
     started.connect(request_started, dispatch_uid="kreo.audit.buffer.started")
+    # Before Django's own close_old_connections: the flush uses the request's
+    # connection, which Django then lets go (or hands back to the pool).
+    connected = finished.disconnect(close_old_connections)
     finished.connect(request_finished, dispatch_uid="kreo.audit.buffer.finished")
+    if connected:
+        finished.connect(close_old_connections)
     try:
         from celery import signals
     except ImportError:  # pragma: no cover - celery is a dependency

@@ -1,13 +1,17 @@
 """audit_verify --offline checks the archives too, with no database."""
 
 import json
+import os
+import subprocess
+import sys
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from audit import anchors, archive
+from audit import anchors, archive, keys
 from audit.models import AuditArchive
 from audit.services import audit_seal
 from audit.tests.conftest import make_old_events
@@ -65,6 +69,8 @@ def test_offline_verify_reads_archives_and_catches_a_tampered_byte(
         )
         assert ": 600 events" in text, text
 
+    assert _kreo_open(settings, copy).returncode == 0
+
     path = copy / item.key.rsplit("/", 1)[-1]
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 1
@@ -73,3 +79,28 @@ def test_offline_verify_reads_archives_and_catches_a_tampered_byte(
         _offline(key_file, anchor_dir, str(copy))
     assert "archives broken" in str(failed.value)
     assert item.key in str(failed.value)
+    opened = _kreo_open(settings, copy)
+    assert opened.returncode == 1
+    assert "failed authentication" in opened.stderr
+
+
+def _kreo_open(settings, folder):
+    """tools/kreo_open.py, the standalone reader, over the same folder copy."""
+    return subprocess.run(  # noqa: S603 - this interpreter, our own tool
+        [
+            sys.executable,
+            str(Path(settings.BASE_DIR) / "tools" / "kreo_open.py"),
+            "audit-verify-folder",
+            "--public-key",
+            keys.public_key_b64(),
+            "--archive-key",
+            settings.AUDIT_ARCHIVE_KEY,
+            "--event-key",
+            settings.AUDIT_EVENT_KEY,
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": os.environ.get("PATH", "")},
+    )
