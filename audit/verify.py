@@ -1,12 +1,14 @@
 """Check the whole trail, archives then hot store, against the signed seals."""
 
 import hashlib
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography.exceptions import InvalidSignature
 from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit import anchors, chain, keys, serialise
@@ -323,14 +325,34 @@ def _hot_rows(after: int) -> Iterator[dict]:
     round trip; ``chain.canonical`` takes the values as the database gives
     them)."""
     columns = serialise.COLUMNS
-    rows = (
-        AuditEvent.objects.filter(id__gt=after)
-        .order_by("id")
-        .values_list(*columns)
-        .iterator(chunk_size=HOT_CHUNK)
-    )
-    for values in rows:
-        yield dict(zip(columns, values, strict=True))
+    if connection.vendor != "postgresql":
+        rows = (
+            AuditEvent.objects.filter(id__gt=after)
+            .order_by("id")
+            .values_list(*columns)
+            .iterator(chunk_size=HOT_CHUNK)
+        )
+        for values in rows:
+            yield dict(zip(columns, values, strict=True))
+        return
+    # PostgreSQL: psycopg's own server-side cursor, past Django's per-row
+    # converters (a fifth of the time); the one column Django leaves as
+    # text for its JSONField, details, is parsed here.
+    names = ", ".join(connection.ops.quote_name(c) for c in columns)
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    with transaction.atomic():
+        connection.ensure_connection()
+        with connection.connection.cursor(name="kreo_audit_verify") as cursor:
+            cursor.itersize = HOT_CHUNK
+            cursor.execute(
+                f"SELECT {names} FROM {table} WHERE id > %s ORDER BY id",  # noqa: S608  # nosec B608 - names from the model
+                [after],
+            )
+            for values in cursor:
+                row = dict(zip(columns, values, strict=True))
+                if type(row["details"]) is str:
+                    row["details"] = json.loads(row["details"])
+                yield row
 
 
 def audit_verify(

@@ -195,3 +195,35 @@ def test_concurrent_buffered_writers_leave_a_trail_that_verifies():
     ok, text = verify_output()
     assert ok, text
     assert connection.vendor == "postgresql"
+
+
+@pytest.mark.parametrize("spooled", [False, True])
+@pytest.mark.parametrize("keyed", [False, True])
+def test_canonical_fast_path_is_byte_for_byte_the_reference(keyed, spooled):
+    """The field-by-field canonical form is the bytes of the one json.dumps
+    that defined it (every stored hash and MAC depends on it): non-ASCII,
+    nested details, floats, a line separator, None and numbers."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from audit import chain
+
+    row = {
+        "occurred_at": datetime(2026, 12, 3, 10, 0, 0, 1234, tzinfo=UTC),
+        "event_type": "auth.login.failure",
+        "outcome": "failure",
+        "actor_id": 42,
+        "actor_label": "zoë@example.test",
+        "source_ip": "2001:db8::1",
+        "source_port": 51234,
+        "user_agent": 'Mozilla "quoted" \\ back\u2028slash',
+        "status_code": None,
+        "details": {"b": [1, 2.5, 1e16, None, True], "a": {"z": "é", "y": -3}},
+        "spooled": spooled,
+        "event_uid": uuid.uuid4() if keyed else None,
+        "mac_key_id": "k1" if keyed else "",
+    }
+    assert chain.canonical(row) == chain.canonical_reference(row)
+    row["occurred_at"] = row["occurred_at"].isoformat(timespec="microseconds")
+    row["actor_id"] = "42"
+    assert chain.canonical(row) == chain.canonical_reference(row)
