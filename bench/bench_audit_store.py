@@ -166,13 +166,6 @@ def _write_floor(seconds: float) -> dict:
     started = time.perf_counter()
     until = started + seconds
     count = 0
-    # A table of its own, like the events' (columns, defaults, indexes): its
-    # rows have no valid hash and must not reach the trail being verified.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TABLE IF NOT EXISTS bench_floor_event "
-            "(LIKE audit_auditevent INCLUDING ALL)"
-        )
     sql = (
         "INSERT INTO bench_floor_event (occurred_at, event_type, outcome, "
         "actor_label, session_hash, user_agent, device_id, server_host, method, "
@@ -252,8 +245,16 @@ def _worker(role: str, args: list[str]) -> dict:
         )
         from datetime import timedelta
 
+        from django.db import connection
         from django.utils import timezone
 
+        # The write floor's table (made once, here: writers race on CREATE),
+        # like the events' (columns, defaults, indexes): its rows have no
+        # valid hash and must not reach the trail being verified.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TABLE bench_floor_event (LIKE audit_auditevent INCLUDING ALL)"
+            )
         total = int(args[0])
         start = timezone.now() - timedelta(days=60)
         batch = []
