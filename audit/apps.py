@@ -50,11 +50,12 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit trail"
 
     def ready(self):
-        from audit import fieldchanges
+        from audit import buffer, fieldchanges
 
         post_migrate.connect(ensure_auditor_group, sender=self)
         post_migrate.connect(apply_role_grants, sender=self)
         fieldchanges.connect()
+        buffer.connect()
         from audit.admin import unregister_log_entries
 
         unregister_log_entries()

@@ -12,8 +12,10 @@ sealer later folds events in id order into seals; each seal lists the
 import hashlib
 import hmac
 import json
+import json.encoder as _json_encoder
 import os
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -64,14 +66,9 @@ def normalise_details(details: dict | None) -> dict:
     return json.loads(json.dumps(details or {}, cls=DjangoJSONEncoder))
 
 
-def canonical(values: dict) -> bytes:
-    """The bytes hashed for one event, from a dict of its column values.
-
-    An event written late from the outage spool also hashes ``spooled``
-    (only then, so every other event's hash is what it always was): the flag
-    that lets it be dated before the events around it cannot be added or
-    removed unnoticed.
-    """
+def canonical_reference(values: dict) -> bytes:
+    """``canonical`` as first written (one ``json.dumps``): the definition,
+    kept to test the fast path against."""
     row = {name: values.get(name) for name in CONTENT_FIELDS}
     if values.get("spooled"):
         row["spooled"] = True
@@ -80,14 +77,84 @@ def canonical(values: dict) -> bytes:
         row["actor_id"] = str(row["actor_id"])
     version = HASH_VERSION
     if values.get("event_uid"):
-        # Keyed events: the unique id and the key id are part of what is
-        # hashed and MACed (an exact copy under a new uid fails the MAC).
         version = KEYED_VERSION
         row["event_uid"] = str(values["event_uid"])
         row["mac_key_id"] = values.get("mac_key_id") or ""
     return json.dumps(
         [version, row], sort_keys=True, separators=(",", ":"), ensure_ascii=True
     ).encode()
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+_QUOTE = _json_encoder.encode_basestring_ascii
+
+
+def _layout(keyed: bool, spooled: bool) -> tuple:
+    names = list(CONTENT_FIELDS)
+    if spooled:
+        names.append("spooled")
+    if keyed:
+        names += ["event_uid", "mac_key_id"]
+    version = KEYED_VERSION if keyed else HASH_VERSION
+    names.sort()
+    # Every key with the text before its value: '["v2",{"actor_id":' ...
+    heads = [
+        ("," if i else f'["{version}",{{') + f'"{n}":' for i, n in enumerate(names)
+    ]
+    return tuple(zip(names, heads, strict=True))
+
+
+_LAYOUTS = {(k, s): _layout(k, s) for k in (False, True) for s in (False, True)}
+
+
+def _json(value) -> str:
+    kind = type(value)
+    if kind is str:
+        return _QUOTE(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    return _ENCODER.encode(value)
+
+
+def canonical(values: dict) -> bytes:
+    """The bytes hashed for one event, from a dict of its column values: the
+    JSON of ``[version, row]`` with sorted keys, compact, ASCII.
+
+    An event written late from the outage spool also hashes ``spooled``
+    (only then, so every other event's hash is what it always was): the flag
+    that lets it be dated before the events around it cannot be added or
+    removed unnoticed. Keyed events also hash the unique id and the key id
+    (an exact copy under a new uid fails the MAC).
+
+    Built field by field (the fixed keys in their sorted order, each value as
+    ``json.dumps`` writes it), a third of one ``json.dumps`` of the whole; the
+    bytes are those of ``canonical_reference``.
+    """
+    uid = values.get("event_uid")
+    spooled = bool(values.get("spooled"))
+    parts = []
+    for name, head in _LAYOUTS[(bool(uid), spooled)]:
+        if name == "occurred_at":
+            value = iso(values.get(name))
+        elif name == "actor_id":
+            value = values.get(name)
+            value = None if value is None else str(value)
+        elif name == "spooled":
+            value = True
+        elif name == "event_uid":
+            value = str(uid)
+        elif name == "mac_key_id":
+            value = values.get(name) or ""
+        else:
+            value = values.get(name)
+        parts.append(head)
+        parts.append(_json(value))
+    parts.append("}]")
+    return "".join(parts).encode()
 
 
 def content_hash(values: dict) -> str:
@@ -104,12 +171,34 @@ def event_values(event) -> dict:
     return values
 
 
+_entropy = threading.local()
+
+
+def _forget_entropy() -> None:
+    # A forked child must never reuse its parent's bytes (duplicate uids).
+    global _entropy
+    _entropy = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_entropy)
+
+
+def _random10() -> bytes:
+    """10 bytes from ``os.urandom``, drawn 4 KiB at a time per thread (one
+    system call per 409 events instead of one each)."""
+    pool = getattr(_entropy, "pool", b"")
+    if len(pool) < 10:
+        pool = os.urandom(4090)
+    _entropy.pool = pool[10:]
+    return pool[:10]
+
+
 def uuid7() -> uuid.UUID:
     """A time-ordered UUID (RFC 9562 version 7): 48-bit ms time, 74 random bits.
 
     Hand-written because the standard library has it only from Python 3.14.
     """
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(_random10())
     value = value & ~(0xF << 76) | (7 << 76)  # version
     value = value & ~(0x3 << 62) | (0x2 << 62)  # variant
     return uuid.UUID(int=value)

@@ -10,7 +10,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from audit import chain, keys, spool
+from audit import buffer, chain, keys, spool
 from audit.context import get_correlation_id, new_correlation_id, note_recorded
 from audit.models import AuditEvent, AuditReview, AuditSeal, Outcome
 from kreo.net import client_ip
@@ -100,6 +100,12 @@ def audit_record(
     The row carries its content hash; no shared state is read or locked, so
     concurrent requests never wait on each other here.
 
+    Outside a transaction, in a request, a Celery task or a
+    ``audit.buffer.buffered()`` block, the event goes through group commit
+    (``audit/buffer.py``): it is written with others a few ms later, and the
+    returned event has no ``pk`` yet. Elsewhere it is written before this
+    returns.
+
     Outside a transaction, an event the database cannot take (it is out) is
     spooled locally and written when it returns (``audit/spool.py``); the
     returned event then has no ``pk`` yet. Inside a transaction the error
@@ -152,6 +158,14 @@ def _request_actor(request: HttpRequest):
 
 
 def _write(event: AuditEvent) -> None:
+    """Buffer the event (group commit), or insert it now."""
+    if buffer.wanted():
+        buffer.add(event)
+    else:
+        write_now(event)
+
+
+def write_now(event: AuditEvent) -> None:
     """Insert the event, or spool it while the database is unreachable.
 
     Inside a transaction the error propagates: what the event records is

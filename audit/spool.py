@@ -333,6 +333,7 @@ def spool_drain() -> int:
 
 def _record_overflow(folder: Path) -> None:
     """Put the count of refused events on the trail, then clear the flag."""
+    from audit.buffer import immediate
     from audit.models import Outcome
     from audit.services import audit_record
 
@@ -342,17 +343,18 @@ def _record_overflow(folder: Path) -> None:
     except (FileNotFoundError, ValueError):
         return
     refused = int(state.get("refused", 0))
-    event = audit_record(
-        event_type=OVERFLOW_EVENT,
-        actor_label="audit spool",
-        outcome=Outcome.ERROR,
-        error_code="spool.full",
-        error_description=(
-            f"{refused} audit events were refused and lost: the spool was full "
-            f"(since {state.get('since')})"
-        ),
-        details=state,
-    )
+    with immediate():  # its stored row says whether the flag may be cleared
+        event = audit_record(
+            event_type=OVERFLOW_EVENT,
+            actor_label="audit spool",
+            outcome=Outcome.ERROR,
+            error_code="spool.full",
+            error_description=(
+                f"{refused} audit events were refused and lost: the spool was "
+                f"full (since {state.get('since')})"
+            ),
+            details=state,
+        )
     if event.pk is None:
         return  # spooled itself: the database went away again
     with _locked(LOCK):

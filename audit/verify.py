@@ -1,17 +1,20 @@
 """Check the whole trail, archives then hot store, against the signed seals."""
 
 import hashlib
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography.exceptions import InvalidSignature
 from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit import anchors, chain, keys, serialise
 from audit.models import ArchiveState, AuditArchive, AuditEvent, AuditSeal
 
+HOT_CHUNK = 10_000
 DONE_STATES = (ArchiveState.VERIFIED, ArchiveState.PURGED)
 TRUNCATED = (
     "seal {seq} (events to {last_id}) is anchored (anchor {n}) but missing from "
@@ -162,7 +165,9 @@ class _Walker:
             report.problems.append(
                 Problem("modified", pk, "content does not match its content hash")
             )
-        when = datetime.fromisoformat(row["occurred_at"])
+        when = row["occurred_at"]
+        if type(when) is str:  # archives carry ISO text, the hot store datetimes
+            when = datetime.fromisoformat(when)
         if row.get("spooled"):
             # Dated when it happened, written when the database returned: the
             # flag is in its content hash, so it cannot excuse another row.
@@ -314,6 +319,42 @@ def check_anchors(
         )
 
 
+def _hot_rows(after: int) -> Iterator[dict]:
+    """The hot store's events after id ``after``, in id order: raw tuples from
+    a server-side cursor made into plain dicts (no model instances, no ISO
+    round trip; ``chain.canonical`` takes the values as the database gives
+    them)."""
+    columns = serialise.COLUMNS
+    if connection.vendor != "postgresql":
+        rows = (
+            AuditEvent.objects.filter(id__gt=after)
+            .order_by("id")
+            .values_list(*columns)
+            .iterator(chunk_size=HOT_CHUNK)
+        )
+        for values in rows:
+            yield dict(zip(columns, values, strict=True))
+        return
+    # PostgreSQL: psycopg's own server-side cursor, past Django's per-row
+    # converters (a fifth of the time); the one column Django leaves as
+    # text for its JSONField, details, is parsed here.
+    names = ", ".join(connection.ops.quote_name(c) for c in columns)
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    with transaction.atomic():
+        connection.ensure_connection()
+        with connection.connection.cursor(name="kreo_audit_verify") as cursor:
+            cursor.itersize = HOT_CHUNK
+            cursor.execute(
+                f"SELECT {names} FROM {table} WHERE id > %s ORDER BY id",  # noqa: S608  # nosec B608 - names from the model
+                [after],
+            )
+            for values in cursor:
+                row = dict(zip(columns, values, strict=True))
+                if type(row["details"]) is str:
+                    row["details"] = json.loads(row["details"])
+                yield row
+
+
 def audit_verify(
     *, public_key: str = "", archives: bool = True, anchored: bool = True, progress=None
 ):
@@ -359,7 +400,7 @@ def audit_verify(
                 report.problems.append(
                     Problem("inserted", pk, "in the range of a purged archive")
                 )
-    for row in serialise.iter_values(AuditEvent.objects.filter(id__gt=boundary)):
+    for row in _hot_rows(boundary):
         walker.event(row)
         if progress and report.events % 100_000 == 0:
             progress(report)

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import nullcontext
 from pathlib import Path
 
 from bench import servers as bench_servers
@@ -95,35 +96,24 @@ def run(options=None) -> list[dict]:
                     "peak_rss_mib": "",
                 }
             )
-            procs = [
-                subprocess.Popen(  # noqa: S603
-                    [
-                        sys.executable,
-                        "-m",
-                        "bench.bench_audit_store",
-                        "write",
-                        str(seconds),
-                    ],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    text=True,
+            for role, label in (
+                ("write", "audit_record, one INSERT each (no request context)"),
+                ("write-buffered", "audit_record, group commit (buffered())"),
+                ("write-floor", "floor: raw psycopg INSERT, 200 rows a commit"),
+            ):
+                total, took = _writers(role, writers, seconds, env)
+                rows.append(
+                    {
+                        "measure": f"{label}, {writers} writers",
+                        "events": total,
+                        "seconds": round(took, 2),
+                        "events_per_s": round(total / took),
+                        "peak_rss_mib": "",
+                    }
                 )
-                for _ in range(writers)
-            ]
-            written = [json.loads(p.communicate()[0].splitlines()[-1]) for p in procs]
-            total = sum(w["events"] for w in written)
-            rows.append(
-                {
-                    "measure": f"audit_record, {writers} concurrent writers",
-                    "events": total,
-                    "seconds": seconds,
-                    "events_per_s": round(total / seconds),
-                    "peak_rss_mib": "",
-                }
-            )
             for role, label in (
                 ("seal", "audit_seal (hash chain + Ed25519)"),
+                ("fetch-floor", "floor: raw fetch of the rows verify reads"),
                 ("verify", "audit_verify, hot store"),
                 ("archive", "audit_archive to S3 (gzip, sealed, read back, purge)"),
                 ("verify", "audit_verify, archives + hot"),
@@ -151,6 +141,68 @@ def run(options=None) -> list[dict]:
     return rows
 
 
+def _writers(role: str, writers: int, seconds: float, env: dict) -> tuple:
+    """Events written by ``writers`` processes in ``seconds``, and the longest
+    time one took (until its last event was committed)."""
+    procs = [
+        subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "bench.bench_audit_store", role, str(seconds)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(writers)
+    ]
+    written = [json.loads(p.communicate()[0].splitlines()[-1]) for p in procs]
+    total = sum(w["events"] for w in written)
+    return total, max(w.get("seconds", seconds) for w in written)
+
+
+def _write_floor(seconds: float) -> dict:
+    """Raw INSERTs of ready rows, 200 a commit: what the database takes."""
+    from django.db import connection, transaction
+
+    started = time.perf_counter()
+    until = started + seconds
+    count = 0
+    sql = (
+        "INSERT INTO bench_floor_event (occurred_at, event_type, outcome, "
+        "actor_label, session_hash, user_agent, device_id, server_host, method, "
+        "path, target_type, target_id, release, commit, error_code, "
+        "error_description, correlation_id, details, content_hash, spooled, "
+        "mac_key_id, mac) VALUES (now(), 'file.download', 'success', "
+        "'bench@example.test', '', '', '', 'bench', '', '', '', '', '', '', '', "
+        "'', '', %s, %s, false, '', '')"
+    )
+    while time.perf_counter() < until:
+        with transaction.atomic(), connection.cursor() as cursor:
+            # As the buffered path commits (AUDIT_ASYNC_COMMIT).
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            cursor.executemany(
+                sql, [(f'{{"n": {count + i}}}', "0" * 64) for i in range(200)]
+            )
+        count += 200
+    return {"events": count, "seconds": time.perf_counter() - started}
+
+
+def _fetch_floor() -> dict:
+    """Fetch every event's columns as raw tuples (server-side cursor)."""
+    from django.db import connection, transaction
+
+    from audit import serialise
+
+    count = 0
+    columns = ", ".join(f'"{c}"' for c in serialise.COLUMNS)
+    connection.ensure_connection()
+    with transaction.atomic(), connection.connection.cursor(name="floor") as cursor:
+        cursor.itersize = 20000
+        cursor.execute(f"SELECT {columns} FROM audit_auditevent ORDER BY id")  # noqa: S608  # nosec B608 - fixed names
+        for _ in cursor:
+            count += 1
+    return {"events": count}
+
+
 def _worker(role: str, args: list[str]) -> dict:
     import django
 
@@ -158,22 +210,27 @@ def _worker(role: str, args: list[str]) -> dict:
     from django.conf import settings
 
     from audit import archive, chain, keys
+    from audit.buffer import buffered
     from audit.models import AuditEvent
     from audit.services import audit_record, audit_seal
     from audit.verify import audit_verify
 
     started = time.perf_counter()
-    if role == "write":
+    if role in ("write", "write-buffered"):
         until = started + float(args[0])
         count = 0
-        while time.perf_counter() < until:
-            audit_record(
-                event_type="file.download",
-                actor_label="bench@example.test",
-                details={"n": count},
-            )
-            count += 1
-        return {"events": count}
+        with buffered() if role == "write-buffered" else nullcontext():
+            while time.perf_counter() < until:
+                audit_record(
+                    event_type="file.download",
+                    actor_label="bench@example.test",
+                    details={"n": count},
+                )
+                count += 1
+        # The block's end wrote the last batch: counted until committed.
+        return {"events": count, "seconds": time.perf_counter() - started}
+    if role == "write-floor":
+        return _write_floor(float(args[0]))
     if role == "fill":
         import boto3
 
@@ -188,8 +245,16 @@ def _worker(role: str, args: list[str]) -> dict:
         )
         from datetime import timedelta
 
+        from django.db import connection
         from django.utils import timezone
 
+        # The write floor's table (made once, here: writers race on CREATE),
+        # like the events' (columns, defaults, indexes): its rows have no
+        # valid hash and must not reach the trail being verified.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TABLE bench_floor_event (LIKE audit_auditevent INCLUDING ALL)"
+            )
         total = int(args[0])
         start = timezone.now() - timedelta(days=60)
         batch = []
@@ -217,6 +282,8 @@ def _worker(role: str, args: list[str]) -> dict:
     if role == "seal":
         n = audit_seal(max_batches=10**6)
         result = {"events": n}
+    elif role == "fetch-floor":
+        result = _fetch_floor()
     elif role == "verify":
         report = audit_verify()
         if not report.ok:

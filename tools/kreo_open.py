@@ -16,6 +16,9 @@ project, so it runs where the application cannot (docs/FORMATS.md, section
     pack-verify     a compliance evidence pack (zip or its unpacked folder):
                     the manifest's Ed25519 signature with the published
                     public key, then every file's size and SHA-256
+    audit-verify-folder
+                    every archive of a folder copy, each linked to the one
+                    before from the genesis head
 
 Plaintext is written under a temporary name and renamed once the last chunk
 has opened, so a failure leaves nothing behind. Exit status 1 on any error.
@@ -811,6 +814,31 @@ def compare_manifest(manifest: dict, check: ArchiveCheck, size: int, sha: str):
             )
 
 
+def cmd_audit_verify_folder(args) -> int:
+    """Every archive of a folder copy, in id order, each linked to the one
+    before (its first seal's prev head is the previous archive's last head;
+    the first archive starts at the genesis head)."""
+    folder = Path(args.folder)
+    found = []
+    for path in sorted(folder.rglob("*.manifest.json")):
+        manifest = json.loads(path.read_bytes())
+        found.append((int(manifest["first_id"]), path, manifest))
+    if not found:
+        raise KreoOpenError(f"{folder}: no *.manifest.json found")
+    failed, prev_head = 0, GENESIS
+    for _, path, manifest in sorted(found, key=lambda item: item[0]):
+        one = argparse.Namespace(**vars(args))
+        one.manifest = str(path)
+        one.archive = str(path.parent / Path(manifest["object"]).name)
+        one.context = None
+        one.prev_head = prev_head
+        failed += cmd_audit_verify(one)
+        cut = manifest.get("seal_at_cut") or {}
+        prev_head = cut.get("head") or prev_head
+    _say(f"{folder}: {len(found)} archives, {failed} NOT verified")
+    return 1 if failed else 0
+
+
 def cmd_audit_verify(args) -> int:
     try:
         raw_public = base64.b64decode(args.public_key, validate=True)
@@ -1093,6 +1121,16 @@ def parser() -> argparse.ArgumentParser:
     key.add_argument("--public-key-file", help="the same key as PEM")
     pack.add_argument("pack", help="the pack's .zip, or the folder it was unpacked in")
     pack.set_defaults(run=cmd_pack_verify)
+
+    every = sub.add_parser(
+        "audit-verify-folder",
+        help="verify every audit archive of a folder copy, chained in id order",
+    )
+    every.add_argument("--public-key", required=True, help="base64")
+    every.add_argument("--archive-key", help="AUDIT_ARCHIVE_KEY (or env)")
+    every.add_argument("--event-key", help="AUDIT_EVENT_KEY (or env)")
+    every.add_argument("folder", help="a copy of the archive prefix")
+    every.set_defaults(run=cmd_audit_verify_folder)
     return top
 
 

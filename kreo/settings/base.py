@@ -863,6 +863,13 @@ AUDIT_PURGE_DATABASE_URL = env.str("AUDIT_PURGE_DATABASE_URL", default="")
 # task events) commits without waiting for PostgreSQL's WAL flush: the
 # database groups the flushes (audit/services.py _write, README "Audit").
 AUDIT_ASYNC_COMMIT = env.bool("AUDIT_ASYNC_COMMIT", default=True)
+# Group commit (audit/buffer.py, PostgreSQL): such events, recorded in a
+# request, a task or `buffered()`, wait in a per-process buffer written as one
+# INSERT every AUDIT_BUFFER_MAX_EVENTS events or AUDIT_BUFFER_MAX_MS ms, and
+# at the end of each request and task. The buffer's age is the crash window.
+AUDIT_GROUP_COMMIT = env.bool("AUDIT_GROUP_COMMIT", default=True)
+AUDIT_BUFFER_MAX_EVENTS = env.int("AUDIT_BUFFER_MAX_EVENTS", default=200)
+AUDIT_BUFFER_MAX_MS = env.int("AUDIT_BUFFER_MAX_MS", default=50)
 # Applied by `migrate` (run as the owner) when set: the application role's
 # and the purge role's grants on the audit tables (audit/sql.py).
 KREO_DB_APP_ROLE = env.str("KREO_DB_APP_ROLE", default="")

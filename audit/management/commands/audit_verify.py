@@ -38,7 +38,8 @@ class Command(BaseCommand):
         "Verify the tamper evidence of the whole audit trail (archives, hot "
         "store, seals, and the anchors kept outside the database); non-zero "
         "exit naming the first bad event or the last anchored seal cut or "
-        "rewritten. --offline checks the anchor chain alone, with no database."
+        "rewritten. --offline checks the anchor chain and the archives (bucket or "
+        "folder copy) with no database."
     )
 
     def add_arguments(self, parser):
@@ -53,7 +54,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--offline",
             action="store_true",
-            help="check only the anchor chain (signatures, links); no database",
+            help="no database: the anchor chain, then every archive against "
+            "the seals and the anchors",
+        )
+        parser.add_argument(
+            "--archives",
+            default="",
+            help="with --offline: the archives, s3://bucket/prefix or a folder "
+            "copy (default without --anchors: this deployment's archive bucket)",
         )
         parser.add_argument(
             "--anchors",
@@ -65,7 +73,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         public_key = _published(options["public_key"])
         if options["offline"]:
-            return self._offline(public_key, options["anchors"])
+            return self._offline(public_key, options["anchors"], options["archives"])
         from audit.watch import verification_run
 
         def progress(report):
@@ -91,13 +99,31 @@ class Command(BaseCommand):
             raise CommandError(f"{summary}; first bad: {report.problems[0]}")
         self.stdout.write(self.style.SUCCESS(f"audit trail intact: {summary}"))
 
-    def _offline(self, public_key: str, location: str) -> None:
+    def _offline(self, public_key: str, location: str, archives: str) -> None:
+        from django.conf import settings
+
+        from audit import offline
+
         if not public_key:
             raise CommandError(NEEDS_KEY)
+        verifying = keys.verifying_key(public_key)
         where = anchors.store_at(location) if location else anchors.store()
-        found = anchors.read_chain(keys.verifying_key(public_key), where)
+        found = anchors.read_chain(verifying, where)
         for text in found.problems:
             self.stdout.write(self.style.ERROR(f"anchor: {text}"))
+        problems = list(found.problems)
+        # Default: this deployment's archives, unless the anchors named are a
+        # copy (--anchors) and no archives are named with them.
+        if archives or (not location and settings.AUDIT_ARCHIVE_S3_BUCKET):
+            place = offline.archives_at(archives)
+            checked = offline.verify_archives(place, verifying, found.pinned)
+            for text in checked.problems:
+                self.stdout.write(self.style.ERROR(f"archive: {text}"))
+            problems += checked.problems
+            self.stdout.write(
+                f"{checked.archives} archives in {place}: {checked.events} events, "
+                f"{checked.seals} seals ({checked.pinned} anchored) checked"
+            )
         newest = found.newest
         top = max(found.pinned, default=0)
         summary = (
@@ -105,8 +131,7 @@ class Command(BaseCommand):
             f"{newest.n if newest else '-'} written "
             f"{newest.body.get('at', '?') if newest else '-'}; seals to {top} anchored"
         )
-        if found.problems:
-            raise CommandError(
-                f"anchor chain broken: {summary}; first bad: {found.problems[0]}"
-            )
+        if problems:
+            what = "anchor chain broken" if found.problems else "archives broken"
+            raise CommandError(f"{what}: {summary}; first bad: {problems[0]}")
         self.stdout.write(self.style.SUCCESS(f"anchor chain intact: {summary}"))
