@@ -8,8 +8,10 @@ written with one multi-row INSERT in one transaction:
 
 - when it holds ``AUDIT_BUFFER_MAX_EVENTS`` events, or its oldest event is
   ``AUDIT_BUFFER_MAX_MS`` old (a background flusher thread);
-- at the end of each request (``request_finished``, after the response went
-  out) and of each Celery task (``task_postrun``);
+- when a view has answered, before the answer is sent (``AuditMiddleware``:
+  what a page recorded is in the trail when the page arrives), and at the
+  end of each request (``request_finished``, after the response went out:
+  the request's own event) and of each Celery task (``task_postrun``);
 - when a ``buffered()`` block ends, and at process exit (``atexit``, Celery's
   ``worker_process_shutdown``; a gunicorn worker exits through ``sys.exit``,
   which runs ``atexit``).
@@ -284,6 +286,16 @@ def request_finished(**kwargs) -> None:
         return
     _local.request = False
     _flush_logged()
+
+
+def request_answered() -> None:
+    """The view is done and its answer not yet sent: write what is buffered,
+    so that the events a page recorded are in the trail when its answer
+    leaves (the next page, or a test, reads them). One INSERT whose commit
+    is not waited for (``AUDIT_ASYNC_COMMIT``): no request waits on an fsync.
+    The request's own event, written at ``close()``, goes at the end."""
+    if pending():
+        _flush_logged()
 
 
 def task_prerun(**kwargs) -> None:

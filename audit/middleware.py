@@ -10,6 +10,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject
 
+from audit import buffer
 from audit.bounded import audit_record_bounded
 from audit.context import (
     new_correlation_id,
@@ -93,6 +94,7 @@ class AuditMiddleware:
             }
             with set_extra_data(context_data=extra):
                 response = self.get_response(request)
+            buffer.request_answered()
             if self._wanted(request, response):
                 # Django's own hook for work at close(); see FileResponse.
                 response._resource_closers.append(

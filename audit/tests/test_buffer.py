@@ -9,8 +9,10 @@ import time
 
 import pytest
 from django.db import connection, transaction
+from django.http import HttpResponse
 
 from audit import buffer, spool
+from audit.middleware import AuditMiddleware
 from audit.models import AuditEvent
 from audit.services import audit_record, audit_seal
 from audit.tests.conftest import verify_output
@@ -101,6 +103,26 @@ def test_a_request_writes_its_buffered_event_by_the_time_it_finished(client):
     assert response.status_code in (302, 404)
     assert AuditEvent.objects.filter(path="/projects/does-not-exist/").exists()
     assert buffer.pending() == 0
+
+
+def test_a_page_s_events_are_in_the_trail_before_its_answer_is_sent(rf, settings):
+    """What a view recorded is written when the view has answered, before the
+    answer leaves (the next page shows it), not left for the flusher: the
+    response is not closed yet when the event is already in the trail."""
+    settings.AUDIT_BUFFER_MAX_MS = 60_000
+
+    def view(request):
+        audit_record(event_type="test.buffered", details={"n": 1})
+        assert _numbers() == []  # buffered while the view runs
+        return HttpResponse("ok")
+
+    buffer.request_started()
+    response = AuditMiddleware(view)(rf.get("/projects/"))
+    try:
+        assert _numbers() == [1]
+    finally:
+        response.close()
+        buffer.request_finished()
 
 
 def test_database_down_at_flush_spools_then_the_drain_writes_them(tmp_path):
