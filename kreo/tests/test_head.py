@@ -50,6 +50,7 @@ def _values(world) -> dict[str, str]:
         "id": "1",
         "app_label": "projects",
         "url": "nothing-here/",
+        "control_id": "backup-age",
     }
 
 
