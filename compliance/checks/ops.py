@@ -205,9 +205,10 @@ def dependencies_vulnerabilities(now: datetime) -> Outcome:
     evidence: dict = {"report": str(path), "max_age_days": PIP_AUDIT_MAX_AGE_DAYS}
     if not path.exists():
         return _not_checked(
-            "Not checked: no pip-audit report. Run `pip-audit -r requirements.txt "
-            f"-f json -o {path}` where an advisory source (PyPI's JSON API or "
-            "OSV) is reachable; until then nothing is known either way.",
+            "Not checked: no pip-audit report. Run `make pip-audit` (pip-audit "
+            f"-r requirements.txt -f json -o {path}) where an advisory source "
+            "(PyPI's JSON API or OSV) is reachable; until then nothing is known "
+            "either way.",
             evidence,
         )
     ran = datetime.fromtimestamp(path.stat().st_mtime, tz=now.tzinfo)
