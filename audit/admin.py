@@ -25,6 +25,7 @@ from audit.selectors import (
     review_own_events,
     verification_latest,
 )
+from kreo.adminkit import ReadOnlyAdmin
 
 EXPORT_LIMIT = 50_000
 REVIEW_SIGNED_OFF = (
@@ -35,7 +36,7 @@ REVIEW_SIGNED_OFF = (
 SUMMARY_EMPTY = "No notable events in this period."
 
 
-class AuditorOnly:
+class AuditorOnly(ReadOnlyAdmin):
     """Visible to superusers and the Auditor group; nobody adds, edits, deletes."""
 
     def has_module_permission(self, request):
@@ -43,20 +44,6 @@ class AuditorOnly:
 
     def has_view_permission(self, request, obj=None):
         return is_auditor(request.user)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
 
 class ViewAudited:

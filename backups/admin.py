@@ -15,6 +15,7 @@ from django.utils.text import Truncator
 
 from backups import selectors, services, tasks
 from backups.models import BackupCopy, BackupSet, CopyState, RestoreDrill
+from kreo.adminkit import ReadOnlyAdmin
 
 QUEUED = (
     "Backup queued as task {task} (id {task_id}) for {actor}: it appears in "
@@ -38,18 +39,7 @@ def _badge(state: str):
     return format_html('<strong class="state state-{}">{}</strong>', known, state)
 
 
-class ReadOnly:
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class BackupCopyInline(ReadOnly, admin.TabularInline):
+class BackupCopyInline(ReadOnlyAdmin, admin.TabularInline):
     model = BackupCopy
     verbose_name_plural = "backup copies"  # not Django's "backup copys"
     fields = ["number", "state", "location", "size", "locked_until", "attempts"]
@@ -58,7 +48,7 @@ class BackupCopyInline(ReadOnly, admin.TabularInline):
 
 
 @admin.register(BackupSet)
-class BackupSetAdmin(ReadOnly, admin.ModelAdmin):
+class BackupSetAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     class Media:
         css = {"all": ("css/admin-backups.css",)}
 
@@ -210,7 +200,7 @@ class BackupSetAdmin(ReadOnly, admin.ModelAdmin):
 
 
 @admin.register(RestoreDrill)
-class RestoreDrillAdmin(ReadOnly, admin.ModelAdmin):
+class RestoreDrillAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     class Media:
         css = {"all": ("css/admin-backups.css",)}
 

@@ -13,9 +13,10 @@ from django.utils.html import format_html
 
 from compliance import pack_views, views
 from compliance.models import CheckRun, ControlResult
+from kreo.adminkit import ReadOnlyAdmin
 
 
-class CockpitOnly:
+class CockpitOnly(ReadOnlyAdmin):
     """Visible to the cockpit's readers; nobody adds, edits or deletes."""
 
     def has_module_permission(self, request):
@@ -23,20 +24,6 @@ class CockpitOnly:
 
     def has_view_permission(self, request, obj=None):
         return views.cockpit_allowed(request.user)
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
 
 def _badge(status: str):
