@@ -48,6 +48,18 @@ def s3_client():
     )
 
 
+def make_locked_bucket(client, prefix: str) -> str:
+    """A new bucket with Object Lock (as production's archive, backup copy 3
+    and erasure ledger buckets are), named ``prefix-<random>``."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(
+        Bucket=name,
+        CreateBucketConfiguration={"LocationConstraint": REGION},
+        ObjectLockEnabledForBucket=True,
+    )
+    return name
+
+
 def make_bucket(client, name: str) -> str:
     try:
         client.create_bucket(
@@ -124,12 +136,7 @@ def backup_settings(settings, tmp_path):
 def offsite(settings, s3_client):
     """An Object Lock bucket in eu-west-2 for backup copy 3: a set is good only
     with its three copies (the 3-2-1 rule)."""
-    bucket = f"kreo-backups-{uuid.uuid4().hex[:10]}"
-    s3_client.create_bucket(
-        Bucket=bucket,
-        CreateBucketConfiguration={"LocationConstraint": "eu-west-2"},
-        ObjectLockEnabledForBucket=True,
-    )
+    bucket = make_locked_bucket(s3_client, "kreo-backups")
     settings.BACKUP_S3_BUCKET = bucket
     settings.BACKUP_S3_ENDPOINT_URL = S3_ENDPOINT
     settings.BACKUP_S3_LOCK_DAYS = 1
@@ -139,12 +146,7 @@ def offsite(settings, s3_client):
 @pytest.fixture
 def ledger_bucket(settings, s3_client):
     """An erasure ledger bucket of its own, with Object Lock, on the S3 server."""
-    bucket = f"kreo-ledger-{uuid.uuid4().hex[:10]}"
-    s3_client.create_bucket(
-        Bucket=bucket,
-        CreateBucketConfiguration={"LocationConstraint": REGION},
-        ObjectLockEnabledForBucket=True,
-    )
+    bucket = make_locked_bucket(s3_client, "kreo-ledger")
     settings.KREO_KEY_LEDGER_S3_BUCKET = bucket
     settings.KREO_KEY_LEDGER_S3_PREFIX = "kreo/"
     settings.KREO_KEY_LEDGER_S3_ENDPOINT_URL = S3_ENDPOINT

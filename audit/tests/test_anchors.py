@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from io import StringIO
 
 import pytest
@@ -25,7 +24,7 @@ from audit.services import audit_record, audit_seal
 from audit.tests.conftest import make_old_events, verify_output
 from audit.tests.test_admin import staff_client
 from audit.verify import audit_verify
-from conftest import REGION, S3_ENDPOINT
+from conftest import REGION, S3_ENDPOINT, make_locked_bucket
 from kreo.permissions import AUDITOR_GROUP
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -291,12 +290,7 @@ def test_offline_check_refuses_another_key(sealed_now, tmp_path):
 @pytest.fixture
 def anchor_bucket(settings, s3_client):
     """The audit archive bucket, with Object Lock, holding the anchors."""
-    bucket = f"kreo-audit-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(
-        Bucket=bucket,
-        CreateBucketConfiguration={"LocationConstraint": REGION},
-        ObjectLockEnabledForBucket=True,
-    )
+    bucket = make_locked_bucket(s3_client, "kreo-audit")
     settings.AUDIT_ARCHIVE_S3_BUCKET = bucket
     settings.AUDIT_ARCHIVE_S3_ENDPOINT_URL = S3_ENDPOINT
     settings.AUDIT_ARCHIVE_S3_REGION = REGION

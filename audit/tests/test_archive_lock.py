@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from datetime import timedelta
 
 import boto3
@@ -21,7 +20,7 @@ from audit import archive, chain, keys
 from audit.models import ArchiveState, AuditArchive, AuditEvent
 from audit.services import audit_seal
 from audit.tests.conftest import make_old_events, verify_output
-from conftest import REGION
+from conftest import REGION, make_locked_bucket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -143,12 +142,7 @@ def test_bucket_without_object_lock_archives_unlocked_with_a_warning(
 
 @pytest.fixture
 def locked_bucket(archive_bucket, s3_client, settings):
-    bucket = f"kreo-audit-lock-{uuid.uuid4().hex[:8]}"
-    s3_client.create_bucket(
-        Bucket=bucket,
-        CreateBucketConfiguration={"LocationConstraint": REGION},
-        ObjectLockEnabledForBucket=True,
-    )
+    bucket = make_locked_bucket(s3_client, "kreo-audit-lock")
     settings.AUDIT_ARCHIVE_S3_BUCKET = bucket
     return bucket
 

@@ -1,5 +1,3 @@
-import uuid
-
 import pytest
 
 from audit.tests.conftest import (  # noqa: F401 - fixtures
@@ -9,17 +7,12 @@ from audit.tests.conftest import (  # noqa: F401 - fixtures
     superuser_sql,
     superuser_sql_or_none,
 )
-from conftest import REGION
+from conftest import make_locked_bucket
 
 
 @pytest.fixture
 def locked_archive(archive_bucket, settings, s3_client):  # noqa: F811
     """The audit archive in a bucket with Object Lock, as production has."""
-    bucket = f"kreo-audit-lock-{uuid.uuid4().hex[:10]}"
-    s3_client.create_bucket(
-        Bucket=bucket,
-        CreateBucketConfiguration={"LocationConstraint": REGION},
-        ObjectLockEnabledForBucket=True,
-    )
+    bucket = make_locked_bucket(s3_client, "kreo-audit-lock")
     settings.AUDIT_ARCHIVE_S3_BUCKET = bucket
     return bucket

@@ -30,7 +30,7 @@ from backups.models import BackupCopy, BackupSet, CopyState, RestoreDrill, SetSt
 from compliance import pack, pack_evidence
 from compliance.catalogue import controls
 from compliance.models import CheckRun, CheckStatus, ControlResult
-from conftest import REGION, S3_ENDPOINT
+from conftest import REGION, S3_ENDPOINT, make_locked_bucket
 from monitoring.models import Alert, AlertState, Severity, SubjectKind
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,12 +48,7 @@ def store(settings, tmp_path, s3_client):
     if connection.vendor != "postgresql":
         settings.AUDIT_ARCHIVE_S3_BUCKET = ""
         return None
-    bucket = f"kreo-audit-{uuid.uuid4().hex[:10]}"
-    s3_client.create_bucket(
-        Bucket=bucket,
-        CreateBucketConfiguration={"LocationConstraint": REGION},
-        ObjectLockEnabledForBucket=True,
-    )
+    bucket = make_locked_bucket(s3_client, "kreo-audit")
     settings.AUDIT_ARCHIVE_S3_BUCKET = bucket
     settings.AUDIT_ARCHIVE_S3_ENDPOINT_URL = S3_ENDPOINT
     settings.AUDIT_ARCHIVE_S3_REGION = REGION
