@@ -35,7 +35,7 @@ from monitoring.models import Alert, AlertState, Severity, SubjectKind
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "kreo_open.py"
-PNG_DIR = Path("/work/wt")
+PNG_DIR = REPO / "var" / "screenshots" / "compliance"
 
 pytestmark = [pytest.mark.django_db]
 
@@ -273,6 +273,7 @@ def test_pack_of_a_month(month, store, settings, s3_client, tmp_path):
 
     _render_pages(archive.read("report.pdf"), tmp_path)
     if os.environ.get("KREO_PACK_PNG"):
+        PNG_DIR.mkdir(parents=True, exist_ok=True)
         (PNG_DIR / "pack-demo.zip").write_bytes(data)
         (PNG_DIR / "pack-demo.pub").write_text(public + "\n")
 
@@ -327,12 +328,13 @@ def _other_key() -> str:
 
 def _render_pages(pdf: bytes, tmp_path: Path) -> None:
     """With KREO_PACK_PNG set, the report for a person to look at: the PDF in
-    /work/wt/pack-report.pdf and, where pdftoppm is installed (Debian
-    poppler-utils), its pages as /work/wt/pack-page-N.png."""
+    var/screenshots/compliance/pack-report.pdf and, where pdftoppm is
+    installed (Debian poppler-utils), its pages as pack-page-N.png beside it."""
     import shutil
 
     if not os.environ.get("KREO_PACK_PNG"):
         return
+    PNG_DIR.mkdir(parents=True, exist_ok=True)
     source = PNG_DIR / "pack-report.pdf"
     source.write_bytes(pdf)
     if shutil.which("pdftoppm"):
