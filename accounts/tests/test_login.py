@@ -57,6 +57,15 @@ def _hammer(client, user, hasher, headers_for):
     }
 
 
+def assert_account_limit(result) -> None:
+    """Ten tries per account per window, the rest 429. django-ratelimit's
+    windows are fixed (staggered per key): when a fresh one opens during the
+    200 tries, at most ten more reach the locked account, and none the hasher
+    (each caller also checks ``hashed == 5``)."""
+    assert 10 <= result["refused"] <= 20
+    assert result["refused"] + result["limited"] == 200
+
+
 def test_200_wrong_passwords_reach_the_hasher_five_times(
     client, counting_hasher, siteverify, smtp, mail_now
 ):
@@ -73,7 +82,7 @@ def test_200_wrong_passwords_reach_the_hasher_five_times(
         result = _hammer(client, user, counting_hasher, lambda n: {})
     assert result["hashed"] == 5
     assert result["signed_in"] == 0
-    assert result["refused"] == 10 and result["limited"] == 190
+    assert_account_limit(result)
     answer = result["right_password_answer"].content.decode()
     assert LOGIN_INVALID in answer
     user.refresh_from_db()
@@ -88,7 +97,10 @@ def test_200_wrong_passwords_reach_the_hasher_five_times(
         "error_code", flat=True
     )
     assert sorted(set(codes)) == ["bad_password", "locked"]
-    assert AuditEvent.objects.filter(event_type="auth.ratelimit.hit").count() == 190
+    assert (
+        AuditEvent.objects.filter(event_type="auth.ratelimit.hit").count()
+        == result["limited"]
+    )
 
 
 @pytest.mark.parametrize("proxies", [0, 1])
@@ -112,7 +124,7 @@ def test_rotating_x_forwarded_for_gets_no_further(
     with mail_now():
         result = _hammer(client, user, counting_hasher, forged)
     assert result["hashed"] == 5
-    assert result["refused"] == 10 and result["limited"] == 190
+    assert_account_limit(result)
     expected_ip = "203.0.113.9" if proxies else "127.0.0.1"
     ips = set(
         AuditEvent.objects.filter(event_type__startswith="auth.").values_list(
@@ -132,7 +144,7 @@ def test_many_real_ips_still_meet_the_account_limit(
         client, user, counting_hasher, lambda n: {"REMOTE_ADDR": f"192.0.2.{n % 250}"}
     )
     assert result["hashed"] == 5
-    assert result["limited"] == 190
+    assert_account_limit(result)
 
 
 def test_one_ip_against_many_accounts_meets_the_ip_limit(client, counting_hasher):
