@@ -163,6 +163,20 @@ def flush() -> int:
         with _lock:
             _wake.notify()
         return 0
+    try:
+        # The connection first, the flush lock second: a thread must never
+        # wait for the pool while holding the lock, since the threads queued
+        # on the lock hold the pool's connections (a deadlock until the
+        # pool's timeout, every request meanwhile a 503).
+        connection.ensure_connection()
+    except (OperationalError, InterfaceError) as exc:
+        with _lock:
+            batch = _state["events"]
+            _state["events"] = []
+        if batch:
+            logger.warning("audit: no connection for %d (%s): spooled", len(batch), exc)
+            _spool(batch)
+        return len(batch)
     with _flush_lock:
         with _lock:
             batch = _state["events"]
