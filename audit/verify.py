@@ -2,9 +2,10 @@
 
 import hashlib
 import json
+import multiprocessing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cryptography.exceptions import InvalidSignature
 from django.conf import settings
@@ -15,6 +16,7 @@ from audit import anchors, chain, keys, serialise
 from audit.models import ArchiveState, AuditArchive, AuditEvent, AuditSeal
 
 HOT_CHUNK = 10_000
+UTC_SUFFIX = "+00:00"
 DONE_STATES = (ArchiveState.VERIFIED, ArchiveState.PURGED)
 TRUNCATED = (
     "seal {seq} (events to {last_id}) is anchored (anchor {n}) but missing from "
@@ -53,6 +55,8 @@ class Report:
     # Events whose MAC was checked, and events written before keying (no MAC).
     keyed: int = 0
     legacy: int = 0
+    # Processes the hot store was checked in (spans side by side).
+    spans: int = 1
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -114,11 +118,15 @@ class _Walker:
         self.rejected: set[int] = set()
         # From the first keyed event on, every event must be keyed.
         self.keyed = False
-        self.ring = keys.event_keys()
+        self.macs = chain.MacCheck(keys.event_keys())
         self.expected: dict[int, str] = {}
         self.by_hash: dict[str, int] = {}
         self.seen: set[int] = set()
-        self.latest: datetime | None = None
+        self.latest: str | None = None  # UTC ISO text
+        # The earliest time of an event not flagged as back-dated: a span
+        # checked apart from the events before it (``_walk_spans``) is checked
+        # again with their latest time only when this is before it.
+        self.lowest: str | None = None
         self.skew = timedelta(seconds=settings.AUDIT_CLOCK_SKEW_SECONDS)
         self._next_seal()
 
@@ -150,81 +158,127 @@ class _Walker:
             self._next_seal()
 
     def event(self, row: dict) -> None:
-        body = chain.canonical(row)  # once: hashed, and MACed if keyed
-        self._event(row, body)
-        # Last, so a problem the hash or the seal names stays the first one.
-        self._check_mac(row, body)
+        """An event as a dict of its columns (an archive's row, or the hot
+        store's where it is not PostgreSQL)."""
+        when = row["occurred_at"]
+        if type(when) is not str:
+            when = chain.iso(when)
+        # The canonical values, as JSON holds them (an archive's already are).
+        values = {name: row.get(name) for name in chain.KEYED_NAMES}
+        values["occurred_at"] = when
+        if values["actor_id"] is not None:
+            values["actor_id"] = str(values["actor_id"])
+        if values["event_uid"]:
+            values["event_uid"] = str(values["event_uid"])
+        values["mac_key_id"] = values["mac_key_id"] or ""
+        # Once: hashed, and MACed if keyed.
+        body = chain.canonical_row(values, bool(row.get("spooled")))
+        if not when.endswith(UTC_SUFFIX):
+            when = chain.iso(datetime.fromisoformat(when).astimezone(UTC))
+        self.check(
+            row["id"],
+            body,
+            row["content_hash"],
+            when,
+            bool(row.get("spooled")),
+            chain.is_keyed(row),
+            row.get("mac_key_id") or "",
+            row.get("mac"),
+            row["event_type"],
+        )
 
-    def _event(self, row: dict, body: bytes) -> None:
+    def check(
+        self,
+        pk: int,
+        body: bytes,
+        content_hash: str,
+        when: str,
+        spooled: bool,
+        keyed: bool,
+        kid: str,
+        mac: str | None,
+        event_type: str,
+    ) -> None:
+        """One event: its canonical bytes ``body`` against its content hash,
+        its seal and its MAC; ``when``: its time as UTC ISO text (so times
+        compare as text, parsed only when out of order)."""
         report = self.report
         report.events += 1
-        pk = row["id"]
         while self.seal is not None and pk > self.seal.last_id:
             self._next_seal()
-        if hashlib.sha256(body).hexdigest() != row["content_hash"]:
+        if hashlib.sha256(body).hexdigest() != content_hash:
             report.problems.append(
                 Problem("modified", pk, "content does not match its content hash")
             )
-        when = row["occurred_at"]
-        if type(when) is str:  # archives carry ISO text, the hot store datetimes
-            when = datetime.fromisoformat(when)
-        if row.get("spooled"):
+        if spooled:
             # Dated when it happened, written when the database returned: the
             # flag is in its content hash, so it cannot excuse another row.
             report.spooled += 1
-        elif self.latest and when < self.latest - self.skew:
-            report.problems.append(
+        elif self.latest is None:
+            self.latest = self.lowest = when
+        elif when >= self.latest:
+            self.latest = when
+        else:
+            self._out_of_order(pk, when)
+        if self.seal is not None:
+            self._in_seal(pk, content_hash)
+        else:
+            report.unsealed += 1
+        # Last, so a problem the hash or the seal names stays the first one.
+        self._check_mac(pk, body, keyed, kid, mac, event_type)
+
+    def _out_of_order(self, pk: int, when: str) -> None:
+        at = datetime.fromisoformat(when)
+        if not before(at, self.latest, self.skew):
+            self.lowest = min(self.lowest or when, when)
+        else:
+            self.report.problems.append(
                 Problem(
                     "inserted",
                     pk,
-                    f"dated {when.isoformat()}, before events already recorded "
+                    f"dated {at.isoformat()}, before events already recorded "
                     "(back-dated insert)",
                 )
             )
-        if not row.get("spooled"):
-            self.latest = max(self.latest or when, when)
-        if self.seal is None:
-            report.unsealed += 1
-            return
+
+    def _in_seal(self, pk: int, content_hash: str) -> None:
         expected = self.expected.get(pk)
         if expected is None:
-            report.problems.append(
+            self.report.problems.append(
                 Problem("inserted", pk, f"not in seal {self.seal.seq}")
             )
             return
         self.seen.add(pk)
-        if expected != row["content_hash"]:
-            other = self.by_hash.get(row["content_hash"])
+        if expected != content_hash:
+            other = self.by_hash.get(content_hash)
             if other is not None:
-                report.problems.append(
+                self.report.problems.append(
                     Problem("reordered", pk, f"holds the content sealed as {other}")
                 )
             else:
-                report.problems.append(
+                self.report.problems.append(
                     Problem("modified", pk, f"hash differs from seal {self.seal.seq}")
                 )
 
-    def _check_mac(self, row: dict, body: bytes) -> None:
+    def _check_mac(
+        self, pk: int, body: bytes, keyed: bool, kid: str, mac, event_type: str
+    ) -> None:
         """A keyed event's MAC; no MAC after the first keyed event is a fault."""
-        pk = row["id"]
-        if chain.is_keyed(row):
+        if keyed:
             self.keyed = True
             self.report.keyed += 1
-            reason = chain.mac_problem(row, self.ring, body)
+            reason = self.macs.problem(kid, body, mac)
         elif self.keyed:
             reason = chain.NO_MAC
         else:
             self.report.legacy += 1
             reason = None
-        inside = self.seal is not None and self.seal.first_id <= pk
-        if inside and pk in self.rejected:
+        if pk in self.rejected and self.seal is not None and self.seal.first_id <= pk:
             reason = (reason or "its MAC held when verified now") + (
                 f"; rejected by seal {self.seal.seq}, never sealed as genuine"
             )
         if reason:
-            self.report.problems.append(
-                Problem("forged", pk, f"{row['event_type']} {reason}")
-            )
+            self.report.problems.append(Problem("forged", pk, f"{event_type} {reason}"))
 
 
 def check_anchors(
@@ -319,13 +373,44 @@ def check_anchors(
         )
 
 
-def _hot_rows(after: int) -> Iterator[dict]:
-    """The hot store's events after id ``after``, in id order: raw tuples from
-    a server-side cursor made into plain dicts (no model instances, no ISO
-    round trip; ``chain.canonical`` takes the values as the database gives
-    them)."""
-    columns = serialise.COLUMNS
+# How the hot store is read on PostgreSQL: each canonical column already as
+# its JSON holds it (the time as UTC ISO text, ids as text), in the canonical
+# key order, after the columns checked beside the bytes.
+_AS_TEXT = {
+    "occurred_at": (
+        "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
+    ),
+    "actor_id": "{}::text",
+    "event_uid": "{}::text",
+    "mac_key_id": "COALESCE({}, '')",
+    "details": "{}::text",
+}
+
+
+def hot_sql(bounded: bool = False) -> str:
+    """The SELECT verification reads the hot store with: the events after an
+    id (and, ``bounded``, up to an id); the benchmark's fetch floor reads the
+    same."""
+    quote = connection.ops.quote_name
+    names = [_AS_TEXT.get(name, "{}").format(quote(name)) for name in chain.KEYED_NAMES]
+    columns = ", ".join(
+        [quote(c) for c in ("id", "content_hash", "mac", "spooled")] + names
+    )
+    table = quote(AuditEvent._meta.db_table)
+    upto = " AND id <= %s" if bounded else ""
+    return f"SELECT {columns} FROM {table} WHERE id > %s{upto} ORDER BY id"  # noqa: S608  # nosec B608 - names from the model
+
+
+def before(at: datetime, latest: str, skew: timedelta) -> bool:
+    """Whether ``at`` is dated before ``latest`` by more than the clock skew
+    allows (a back-dated insert)."""
+    return at < datetime.fromisoformat(latest) - skew
+
+
+def _walk_hot(walker: _Walker, after: int, progress=None, workers: int = 1) -> None:
+    """Check the hot store's events after id ``after``, in id order."""
     if connection.vendor != "postgresql":
+        columns = serialise.COLUMNS
         rows = (
             AuditEvent.objects.filter(id__gt=after)
             .order_by("id")
@@ -333,33 +418,230 @@ def _hot_rows(after: int) -> Iterator[dict]:
             .iterator(chunk_size=HOT_CHUNK)
         )
         for values in rows:
-            yield dict(zip(columns, values, strict=True))
+            walker.event(dict(zip(columns, values, strict=True)))
         return
-    # PostgreSQL: psycopg's own server-side cursor, past Django's per-row
-    # converters (a fifth of the time); the one column Django leaves as
-    # text for its JSONField, details, is parsed here.
-    names = ", ".join(connection.ops.quote_name(c) for c in columns)
-    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    spans = _spans(walker, after, workers) if workers > 1 else []
+    if len(spans) > 1:
+        _walk_spans(walker, spans, progress)
+    else:
+        _walk_range(walker, after, None, progress)
+
+
+def _walk_range(walker: _Walker, after: int, upto: int | None, progress=None):
+    """The PostgreSQL hot store's events in (after, upto], through ``walker``:
+    psycopg's own server-side cursor, past Django's per-row converters, with
+    the values made ready for the canonical bytes in SQL (no datetime or UUID
+    is parsed to be printed again)."""
+    report = walker.report
+    names = chain.KEYED_NAMES
+    loads = json.loads
+    canonical = chain.canonical_row
+    check = walker.check
     with transaction.atomic():
         connection.ensure_connection()
         with connection.connection.cursor(name="kreo_audit_verify") as cursor:
             cursor.itersize = HOT_CHUNK
-            cursor.execute(
-                f"SELECT {names} FROM {table} WHERE id > %s ORDER BY id",  # noqa: S608  # nosec B608 - names from the model
-                [after],
+            if upto is None:
+                cursor.execute(hot_sql(), [after])
+            else:
+                cursor.execute(hot_sql(bounded=True), [after, upto])
+            for pk, content_hash, mac, spooled, *values in cursor:
+                row = dict(zip(names, values, strict=True))
+                row["details"] = loads(row["details"])
+                kid = row["mac_key_id"]
+                keyed = bool(row["event_uid"] or kid or mac)
+                when = row["occurred_at"]
+                event_type = row["event_type"]
+                check(
+                    pk,
+                    canonical(row, spooled),
+                    content_hash,
+                    when,
+                    spooled,
+                    keyed,
+                    kid,
+                    mac,
+                    event_type,
+                )
+                if progress and report.events % 100_000 == 0:
+                    progress(report)
+    walker.finish()
+
+
+# Spans: the hot store cut at seal boundaries into ranges checked side by
+# side, one process each (forked: it inherits the seals already read and
+# checked here, and opens its own connection).
+
+
+@dataclass
+class _Span:
+    after: int
+    upto: int | None  # None: to the newest event (the unsealed tail too)
+    seals: list  # (seal, pairs), chain-checked
+
+
+@dataclass
+class _SpanResult:
+    report: Report
+    latest: str | None
+    lowest: str | None
+    keyed: bool
+
+
+def _spans(walker: _Walker, after: int, workers: int) -> list[_Span]:
+    """Cut the hot store after ``after`` into up to ``workers`` spans of
+    about equal events, at seal boundaries; [] when it is too small to be
+    worth it or forking is not safe here (inside a transaction: the
+    children would not see its rows; a pooled connection: a pool must not
+    cross a fork)."""
+    if (
+        connection.in_atomic_block
+        or "pool" in connection.settings_dict.get("OPTIONS", {})
+        or walker.seal is None
+    ):
+        return []
+    rest = list(walker.seals)  # the chain checks of every seal run here
+    walker.seals = iter(())
+    counts = [walker.seal.count] + [seal.count for seal, _ in rest]
+    total = sum(counts)
+    workers = min(workers, total // max(settings.AUDIT_VERIFY_SPAN_MIN_EVENTS, 1))
+    if workers < 2:
+        walker.seals = iter(rest)
+        return []
+    target = total / workers
+    cuts, done = [], counts[0]
+    for i, count in enumerate(counts[1:], start=1):
+        if done >= target * (len(cuts) + 1) and len(cuts) < workers - 1:
+            cuts.append(i)  # rest[i-1] ends a span
+        done += count
+    walker.seals = iter(rest[: (cuts[0] - 1) if cuts else len(rest)])
+    spans = []
+    starts = [0, *cuts]
+    ends = [*cuts, len(counts)]
+    for start, end in zip(starts, ends, strict=True):
+        # counts[i] is rest[i - 1]: span k holds rest[start - 1 : end - 1]
+        # (the first also the walker's current seal, already taken).
+        seals = rest[max(start - 1, 0) : end - 1]
+        last = seals[-1][0] if seals else walker.seal
+        spans.append(
+            _Span(
+                after=after if start == 0 else spans[-1].upto,
+                upto=None if end == len(counts) else last.last_id,
+                seals=seals,
             )
-            for values in cursor:
-                row = dict(zip(columns, values, strict=True))
-                if type(row["details"]) is str:
-                    row["details"] = json.loads(row["details"])
-                yield row
+        )
+    return spans
+
+
+_SPANS: list[_Span] = []
+
+
+def _span_walker(span: _Span, report: Report, skip_until: int) -> _Walker:
+    return _Walker(iter(span.seals), report, skip_until=skip_until)
+
+
+def _run_span(index: int, skip_until: int, send) -> None:
+    """In a forked child: check span ``index`` (k >= 1) from a clean state
+    and send the result back."""
+    span = _SPANS[index]
+    walker = _span_walker(span, Report(), skip_until)
+    _walk_range(walker, span.after, span.upto)
+    connection.close()
+    send.send(_SpanResult(walker.report, walker.latest, walker.lowest, walker.keyed))
+    send.close()
+
+
+def _walk_spans(walker: _Walker, spans: list[_Span], progress) -> None:
+    """Check span 0 here with ``walker`` (it carries on from the archives)
+    and the others in forked children at the same time, then join them.
+
+    A child starts knowing nothing of the events before its span; its result
+    stands unless they would have changed it: a keyed event before it and an
+    event without a MAC in it (which then lacks one), or a time in it before
+    the latest one before it (back-dated across the cut). Then that span is
+    checked again here, from the true state (rare: only when it is bad).
+    """
+    global _SPANS
+    context = multiprocessing.get_context("fork")
+    _SPANS = spans
+    connection.close()  # each child opens its own; none inherits this one
+    children = []
+    try:
+        for index in range(1, len(spans)):
+            receive, send = context.Pipe(duplex=False)
+            child = context.Process(
+                target=_run_span,
+                args=(index, walker.skip_until, send),
+                name=f"kreo-audit-verify-{index}",
+                daemon=True,
+            )
+            try:
+                child.start()
+            except (AssertionError, OSError):
+                # No child here (a daemonic process, no memory to fork): the
+                # span is checked in this process after span 0.
+                child = None
+            send.close()
+            children.append((child, receive))
+    finally:
+        _SPANS = []
+    _walk_range(walker, spans[0].after, spans[0].upto, progress)
+    report = walker.report
+    report.spans = len(spans)
+    latest, keyed = walker.latest, walker.keyed
+    for index, (child, receive) in enumerate(children, start=1):
+        result = None  # no child, or it died: the span is checked here
+        if child is not None:
+            try:
+                result = receive.recv()
+            except EOFError:
+                pass
+            child.join()
+        receive.close()
+        span = spans[index]
+        if result is not None and not _redo(result, latest, keyed, walker.skew):
+            part = result.report
+        else:
+            again = _span_walker(span, Report(), walker.skip_until)
+            again.latest, again.keyed = latest, keyed
+            _walk_range(again, span.after, span.upto)
+            result = _SpanResult(again.report, again.latest, None, again.keyed)
+            part = again.report
+        for name in ("events", "unsealed", "spooled", "keyed", "legacy"):
+            setattr(report, name, getattr(report, name) + getattr(part, name))
+        report.problems += part.problems
+        if result.latest is not None and (latest is None or result.latest > latest):
+            latest = result.latest
+        keyed = keyed or result.keyed
+        if progress:
+            progress(report)
+    walker.latest, walker.keyed = latest, keyed
+
+
+def _redo(result: _SpanResult, latest, keyed: bool, skew: timedelta) -> bool:
+    """Whether the events before a span would change what its child found."""
+    if keyed and result.report.legacy:
+        return True
+    return (
+        latest is not None
+        and result.lowest is not None
+        and before(datetime.fromisoformat(result.lowest), latest, skew)
+    )
 
 
 def audit_verify(
-    *, public_key: str = "", archives: bool = True, anchored: bool = True, progress=None
+    *,
+    public_key: str = "",
+    archives: bool = True,
+    anchored: bool = True,
+    progress=None,
+    workers: int | None = None,
 ):
     """Verify archives (read from S3) and the hot store against the seals,
-    and the seals against the anchors."""
+    and the seals against the anchors; ``workers``: processes checking the
+    hot store side by side on PostgreSQL (default ``AUDIT_VERIFY_WORKERS``)."""
+    if workers is None:
+        workers = settings.AUDIT_VERIFY_WORKERS
     from audit import archive as archive_mod
 
     report = Report()
@@ -400,10 +682,7 @@ def audit_verify(
                 report.problems.append(
                     Problem("inserted", pk, "in the range of a purged archive")
                 )
-    for row in _hot_rows(boundary):
-        walker.event(row)
-        if progress and report.events % 100_000 == 0:
-            progress(report)
+    _walk_hot(walker, boundary, progress, workers=workers)
     walker.finish()
     if anchored:
         check_anchors(report, verifying, last=None if archives else anchors.HOT_WINDOW)

@@ -64,6 +64,8 @@ def run(options=None) -> list[dict]:
     import services  # scripts/services.py
 
     events = int(os.environ.get("BENCH_AUDIT_EVENTS", "100000"))
+    verify_workers = min(4, os.cpu_count() or 1)  # AUDIT_VERIFY_WORKERS' default
+    floors: dict[str, float] = {}
     writers = int(os.environ.get("BENCH_AUDIT_WRITERS", "4"))
     seconds = float(os.environ.get("BENCH_AUDIT_SECONDS", "5"))
     admin_url = services.ensure_postgres()
@@ -93,6 +95,7 @@ def run(options=None) -> list[dict]:
                     "events": events,
                     "seconds": round(made["seconds"], 2),
                     "events_per_s": round(events / made["seconds"]),
+                    "of_floor": "",
                     "peak_rss_mib": "",
                 }
             )
@@ -108,13 +111,16 @@ def run(options=None) -> list[dict]:
                         "events": total,
                         "seconds": round(took, 2),
                         "events_per_s": round(total / took),
+                        "of_floor": "",
                         "peak_rss_mib": "",
                     }
                 )
             for role, label in (
                 ("seal", "audit_seal (hash chain + Ed25519)"),
-                ("fetch-floor", "floor: raw fetch of the rows verify reads"),
-                ("verify", "audit_verify, hot store"),
+                ("fetch-columns", "floor: raw fetch of the event columns as stored"),
+                ("fetch-floor", "floor: raw fetch with verify's own query"),
+                ("verify-1", "audit_verify, hot store, one process"),
+                ("verify", f"audit_verify, hot store, {verify_workers} processes"),
                 ("archive", "audit_archive to S3 (gzip, sealed, read back, purge)"),
                 ("verify", "audit_verify, archives + hot"),
             ):
@@ -124,12 +130,20 @@ def run(options=None) -> list[dict]:
                         f" [S3 cut after 2 archives: {out['hot_after_cut']} still"
                         f" hot; resumed: {out['purged_on_resume']} purged]"
                     )
+                rate = out["events"] / out["seconds"]
+                floors[role] = rate
                 rows.append(
                     {
                         "measure": label,
                         "events": out["events"],
                         "seconds": round(out["seconds"], 2),
-                        "events_per_s": round(out["events"] / out["seconds"]),
+                        "events_per_s": round(rate),
+                        # Issue #13's budget: verify >= 0.8 of the fetch floor.
+                        "of_floor": (
+                            f"{rate / floors['fetch-floor']:.2f}"
+                            if role.startswith("verify")
+                            else ""
+                        ),
                         "peak_rss_mib": round(out["peak_rss_mib"], 1),
                     }
                 )
@@ -187,7 +201,25 @@ def _write_floor(seconds: float) -> dict:
 
 
 def _fetch_floor() -> dict:
-    """Fetch every event's columns as raw tuples (server-side cursor)."""
+    """Fetch every event as raw tuples with verification's own query
+    (``audit.verify.hot_sql``) and server-side cursor, and do nothing else."""
+    from django.db import connection, transaction
+
+    from audit.verify import HOT_CHUNK, hot_sql
+
+    count = 0
+    connection.ensure_connection()
+    with transaction.atomic(), connection.connection.cursor(name="floor") as cursor:
+        cursor.itersize = HOT_CHUNK
+        cursor.execute(hot_sql(), [0])
+        for _ in cursor:
+            count += 1
+    return {"events": count}
+
+
+def _fetch_columns() -> dict:
+    """Fetch every event's columns as they are stored (the floor before
+    verification read its values as text), raw tuples, server-side cursor."""
     from django.db import connection, transaction
 
     from audit import serialise
@@ -284,8 +316,10 @@ def _worker(role: str, args: list[str]) -> dict:
         result = {"events": n}
     elif role == "fetch-floor":
         result = _fetch_floor()
-    elif role == "verify":
-        report = audit_verify()
+    elif role == "fetch-columns":
+        result = _fetch_columns()
+    elif role in ("verify", "verify-1"):
+        report = audit_verify(workers=1 if role == "verify-1" else None)
         if not report.ok:
             raise SystemExit(f"verify found problems: {report.problems[:3]}")
         result = {"events": report.events}

@@ -6,6 +6,7 @@ runs on its embedded default: SQLite, files on local disk under ``var/``, and
 a Celery broker on the local filesystem, so nothing needs installing.
 """
 
+import os
 import socket
 from datetime import timedelta
 from pathlib import Path
@@ -916,6 +917,13 @@ AUDIT_ANCHOR_DIR = Path(
 # audit_verify on a schedule: hot store + anchors, and everything (archives).
 AUDIT_VERIFY_HOT_SECONDS = env.int("AUDIT_VERIFY_HOT_SECONDS", default=15 * 60)
 AUDIT_VERIFY_FULL_SECONDS = env.int("AUDIT_VERIFY_FULL_SECONDS", default=24 * 3600)
+# audit_verify checks the hot store on PostgreSQL in this many processes side
+# by side (forked, each with its own connection, a span of seals each), when
+# each would get at least AUDIT_VERIFY_SPAN_MIN_EVENTS events; 1: one process.
+AUDIT_VERIFY_WORKERS = env.int(
+    "AUDIT_VERIFY_WORKERS", default=min(4, os.cpu_count() or 1)
+)
+AUDIT_VERIFY_SPAN_MIN_EVENTS = env.int("AUDIT_VERIFY_SPAN_MIN_EVENTS", default=20_000)
 # django-auditlog: field-level changes, tied to the request's correlation id.
 AUDITLOG_CID_GETTER = "audit.context.auditlog_cid"
 AUDITLOG_MASK_CALLABLE = "audit.context.mask_secret"
