@@ -53,6 +53,7 @@ def verification_run(
             "spooled": report.spooled,
             "keyed": report.keyed,
             "legacy": report.legacy,
+            "spans": report.spans,
             "problems": len(report.problems),
         },
     )

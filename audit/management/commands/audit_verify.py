@@ -95,6 +95,8 @@ class Command(BaseCommand):
             f"{report.spooled} written late from the outage spool; "
             f"{len(report.problems)} problems"
         )
+        if report.spans > 1:
+            summary += f" (hot store in {report.spans} processes)"
         if not report.ok:
             raise CommandError(f"{summary}; first bad: {report.problems[0]}")
         self.stdout.write(self.style.SUCCESS(f"audit trail intact: {summary}"))
