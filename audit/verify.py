@@ -477,7 +477,12 @@ def _walk_range(walker: _Walker, after: int, upto: int | None, progress=None):
 class _Span:
     after: int
     upto: int | None  # None: to the newest event (the unsealed tail too)
-    seals: list  # (seal, pairs), chain-checked
+    # The seals it reads again (by seq, inclusive; none when first > last),
+    # each compared with what the chain check read: seq -> (head, SHA-256
+    # of its digests).
+    first_seq: int
+    last_seq: int
+    checked: dict
 
 
 @dataclass
@@ -488,56 +493,86 @@ class _SpanResult:
     keyed: bool
 
 
+CHANGED = "seal {seq} changed while the trail was being verified"
+
+
+def _span_seals(span: _Span, report: Report) -> Iterator:
+    """A span's seals with their digests, read again (only their heads and
+    digests' hashes are kept from the chain check, not every event's: flat
+    memory); one that is not what the chain check read is a problem."""
+    seq = span.first_seq
+    while seq <= span.last_seq:
+        # Pages of plain SELECTs, not a server-side cursor: this is read
+        # inside and outside the events' transaction.
+        page = list(
+            AuditSeal.objects.filter(seq__gte=seq, seq__lte=span.last_seq).order_by(
+                "seq"
+            )[:50]
+        )
+        if not page:
+            return
+        yield from _reread(page, span, report)
+        seq = page[-1].seq + 1
+
+
+def _reread(page: list, span: _Span, report: Report) -> Iterator:
+    for seal in page:
+        digests = bytes(seal.digests)
+        seen = (seal.head, hashlib.sha256(digests).digest())
+        if span.checked.get(seal.seq) != seen:
+            report.problems.append(
+                Problem("forged-seal", seal.first_id, CHANGED.format(seq=seal.seq))
+            )
+        yield seal, chain.unpack_digests(digests)
+
+
 def _spans(walker: _Walker, after: int, workers: int) -> list[_Span]:
     """Cut the hot store after ``after`` into up to ``workers`` spans of
     about equal events, at seal boundaries; [] when it is too small to be
     worth it or forking is not safe here (inside a transaction: the
     children would not see its rows; a pooled connection: a pool must not
-    cross a fork)."""
+    cross a fork). The chain checks of every seal run here, first."""
     if (
         connection.in_atomic_block
         or "pool" in connection.settings_dict.get("OPTIONS", {})
         or walker.seal is None
     ):
         return []
-    rest = list(walker.seals)  # the chain checks of every seal run here
-    walker.seals = iter(())
-    counts = [walker.seal.count] + [seal.count for seal, _ in rest]
-    total = sum(counts)
+    current = walker.seal
+    light = [(current.seq, current.last_id, current.count)]
+    checked = {}
+    for seal, _ in walker.seals:
+        light.append((seal.seq, seal.last_id, seal.count))
+        checked[seal.seq] = (seal.head, hashlib.sha256(bytes(seal.digests)).digest())
+    total = sum(count for _, _, count in light)
     workers = min(workers, total // max(settings.AUDIT_VERIFY_SPAN_MIN_EVENTS, 1))
-    if workers < 2:
-        walker.seals = iter(rest)
-        return []
-    target = total / workers
-    cuts, done = [], counts[0]
-    for i, count in enumerate(counts[1:], start=1):
+    cuts, done = [], light[0][2]
+    target = total / max(workers, 1)
+    for i, (_, _, count) in enumerate(light[1:], start=1):
         if done >= target * (len(cuts) + 1) and len(cuts) < workers - 1:
-            cuts.append(i)  # rest[i-1] ends a span
+            cuts.append(i)  # light[i] starts a span
         done += count
-    walker.seals = iter(rest[: (cuts[0] - 1) if cuts else len(rest)])
     spans = []
-    starts = [0, *cuts]
-    ends = [*cuts, len(counts)]
-    for start, end in zip(starts, ends, strict=True):
-        # counts[i] is rest[i - 1]: span k holds rest[start - 1 : end - 1]
-        # (the first also the walker's current seal, already taken).
-        seals = rest[max(start - 1, 0) : end - 1]
-        last = seals[-1][0] if seals else walker.seal
+    for start, end in zip([0, *cuts], [*cuts, len(light)], strict=True):
+        # Span 0's first seal is the walker's, already read and taken.
         spans.append(
             _Span(
                 after=after if start == 0 else spans[-1].upto,
-                upto=None if end == len(counts) else last.last_id,
-                seals=seals,
+                upto=None if end == len(light) else light[end - 1][1],
+                first_seq=light[start][0] + (1 if start == 0 else 0),
+                last_seq=light[end - 1][0],
+                checked=checked,
             )
         )
-    return spans
+    walker.seals = _span_seals(spans[0], walker.report)
+    return spans if len(spans) > 1 else []
 
 
 _SPANS: list[_Span] = []
 
 
 def _span_walker(span: _Span, report: Report, skip_until: int) -> _Walker:
-    return _Walker(iter(span.seals), report, skip_until=skip_until)
+    return _Walker(_span_seals(span, report), report, skip_until=skip_until)
 
 
 def _run_span(index: int, skip_until: int, send) -> None:
