@@ -11,6 +11,7 @@ and the broker when scraped, so they are the same whichever worker answers.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -54,6 +55,24 @@ IP_BLOCKED = Counter(
     registry=None,
 )
 REQUEST_METRICS = (REQUEST_LATENCY, RESPONSES, THROTTLED, SIGN_INS, IP_BLOCKED)
+
+
+# One labelled child per view or status, kept: ``labels()`` validates, locks
+# and builds a key on every call, and the middleware asks on every request.
+# URL names and status codes are few; the bound only caps a surprise.
+@functools.lru_cache(maxsize=1024)
+def request_latency(view: str):
+    return REQUEST_LATENCY.labels(view=view)
+
+
+@functools.lru_cache(maxsize=256)
+def responses(status: int):
+    return RESPONSES.labels(status=str(status))
+
+
+@functools.lru_cache(maxsize=1024)
+def throttled(view: str):
+    return THROTTLED.labels(view=view)
 
 
 def on_logged_in(sender, **kwargs) -> None:

@@ -33,10 +33,10 @@ class RequestMetricsMiddleware:
         match = getattr(request, "resolver_match", None)
         view = match.view_name if match is not None else UNRESOLVED
         status = response.status_code
-        metrics.REQUEST_LATENCY.labels(view=view).observe(duration)
-        metrics.RESPONSES.labels(status=str(status)).inc()
+        metrics.request_latency(view).observe(duration)
+        metrics.responses(status).inc()
         if status == 429:
-            metrics.THROTTLED.labels(view=view).inc()
+            metrics.throttled(view).inc()
         if logger.isEnabledFor(logging.INFO):
             user = getattr(request, "_cached_user", None)
             logger.info(
