@@ -7,6 +7,8 @@ in a temporary folder; settings modules under bench/ choose its middleware.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import re
@@ -25,6 +27,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
+# The CPUs this run may use, as it started (latency benches pin to them).
+CPUS = sorted(os.sched_getaffinity(0))
 EMAIL = "bench@example.test"
 # The servers' environment is the embedded default's: nothing from the
 # developer's shell may move them onto other servers.
@@ -142,9 +146,16 @@ def start_server(
         "--workers=1",
         "--log-level=warning",
     ]
+    pin = None
     if config is not None:
         command = [str(BIN / "gunicorn"), "-c", str(config)]
         extra_env = {**extra_env, "KREO_HOST": HOST, "KREO_PORT": str(port)}
+    elif len(CPUS) > 1:
+        # A latency bench's servers share one CPU, the client has the rest:
+        # where the scheduler happened to put each process otherwise moved
+        # identical servers 3-5% apart, more than the budgets measured.
+        cpu = CPUS[-1]
+        pin = functools.partial(os.sched_setaffinity, 0, {cpu})
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - gunicorn, fixed arguments
             command,
@@ -152,6 +163,7 @@ def start_server(
             env=environment(var_dir, settings_module, **extra_env),
             stdout=out,
             stderr=subprocess.STDOUT,
+            preexec_fn=pin,  # noqa: PLW1509 - one system call, no threads here
         )
     server = Server(name, f"http://{HOST}:{port}", process, log)
     deadline = time.monotonic() + 60
@@ -246,15 +258,29 @@ def interleaved(
     """
     timings = {case: {name: [] for name in servers} for case in measured}
     names = list(servers)
-    for number in range(-max(5, rounds // 10), rounds):
-        shift = number % len(names)
-        order = names[shift:] + names[:shift]
-        for case, (path, check) in measured.items():
-            for name in order:
-                elapsed = timed_get(servers[name], path, check)
-                if number >= 0:
-                    timings[case][name].append(elapsed)
+    with client_cpus():
+        for number in range(-max(5, rounds // 10), rounds):
+            shift = number % len(names)
+            order = names[shift:] + names[:shift]
+            for case, (path, check) in measured.items():
+                for name in order:
+                    elapsed = timed_get(servers[name], path, check)
+                    if number >= 0:
+                        timings[case][name].append(elapsed)
     return timings
+
+
+@contextlib.contextmanager
+def client_cpus():
+    """Keep the measuring client off the CPU the servers are pinned to."""
+    if len(CPUS) < 2:
+        yield
+        return
+    os.sched_setaffinity(0, set(CPUS[:-1]))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, set(CPUS))
 
 
 def median_p90(values: list[float]) -> tuple[float, float]:
