@@ -2,7 +2,9 @@
 
 import hashlib
 import json
-import multiprocessing
+import os
+import pickle
+import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -568,22 +570,57 @@ def _spans(walker: _Walker, after: int, workers: int) -> list[_Span]:
     return spans if len(spans) > 1 else []
 
 
-_SPANS: list[_Span] = []
-
-
 def _span_walker(span: _Span, report: Report, skip_until: int) -> _Walker:
     return _Walker(_span_seals(span, report), report, skip_until=skip_until)
 
 
-def _run_span(index: int, skip_until: int, send) -> None:
-    """In a forked child: check span ``index`` (k >= 1) from a clean state
-    and send the result back."""
-    span = _SPANS[index]
-    walker = _span_walker(span, Report(), skip_until)
-    _walk_range(walker, span.after, span.upto)
-    connection.close()
-    send.send(_SpanResult(walker.report, walker.latest, walker.lowest, walker.keyed))
-    send.close()
+def _fork_span(span: _Span, skip_until: int) -> tuple[int, int] | None:
+    """Check ``span`` in a forked child from a clean state; return (pid, the
+    read end of the pipe its pickled ``_SpanResult`` comes through), or None
+    when this process cannot fork.
+
+    ``os.fork``, not ``multiprocessing``: a multiprocessing child runs the
+    after-fork hooks libraries registered there, and kombu's closes the
+    broker connections it inherited, over the parent's own sockets (a child
+    hung reading the parent's Redis socket). This child touches nothing it
+    inherited but memory: it opens its own database connection, writes its
+    result to the pipe and leaves with ``os._exit`` (no atexit handler, no
+    flush of anything the parent holds).
+    """
+    try:
+        read, write = os.pipe()
+        pid = os.fork()
+    except OSError:
+        return None
+    if pid:
+        os.close(write)
+        return pid, read
+    code = 1
+    try:
+        os.close(read)
+        walker = _span_walker(span, Report(), skip_until)
+        _walk_range(walker, span.after, span.upto)
+        connection.close()
+        data = pickle.dumps(
+            _SpanResult(walker.report, walker.latest, walker.lowest, walker.keyed)
+        )
+        with os.fdopen(write, "wb") as out:
+            out.write(data)
+        code = 0
+    except BaseException:
+        traceback.print_exc()  # the parent checks the span itself
+    finally:
+        os._exit(code)
+
+
+def _span_result(pid: int, read: int) -> _SpanResult | None:
+    """A child's result, or None when it died before giving it whole."""
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+        return None
+    return pickle.loads(data)  # noqa: S301  # nosec B301 - our own child's
 
 
 def _walk_spans(walker: _Walker, spans: list[_Span], progress) -> None:
@@ -595,53 +632,22 @@ def _walk_spans(walker: _Walker, spans: list[_Span], progress) -> None:
     event without a MAC in it (which then lacks one), or a time in it before
     the latest one before it (back-dated across the cut). Then that span is
     checked again here, from the true state (rare: only when it is bad).
+    A child that dies, or cannot be forked, has its span checked here too.
     """
-    global _SPANS
-    context = multiprocessing.get_context("fork")
-    _SPANS = spans
     connection.close()  # each child opens its own; none inherits this one
-    children = []
-    try:
-        for index in range(1, len(spans)):
-            receive, send = context.Pipe(duplex=False)
-            child = context.Process(
-                target=_run_span,
-                args=(index, walker.skip_until, send),
-                name=f"kreo-audit-verify-{index}",
-                daemon=True,
-            )
-            try:
-                child.start()
-            except (AssertionError, OSError):
-                # No child here (a daemonic process, no memory to fork): the
-                # span is checked in this process after span 0.
-                child = None
-            send.close()
-            children.append((child, receive))
-    finally:
-        _SPANS = []
+    children = [_fork_span(span, walker.skip_until) for span in spans[1:]]
     _walk_range(walker, spans[0].after, spans[0].upto, progress)
     report = walker.report
     report.spans = len(spans)
     latest, keyed = walker.latest, walker.keyed
-    for index, (child, receive) in enumerate(children, start=1):
-        result = None  # no child, or it died: the span is checked here
-        if child is not None:
-            try:
-                result = receive.recv()
-            except EOFError:
-                pass
-            child.join()
-        receive.close()
-        span = spans[index]
-        if result is not None and not _redo(result, latest, keyed, walker.skew):
-            part = result.report
-        else:
+    for span, child in zip(spans[1:], children, strict=True):
+        result = None if child is None else _span_result(*child)
+        if result is None or _redo(result, latest, keyed, walker.skew):
             again = _span_walker(span, Report(), walker.skip_until)
             again.latest, again.keyed = latest, keyed
             _walk_range(again, span.after, span.upto)
             result = _SpanResult(again.report, again.latest, None, again.keyed)
-            part = again.report
+        part = result.report
         for name in ("events", "unsealed", "spooled", "keyed", "legacy"):
             setattr(report, name, getattr(report, name) + getattr(part, name))
         report.problems += part.problems

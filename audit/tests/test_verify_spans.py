@@ -113,3 +113,23 @@ def test_deleted_rows_across_spans(trail, superuser_sql):
         ("deleted", gone[0]),
         ("deleted", gone[1]),
     ]
+
+
+class _Hooked:
+    """Something holding a connection, as kombu's pools do."""
+
+
+def test_children_run_no_multiprocessing_after_fork_hook(trail, tmp_path):
+    """kombu registers a multiprocessing after-fork hook that closes the
+    broker connections a child inherited, over the parent's own sockets
+    (a child hung in it, reading the parent's Redis socket, in the full
+    suite). The span children are plain forks: no such hook runs."""
+    import multiprocessing.util
+
+    marker = tmp_path / "hook-ran"
+    hooked = _Hooked()
+    multiprocessing.util.register_after_fork(hooked, lambda _: marker.touch())
+    report = audit_verify(archives=False, workers=3)
+    assert report.spans == 3
+    assert report.ok, report.problems
+    assert not marker.exists()
