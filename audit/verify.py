@@ -3,7 +3,7 @@
 import hashlib
 import json
 import os
-import pickle
+import pickle  # nosec B403 - only our own forked child's result, through its pipe
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
