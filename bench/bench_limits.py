@@ -11,7 +11,6 @@ none is refused: this prices the counting, not a 429.
 from __future__ import annotations
 
 import os
-import secrets
 import tempfile
 from pathlib import Path
 
@@ -49,78 +48,47 @@ STACKS = {
 
 
 def run(options) -> list[dict]:
-    """``BENCH_LIMITS_ROUNDS`` rounds (default one per stack, so that each
-    starts first once), each with a fresh server per stack, started in a
-    rotated order after a decoy and sharing one random hash seed; the
-    medians are over every round's requests.
+    """``BENCH_LIMITS_PROCESSES`` rounds (default 16) of fresh servers, one
+    per stack, each timed on ``--requests / 4`` requests per case (at least
+    20); each row is the geometric mean over rounds of the ratio of the two
+    servers' medians in that round (``bench.across_processes``,
+    ``bench.paired_ratio_row``).
 
-    One server per stack is not enough: two identical servers differ by up
-    to 5% (the hash seed alone moves a page's median by 15%), more than the
-    3% budget, while the three middlewares' own work, timed inside a
-    server, is about 80 µs of a 20 ms page. Pooling rounds of fresh
-    processes averages that spread out; the A/A rows show what is left.
+    One server per stack, however many requests, is not enough: identical
+    servers differ by up to 5% with where their memory landed, more than the
+    3% budget, while the three middlewares' own work, timed inside a server,
+    is about 80 µs of a 20 ms page. The A/A rows show what is left of that
+    spread after averaging.
     """
-    names = list(STACKS)
-    rounds = int(os.environ.get("BENCH_LIMITS_ROUNDS", str(len(names))))
-    timings: dict[str, dict[str, list[float]]] = {}
+    processes = int(os.environ.get("BENCH_LIMITS_PROCESSES", "16"))
+    # A page's median over 20 requests still moved by 3% from server to
+    # server (round sd 0.04); over 75 it is steadier, and a round's cost is
+    # mostly starting its five servers anyway.
+    requests = max(20, options.requests // 4)
     with tempfile.TemporaryDirectory(prefix="kreo-bench-") as folder:
         var_dir = Path(folder)
         seed = bench.seed_site(var_dir)
-        for number in range(rounds):
-            hash_seed = str(secrets.randbelow(2**32))
-            shift = number % len(names)
-            running: dict[str, bench.Server] = {}
-            # The first server a round starts answers slower than the rest
-            # (by 4-5% in an A/A run of four, for no reason in its code): a
-            # decoy takes that place and is not measured.
-            decoy = bench.start_server(
-                f"decoy-{number}",
-                var_dir,
-                STACKS["off"][0],
-                PYTHONHASHSEED=hash_seed,
-                **STACKS["off"][1],
-            )
-            try:
-                for name in names[shift:] + names[:shift]:
-                    settings_module, env = STACKS[name]
-                    running[name] = bench.start_server(
-                        f"{name}-{number}",
-                        var_dir,
-                        settings_module,
-                        PYTHONHASHSEED=hash_seed,
-                        **env,
-                    )
-                for server in running.values():
-                    bench.login(server, seed)
-                measured = bench.interleaved(
-                    running, bench.cases(seed), options.requests
-                )
-            finally:
-                for server in [decoy, *running.values()]:
-                    server.stop()
-            for case, by_stack in measured.items():
-                for name, values in by_stack.items():
-                    timings.setdefault(case, {}).setdefault(name, []).extend(values)
+        medians = bench.across_processes(var_dir, seed, STACKS, processes, requests)
     return [
         *(
             _as_control(
-                bench.ratio_row(
-                    f"{case}: A/A control, two identical servers",
+                bench.paired_ratio_row(
+                    f"{case}: A/A control, two identical stacks",
                     by_stack,
                     "off_again",
                     "off",
                     BUDGET,
                 )
             )
-            for case, by_stack in timings.items()
+            for case, by_stack in medians.items()
         ),
         *(
-            bench.ratio_row(f"{case}: limits", by_stack, "on", "off", BUDGET)
-            for case, by_stack in timings.items()
+            bench.paired_ratio_row(f"{case}: limits", by_stack, "on", "off", BUDGET)
+            for case, by_stack in medians.items()
         ),
         *(
             _as_off(
-                bench.ratio_row(
+                bench.paired_ratio_row(
                     f"{case}: limits, IP filter, metrics",
                     by_stack,
                     "on",
@@ -128,7 +96,7 @@ def run(options) -> list[dict]:
                     BUDGET,
                 )
             )
-            for case, by_stack in timings.items()
+            for case, by_stack in medians.items()
         ),
     ]
 
