@@ -2,5 +2,8 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from kreo.datastack import HeadroomApplication
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kreo.settings.local")
-application = get_wsgi_application()
+# Each request from the start of its own frame-stack chunk (kreo/datastack.py).
+application = HeadroomApplication(get_wsgi_application())
