@@ -351,7 +351,7 @@ def paired_ratio_row(
     a, b = medians[test], medians[base]
     logs = [math.log(x / y) for x, y in zip(a, b, strict=True)]
     ratio = math.exp(statistics.fmean(logs))
-    draw = random.Random(f"{case}/{test}/{base}")  # noqa: S311 - statistics
+    draw = random.Random(f"{case}/{test}/{base}")  # noqa: S311  # nosec B311 - resampling for statistics, not a secret
     means = sorted(
         statistics.fmean(draw.choices(logs, k=len(logs))) for _ in range(BOOTSTRAP)
     )
