@@ -1,6 +1,9 @@
 """What the request limits cost: the same pages through the full stack with
-the limits on and with them off (``KREO_LIMITS_ENABLED=false``), over real
-HTTP against two gunicorn servers sharing one seeded site.
+the limits on and with them off (``KREO_LIMITS_ENABLED=false``), and with
+the limits, IP filter and request metrics against none of them, over real
+HTTP against fresh gunicorn servers (one per stack, round after round)
+sharing one seeded site. A gap the middlewares' own work cannot explain was
+CPython 3.11's frame-stack chunks (kreo/datastack.py), not noise.
 
 Budget (DESIGN.md): limits on vs off, median page latency <= 1.03. The rates
 are raised so that every request is counted (one increment on the shared
